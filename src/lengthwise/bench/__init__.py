@@ -1,0 +1,1 @@
+"""Load generator, metrics, reports and plots."""

@@ -1,0 +1,25 @@
+"""The `lengthwise` command line: one app, one sub-app per package."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="lengthwise",
+    help="Length-aware scheduling for LLM serving.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def main() -> None:
+    """Length-aware scheduling for LLM serving."""
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from lengthwise import __version__
+
+    typer.echo(__version__)

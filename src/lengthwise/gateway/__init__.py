@@ -1,0 +1,1 @@
+"""The OpenAI-compatible scheduling proxy in front of one or more engines."""

@@ -1,0 +1,48 @@
+"""The scheduling-policy interface, shared by the live gateway and the simulator.
+
+A policy only ranks jobs: `key(job, now)`, lower is served first. Everything else
+(when to admit, how many run, preemption) belongs to the engine or the gateway,
+so that what we simulate is exactly what we run.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Job:
+    """A request as a scheduler sees it.
+
+    `predicted_tokens` is the (calibrated) expected output length; `generated_tokens`
+    and `service_s` grow while it runs (SRPT, MLFQ and round robin read them).
+    `payload` carries whatever the owner needs back (the gateway's pending request,
+    the simulator's request record) and is never read by a policy.
+    """
+
+    id: str
+    arrival: float
+    predicted_tokens: float = 0.0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    service_s: float = 0.0
+    last_run: float | None = None
+    payload: Any = field(default=None, repr=False, compare=False)
+
+
+class Policy(ABC):
+    """Ranks jobs; lower keys go first, ties by arrival then id."""
+
+    name: str = "policy"
+    #: True when a waiting job's key cannot change while it waits, so a heap keyed
+    #: once at insertion stays ordered. Time-dependent policies set it False.
+    time_invariant: bool = True
+
+    @abstractmethod
+    def key(self, job: Job, now: float) -> float:
+        """The job's rank at time `now`; lower is served first."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

@@ -1,0 +1,74 @@
+"""The predictor interface shared by the gateway, the simulator and the benchmarks.
+
+A predictor turns an OpenAI-style request into a `Prediction` of its output length.
+It never raises to its caller: on any failure it returns a fallback prediction whose
+`fallback_reason` says why, so a request is never harmed by its prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Endpoint = Literal["chat", "completion"]
+
+
+@dataclass(frozen=True)
+class LengthRequest:
+    """What a predictor sees: the endpoint kind and the request body as the client sent it."""
+
+    endpoint: Endpoint
+    body: dict[str, Any]
+    request_id: str = ""
+
+    @property
+    def max_tokens(self) -> int | None:
+        value = self.body.get("max_completion_tokens", self.body.get("max_tokens"))
+        return value if isinstance(value, int) and value > 0 else None
+
+
+@dataclass(frozen=True)
+class PredictionCost:
+    """What a prediction cost: wall time and the extra tokens it sent through the engine."""
+
+    latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Expected output tokens, with a spread, the source and the cost.
+
+    `tokens` is what schedulers order by (already calibrated where a calibrator is
+    attached); `raw` is the predictor's own uncalibrated value; `features` carries
+    what a calibrator or a learned predictor may fit on.
+    """
+
+    tokens: float
+    source: str
+    quantiles: dict[float, float] = field(default_factory=dict)
+    raw: float | None = None
+    fallback_reason: str | None = None
+    cost: PredictionCost = PredictionCost()
+    features: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def is_fallback(self) -> bool:
+        return self.fallback_reason is not None
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """Predicts output length; learns from completions if it can."""
+
+    name: str
+
+    async def predict(self, request: LengthRequest) -> Prediction:
+        """Never raises: failures become a fallback `Prediction`."""
+        ...
+
+    def observe(self, request: LengthRequest, prediction: Prediction, actual_tokens: int) -> None:
+        """Called once per completed request with its actual output tokens."""
+        ...

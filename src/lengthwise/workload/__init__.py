@@ -1,0 +1,1 @@
+"""Datasets, traces and arrival processes."""
