@@ -2,5 +2,6 @@
 
 from lengthwise.policy.base import Job, Policy
 from lengthwise.policy.queue import WaitingQueue
+from lengthwise.policy.registry import POLICIES, make_policy
 
-__all__ = ["Job", "Policy", "WaitingQueue"]
+__all__ = ["POLICIES", "Job", "Policy", "WaitingQueue", "make_policy"]

@@ -20,6 +20,9 @@ class LengthRequest:
     endpoint: Endpoint
     body: dict[str, Any]
     request_id: str = ""
+    #: Base URL of the backend the real request will go to; a predictor that queries
+    #: an engine (self-prediction) must use it so the engine's prefix cache is shared.
+    backend: str | None = None
 
     @property
     def max_tokens(self) -> int | None:
