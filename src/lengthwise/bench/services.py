@@ -1,0 +1,88 @@
+"""Servers a comparison starts for itself: the gateway per arm (a subprocess), and a
+health probe shared with the engine checks.
+
+Every server started here is stopped here, even when the run fails, and its log
+is kept so a failed start says why.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def is_healthy(url: str, timeout_s: float = 2.0) -> bool:
+    """True when `GET {url}/health` answers 200."""
+    try:
+        return httpx.get(f"{url.rstrip('/')}/health", timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@contextmanager
+def running_server(cmd: Sequence[str], url: str, log: Path, start_timeout_s: float = 120.0) -> Iterator[str]:
+    """Run `cmd` until the `with` block ends; yields `url` once its /health answers.
+
+    Raises RuntimeError with the log's tail if the process exits or stays
+    unhealthy for `start_timeout_s`.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while not is_healthy(url, timeout_s=1.0):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}; log {log}:\n{_tail(log)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} not healthy after {start_timeout_s:.0f} s; log {log}:\n{_tail(log)}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
+    """SIGTERM the process group we started, then SIGKILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def lengthwise_command(*args: str) -> list[str]:
+    """The `lengthwise` CLI of this very environment, with `args`."""
+    script = Path(sys.executable).with_name("lengthwise")
+    return [str(script) if script.exists() else "lengthwise", *args]
+
+
+def gateway_command(backend: str, port: int, args: Sequence[str]) -> list[str]:
+    """`lengthwise serve` in front of `backend` on 127.0.0.1:`port` with extra `args`."""
+    return lengthwise_command("serve", "--backend", backend, "--host", "127.0.0.1", "--port", str(port), *args)

@@ -1,0 +1,88 @@
+"""The load generator against an in-process fake streaming backend (httpx.MockTransport)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import numpy as np
+import pytest
+
+from lengthwise.bench.loadgen import Target, replay
+from lengthwise.bench.plan import build_plan, poisson_gamma_arrivals
+
+TOKEN_DELAY_S = 0.02
+
+
+def fake_backend(first_token_delay_s: float = 0.05, fail_prompt: str = "FAIL") -> httpx.MockTransport:
+    """Streams one chunk per word of the prompt (capped by max_tokens), like vLLM's chat SSE."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        prompt = body["messages"][0]["content"]
+        if prompt == fail_prompt:
+            return httpx.Response(503, json={"error": {"message": "backend down"}})
+        words = prompt.split()[: body["max_tokens"]]
+
+        async def sse():
+            yield b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
+            await asyncio.sleep(first_token_delay_s)
+            for w in words:
+                chunk = {"choices": [{"index": 0, "delta": {"content": w}}]}
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+                await asyncio.sleep(TOKEN_DELAY_S)
+            usage = {"prompt_tokens": 7, "completion_tokens": len(words),
+                     "prompt_tokens_details": {"cached_tokens": 3}}
+            yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+
+        headers = {"content-type": "text/event-stream", "x-lengthwise-predicted-tokens": str(len(words) + 1)}
+        return httpx.Response(200, headers=headers, content=sse())
+
+    return httpx.MockTransport(handler)
+
+
+async def run(prompts: list[str], arrivals: list[float], max_tokens: int = 16):
+    plan = build_plan(prompts, arrivals, max_tokens=max_tokens)
+    async with httpx.AsyncClient(transport=fake_backend()) as client:
+        return await replay(plan, Target(url="http://fake", model="m"), client=client, progress=False)
+
+
+async def test_timings_tokens_and_prediction_are_recorded() -> None:
+    obs = await run(["a b c d e", "x y"], [0.0, 0.1])
+    first, second = obs
+    assert first.error is None and second.error is None
+    assert len(first.chunk_times) == 5 and first.output_tokens == 5 and first.prompt_tokens == 7
+    assert first.cached_tokens == 3 and first.predicted_tokens == 6.0
+    ttft = first.chunk_times[0] - first.sent_s
+    assert ttft >= 0.05
+    itls = np.diff(first.chunk_times)
+    assert np.all(itls >= TOKEN_DELAY_S * 0.9)
+    assert second.sent_s >= 0.1 and second.end_s >= second.chunk_times[-1]
+
+
+async def test_errors_are_recorded_not_raised() -> None:
+    ok, bad = await run(["a b", "FAIL"], [0.0, 0.0])
+    assert ok.error is None
+    assert bad.error is not None and "503" in bad.error and "backend down" in bad.error
+    assert bad.output_tokens == 0 and not bad.chunk_times
+
+
+async def test_unreachable_server_is_an_error_per_request() -> None:
+    plan = build_plan(["a"], [0.0], max_tokens=4)
+    (obs,) = await replay(plan, Target(url="http://127.0.0.1:9", model="m"), progress=False)
+    assert obs.error is not None and "Connect" in obs.error
+
+
+def test_arrivals_are_reproducible_from_a_seed() -> None:
+    a = poisson_gamma_arrivals(50, rate=2.0, burstiness=0.5, seed=7)
+    b = poisson_gamma_arrivals(50, rate=2.0, burstiness=0.5, seed=7)
+    c = poisson_gamma_arrivals(50, rate=2.0, burstiness=0.5, seed=8)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert a[0] == 0.0 and np.all(np.diff(a) >= 0)
+
+
+def test_arrival_rate_matches_on_average() -> None:
+    t = poisson_gamma_arrivals(20_000, rate=4.0, burstiness=1.0, seed=1)
+    assert t[-1] / (len(t) - 1) == pytest.approx(0.25, rel=0.03)
