@@ -86,3 +86,24 @@ def lengthwise_command(*args: str) -> list[str]:
 def gateway_command(backend: str, port: int, args: Sequence[str]) -> list[str]:
     """`lengthwise serve` in front of `backend` on 127.0.0.1:`port` with extra `args`."""
     return lengthwise_command("serve", "--backend", backend, "--host", "127.0.0.1", "--port", str(port), *args)
+
+
+def engine_busy(url: str) -> float | None:
+    """Requests running or waiting in a vLLM engine (from /metrics); None if it has no such gauges."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = httpx.get(f"{url.rstrip('/')}/metrics", timeout=5.0).text
+    except httpx.HTTPError:
+        return None
+    gauges = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+    values = [s.value for fam in text_string_to_metric_families(text) if fam.name in gauges for s in fam.samples]
+    return sum(values) if values else None
+
+
+def wait_idle(url: str, timeout_s: float = 300.0) -> bool:
+    """Wait until the engine runs and queues nothing, so one arm's tail can't slow the next."""
+    deadline = time.monotonic() + timeout_s
+    while (busy := engine_busy(url)) and time.monotonic() < deadline:
+        time.sleep(1.0)
+    return not busy
