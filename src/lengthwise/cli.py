@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import typer
 
+from lengthwise.engine.cli import engine_app
+from lengthwise.predict.cli import predict_app
+
 app = typer.Typer(
     name="lengthwise",
     help="Length-aware scheduling for LLM serving.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+app.add_typer(engine_app, name="engine")
+app.add_typer(predict_app, name="predict")
 
 
 @app.callback()

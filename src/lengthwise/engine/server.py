@@ -1,0 +1,276 @@
+"""Starting, finding and stopping vLLM servers: one per port, each with a state file (its pid) and a log."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import httpx
+import psutil
+
+from lengthwise.engine.errors import EngineError
+from lengthwise.engine.model import ensure_model
+from lengthwise.engine.paths import MODEL_NAME, CacheLayout
+from lengthwise.engine.progress import QUIET, Progress
+from lengthwise.engine.resources import GB, port_in_use, require_memory
+from lengthwise.engine.shell import format_tail
+from lengthwise.engine.venv import ensure_venv
+
+Policy = Literal["priority", "fcfs"]
+DEFAULT_PORT = 8000
+START_MEMORY_BYTES = 7 * GB  # measured RSS: ~6.6 GB with the 1 GB KV cache
+START_TIMEOUT_S = 600.0  # a quiet machine needs ~50 s; a busy 2-core one several times that
+STOP_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The settings of one server; `extra_args` go to vLLM's command line unchanged."""
+
+    port: int = DEFAULT_PORT
+    policy: Policy = "priority"
+    max_num_seqs: int = 4
+    # Bounds one prefill on a CPU; the 1 GB KV cache (~87k tokens) holds 16 sequences of this length.
+    max_model_len: int = 4096
+    kv_cache_bytes: str = "1G"
+    extra_args: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+
+    def describe(self) -> str:
+        extra = f", vLLM args {' '.join(self.extra_args)}" if self.extra_args else ""
+        return (
+            f"policy {self.policy}, max-num-seqs {self.max_num_seqs}, max-model-len {self.max_model_len}, "
+            f"kv-cache {self.kv_cache_bytes}{extra}"
+        )
+
+
+@dataclass(frozen=True)
+class EngineHandle:
+    """A server this code started: what the state file records about it."""
+
+    pid: int
+    create_time: float  # with the pid, tells our process from a later one that reuses the pid
+    config: EngineConfig
+    log: Path
+    model: str = MODEL_NAME
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def url(self) -> str:
+        """The server's root (health, metrics); the OpenAI API is under `base_url`."""
+        return f"http://{self.config.host}:{self.config.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["log"] = str(self.log)
+        return json.dumps(data, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> EngineHandle:
+        data = json.loads(text)
+        config = data.pop("config")
+        config["extra_args"] = tuple(config["extra_args"])
+        return cls(config=EngineConfig(**config), log=Path(data.pop("log")), **data)
+
+
+def build_command(python: Path, model_dir: Path, config: EngineConfig) -> list[str]:
+    return [
+        str(python), "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir),
+        "--served-model-name", MODEL_NAME,
+        "--host", config.host,
+        "--port", str(config.port),
+        "--scheduling-policy", config.policy,
+        "--enable-prefix-caching",
+        "--enable-prompt-tokens-details",
+        "--enforce-eager",  # same speed on CPU, and start-up drops from ~150 s to ~50 s
+        "--kv-cache-memory-bytes", config.kv_cache_bytes,
+        "--max-num-seqs", str(config.max_num_seqs),
+        "--max-model-len", str(config.max_model_len),
+        *config.extra_args,
+    ]  # fmt: skip
+
+
+def build_env(base: Mapping[str, str]) -> dict[str, str]:
+    """The server's environment: offline, and the model's threads on every core unless told otherwise."""
+    env = dict(base)
+    env["HF_HUB_OFFLINE"] = "1"
+    # vLLM keeps a core for the API server by default; on 2 cores that halves the model's speed.
+    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
+    return env
+
+
+def is_alive(handle: EngineHandle) -> bool:
+    """Whether the recorded process still runs (a reused pid or a zombie doesn't count)."""
+    try:
+        proc = psutil.Process(handle.pid)
+        return abs(proc.create_time() - handle.create_time) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def is_healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def find(port: int, layout: CacheLayout | None = None) -> EngineHandle | None:
+    """The running engine this code started on `port`; a stale state file is removed."""
+    layout = layout or CacheLayout.default()
+    path = layout.state_file(port)
+    try:
+        handle = EngineHandle.from_json(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        path.unlink(missing_ok=True)  # unreadable: written by an interrupted start or another version
+        return None
+    if is_alive(handle):
+        return handle
+    path.unlink(missing_ok=True)
+    return None
+
+
+def find_all(layout: CacheLayout | None = None) -> list[EngineHandle]:
+    layout = layout or CacheLayout.default()
+    ports = sorted(int(p.stem.removeprefix("engine-")) for p in layout.state.glob("engine-*.json"))
+    return [h for port in ports if (h := find(port, layout)) is not None]
+
+
+def setup(layout: CacheLayout | None = None, progress: Progress = QUIET) -> Path:
+    """Install vLLM and prepare the model (each only once); return the model directory."""
+    layout = layout or CacheLayout.default()
+    layout.state.mkdir(parents=True, exist_ok=True)
+    ensure_venv(layout, progress)
+    return ensure_model(layout, progress)
+
+
+def start(
+    config: EngineConfig = EngineConfig(),
+    layout: CacheLayout | None = None,
+    progress: Progress = QUIET,
+    timeout: float = START_TIMEOUT_S,
+) -> EngineHandle:
+    """Start a server (setting up first if needed) and wait until it is healthy.
+
+    An engine already running on the port with the same settings is returned as it is.
+    """
+    layout = layout or CacheLayout.default()
+    existing = find(config.port, layout)
+    if existing is not None:
+        if existing.config != config:
+            raise EngineError(
+                f"An engine already runs on port {config.port} (pid {existing.pid}) with other settings "
+                f"({existing.config.describe()}). Stop it first: lengthwise engine down --port {config.port}"
+            )
+        progress.step(f"An engine already runs on port {config.port} (pid {existing.pid}): reusing it")
+        return existing
+    if port_in_use(config.host, config.port):
+        raise EngineError(
+            f"Port {config.port} on {config.host} is in use by another program. "
+            "Choose another with --port (lengthwise's own engines: `lengthwise engine status`)."
+        )
+    model_dir = setup(layout, progress)
+    require_memory(START_MEMORY_BYTES, "start the engine")
+    handle = _spawn(layout, model_dir, config)
+    try:
+        _wait_healthy(handle, timeout, progress)
+    except BaseException:  # Ctrl-C included: leave no half-started server behind
+        stop(config.port, layout)
+        raise
+    return handle
+
+
+def _spawn(layout: CacheLayout, model_dir: Path, config: EngineConfig) -> EngineHandle:
+    log = layout.server_log(config.port)
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            build_command(layout.venv_python, model_dir, config),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=build_env(os.environ),
+            start_new_session=True,  # its own process group: `stop` ends the server and its engine core together
+        )
+    handle = EngineHandle(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time(), config=config, log=log)
+    layout.state_file(config.port).write_text(handle.to_json())
+    return handle
+
+
+def _wait_healthy(handle: EngineHandle, timeout: float, progress: Progress) -> None:
+    started = time.monotonic()
+    progress.step(f"Starting vLLM on port {handle.config.port} (pid {handle.pid}, log {handle.log}); about a minute")
+    with progress.waiting(f"waiting for {handle.url}/health"):
+        while not is_healthy(handle.url):
+            if not is_alive(handle):
+                raise EngineError(f"The engine exited during start-up.\n{format_tail(handle.log)}")
+            if time.monotonic() - started > timeout:
+                raise EngineError(
+                    f"The engine was not healthy after {timeout:.0f} s; stopped it.\n{format_tail(handle.log)}"
+                )
+            time.sleep(0.5)
+    progress.step(f"Engine healthy after {time.monotonic() - started:.0f} s")
+
+
+def engine_processes(handle: EngineHandle) -> list[psutil.Process]:
+    """The server, every process under it (vLLM's engine core and worker), and any other member of its
+    process group (a grandchild whose parent died is no child of anyone's, but stays in the group)."""
+    procs: dict[int, psutil.Process] = {}
+    try:
+        root = psutil.Process(handle.pid)
+        procs.update((p.pid, p) for p in [root, *root.children(recursive=True)])
+    except psutil.Error:
+        pass
+    for proc in psutil.process_iter():
+        if _pgid(proc.pid) == handle.pid:
+            procs.setdefault(proc.pid, proc)
+    return list(procs.values())
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def stop(port: int, layout: CacheLayout | None = None, timeout: float = STOP_TIMEOUT_S) -> list[int]:
+    """Stop the engine this code started on `port` and everything under it; return the pids it ended.
+
+    SIGTERM to its process group (vLLM shuts down cleanly), SIGKILL to what is left after `timeout`.
+    """
+    layout = layout or CacheLayout.default()
+    handle = find(port, layout)
+    if handle is None:
+        return []
+    procs = engine_processes(handle)
+    for proc in procs:
+        _signal(proc, signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        _signal(proc, signal.SIGKILL)
+    _, alive = psutil.wait_procs(alive, timeout=10)
+    if alive:
+        raise EngineError(f"Could not stop the engine on port {port}: pids {[p.pid for p in alive]} survive SIGKILL.")
+    layout.state_file(port).unlink(missing_ok=True)
+    return [p.pid for p in procs]
+
+
+def _signal(proc: psutil.Process, sig: signal.Signals) -> None:
+    try:
+        proc.send_signal(sig)
+    except psutil.NoSuchProcess:
+        pass
