@@ -2,6 +2,6 @@
 
 from lengthwise.policy.base import Job, Policy
 from lengthwise.policy.queue import WaitingQueue
-from lengthwise.policy.registry import POLICIES, make_policy
+from lengthwise.policy.registry import POLICIES, WRAPPERS, make_policy, parse_policy
 
-__all__ = ["POLICIES", "Job", "Policy", "WaitingQueue", "make_policy"]
+__all__ = ["POLICIES", "WRAPPERS", "Job", "Policy", "WaitingQueue", "make_policy", "parse_policy"]

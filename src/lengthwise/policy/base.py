@@ -39,10 +39,22 @@ class Policy(ABC):
     #: True when a waiting job's key cannot change while it waits, so a heap keyed
     #: once at insertion stays ordered. Time-dependent policies set it False.
     time_invariant: bool = True
+    #: True when a waiting job's key changes only at the instants `rekey_at` names
+    #: (a max-wait bound): WaitingQueue then keeps its heap and re-keys at those instants.
+    piecewise_constant: bool = False
 
     @abstractmethod
     def key(self, job: Job, now: float) -> float:
         """The job's rank at time `now`; lower is served first."""
+
+    def rekey_at(self, job: Job, now: float) -> float | None:
+        """The next instant after `now` at which a waiting `job`'s key changes; None if never."""
+        return None
+
+    def quantum(self, job: Job) -> float | None:
+        """Output tokens `job` may generate before it must yield to a waiting job whose key is
+        no worse than its own; None: never. Only engines that can preempt honor it."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

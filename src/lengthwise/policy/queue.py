@@ -10,18 +10,24 @@ from lengthwise.policy.base import Job, Policy
 
 
 class WaitingQueue:
-    """Jobs waiting for admission, popped in policy order.
+    """Jobs waiting for admission, popped in policy order (ties by arrival, then insertion).
 
-    Time-invariant policies use a heap keyed once on insertion (O(log n));
-    time-dependent ones (aging, HRRN) are ranked afresh at each pop (O(n)).
-    Removal is lazy so that a cancelled request costs O(1).
+    Time-invariant policies use a heap keyed once on insertion (O(log n)). Policies
+    whose keys are piecewise constant in time (a max-wait bound) keep the heap and
+    re-key a job at the instants the policy names. Other time-dependent ones (HRRN)
+    are ranked afresh at each pop (O(n)). Removal is lazy so that a cancelled
+    request costs O(1).
     """
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self._heap: list[tuple[float, float, int, Job]] = []
         self._live: dict[str, Job] = {}
+        #: The sequence number of each live job's one valid heap entry.
+        self._entry: dict[str, int] = {}
+        self._rekeys: list[tuple[float, int, Job]] = []
         self._seq = itertools.count()
+        self._use_heap = policy.time_invariant or policy.piecewise_constant
 
     def __len__(self) -> int:
         return len(self._live)
@@ -36,43 +42,58 @@ class WaitingQueue:
         if job.id in self._live:
             raise ValueError(f"job {job.id!r} is already queued")
         self._live[job.id] = job
-        key = self.policy.key(job, now) if self.policy.time_invariant else 0.0
-        heapq.heappush(self._heap, (key, job.arrival, next(self._seq), job))
+        if self._use_heap:
+            self._push(job, now)
+        else:
+            self._entry[job.id] = -1
 
     def remove(self, job_id: str) -> Job | None:
-        """Drop a job (e.g. its client went away); the heap entry is skipped later."""
+        """Drop a job (e.g. its client went away); its heap entry is skipped later."""
+        self._entry.pop(job_id, None)
         return self._live.pop(job_id, None)
 
     def peek(self, now: float) -> Job | None:
-        if not self.policy.time_invariant:
+        if not self._use_heap:
             return self._best_now(now)
-        self._drop_dead_top()
+        self._settle(now)
         return self._heap[0][3] if self._heap else None
 
     def pop(self, now: float) -> Job | None:
-        if not self.policy.time_invariant:
+        if not self._use_heap:
             job = self._best_now(now)
             if job is not None:
-                del self._live[job.id]
-                self._compact_if_sparse()
+                self.remove(job.id)
             return job
-        self._drop_dead_top()
+        self._settle(now)
         if not self._heap:
             return None
         job = heapq.heappop(self._heap)[3]
-        del self._live[job.id]
+        self.remove(job.id)
         return job
+
+    def _push(self, job: Job, now: float) -> None:
+        seq = next(self._seq)
+        self._entry[job.id] = seq
+        heapq.heappush(self._heap, (self.policy.key(job, now), job.arrival, seq, job))
+        if self.policy.piecewise_constant:
+            when = self.policy.rekey_at(job, now)
+            if when is not None:
+                heapq.heappush(self._rekeys, (when, seq, job))
+
+    def _settle(self, now: float) -> None:
+        """Re-key jobs whose key changed by `now`, then drop dead entries off the top."""
+        while self._rekeys and self._rekeys[0][0] <= now:
+            _, seq, job = heapq.heappop(self._rekeys)
+            if self._entry.get(job.id) == seq:
+                self._push(job, now)
+        heap, entry = self._heap, self._entry
+        while heap and entry.get(heap[0][3].id) != heap[0][2]:
+            heapq.heappop(heap)
+        if len(heap) > 2 * len(self._live) + 64:
+            self._heap = [e for e in heap if entry.get(e[3].id) == e[2]]
+            heapq.heapify(self._heap)
 
     def _best_now(self, now: float) -> Job | None:
         if not self._live:
             return None
         return min(self._live.values(), key=lambda j: (self.policy.key(j, now), j.arrival, j.id))
-
-    def _drop_dead_top(self) -> None:
-        while self._heap and self._live.get(self._heap[0][3].id) is not self._heap[0][3]:
-            heapq.heappop(self._heap)
-
-    def _compact_if_sparse(self) -> None:
-        if len(self._heap) > 2 * len(self._live) + 64:
-            self._heap = [e for e in self._heap if self._live.get(e[3].id) is e[3]]
-            heapq.heapify(self._heap)

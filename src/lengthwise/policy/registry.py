@@ -1,24 +1,60 @@
-"""Policies by name, for the CLI, the gateway and the simulator."""
+"""Policies by name or spec, for the CLI, the gateway and the simulator."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from lengthwise.policy.aging import Aging
 from lengthwise.policy.base import Policy
 from lengthwise.policy.fcfs import FCFS
+from lengthwise.policy.hrrn import HRRN
+from lengthwise.policy.mlfq import SkipJoinMLFQ
+from lengthwise.policy.rr import RoundRobin
 from lengthwise.policy.sjf import SJF
+from lengthwise.policy.spec import parse_spec
+from lengthwise.policy.srpt import SRPT
 
 POLICIES: dict[str, Callable[..., Policy]] = {
     "fcfs": FCFS,
     "sjf": SJF,
+    "srpt": SRPT,
+    "hrrn": HRRN,
+    "rr": RoundRobin,
+    "mlfq": SkipJoinMLFQ,
+}
+
+#: Policies that wrap another: ``base+wrapper:params``.
+WRAPPERS: dict[str, Callable[..., Policy]] = {
+    "aging": Aging,
 }
 
 
 def make_policy(name: str, **params: Any) -> Policy:
-    """Build a policy by name; unknown names raise ValueError listing the known ones."""
+    """Build a policy from a name or a spec; keyword `params` go to the base policy.
+
+    Specs: ``NAME[:K=V,...][+WRAPPER[:K=V,...]]...``, e.g. ``sjf``, ``srpt:overrun=0.3``,
+    ``sjf+aging:rate=2,max_wait=30``. Base policies: fcfs, sjf, srpt (overrun),
+    hrrn (tokens_per_s), rr (quantum), mlfq (levels, base_quantum, prefill_ratio);
+    wrapper: aging (rate, max_wait). Unknown names or parameters raise ValueError.
+    """
+    (base_name, base_params), *wrappers = parse_spec(name)
+    policy = _build(POLICIES, base_name, {**base_params, **params}, "policy")
+    for wrapper_name, wrapper_params in wrappers:
+        policy = _build(WRAPPERS, wrapper_name, wrapper_params, "policy wrapper", policy)
+    return policy
+
+
+#: The spec parser under the name the CLI and gateway read best.
+parse_policy = make_policy
+
+
+def _build(table: dict[str, Callable[..., Policy]], name: str, params: dict[str, Any], kind: str, *args: Any) -> Policy:
     try:
-        factory = POLICIES[name]
+        factory = table[name]
     except KeyError:
-        raise ValueError(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}") from None
-    return factory(**params)
+        raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(sorted(table))}") from None
+    try:
+        return factory(*args, **params)
+    except TypeError as e:
+        raise ValueError(f"{kind} {name!r}: bad parameters {params}: {e}") from None

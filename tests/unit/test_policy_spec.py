@@ -1,0 +1,44 @@
+import math
+
+import pytest
+
+from lengthwise.policy import make_policy, parse_policy
+from lengthwise.policy.aging import Aging
+from lengthwise.policy.mlfq import SkipJoinMLFQ
+from lengthwise.policy.spec import parse_spec
+
+
+def test_spec_grammar() -> None:
+    assert parse_spec("sjf") == [("sjf", {})]
+    assert parse_spec(" SJF + aging: rate=2, max-wait=inf ") == [("sjf", {}), ("aging", {"rate": 2, "max_wait": math.inf})]
+    assert parse_spec("srpt:overrun=0.25") == [("srpt", {"overrun": 0.25})]
+
+
+def test_wrapped_policy_carries_its_parameters() -> None:
+    p = parse_policy("sjf+aging:rate=2,max_wait=30")
+    assert isinstance(p, Aging) and p.base.name == "sjf"
+    assert (p.rate, p.max_wait) == (2, 30)
+    assert not p.time_invariant and p.piecewise_constant
+    assert make_policy("sjf+aging:rate=2").time_invariant
+
+
+def test_keyword_params_go_to_the_base_policy() -> None:
+    p = make_policy("mlfq", levels=3)
+    assert isinstance(p, SkipJoinMLFQ) and p.levels == 3
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("", "empty"),
+        ("lifo", "unknown policy 'lifo'"),
+        ("sjf+slow", "unknown policy wrapper"),
+        ("sjf:speed=3", "bad parameters"),
+        ("sjf+aging:rate", "KEY=VALUE"),
+        ("sjf+aging:rate=-1", "rate must be >= 0"),
+        ("rr:quantum=0", "quantum"),
+    ],
+)
+def test_bad_specs_say_what_is_wrong(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_policy(spec)
