@@ -18,6 +18,7 @@ from typing import Any, Literal
 import httpx
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from lengthwise.bench.metrics import RequestRecord
 from lengthwise.bench.plan import PlannedRequest
 
 Endpoint = Literal["chat", "completions"]
@@ -25,18 +26,22 @@ PREDICTED_HEADER = "x-lengthwise-predicted-tokens"
 
 
 @dataclass
-class Observation:
-    """What the client saw of one request; times are seconds after the run's start."""
+class _Stream:
+    """What the client sees of one request while it streams; times on the run's clock."""
 
-    request: PlannedRequest
-    sent_s: float = 0.0
-    chunk_times: list[float] = field(default_factory=list)
-    end_s: float = 0.0
-    prompt_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    predicted_tokens: float | None = None
-    error: str | None = None
+    record: RequestRecord
+    token_times: list[float] = field(default_factory=list)
+    last_chunk_time: float | None = None
+
+    def finish(self, now: float) -> RequestRecord:
+        rec = self.record
+        rec.finish_time = now
+        # A reply with no text at all (e.g. EOS first) still got its first "token" with its first chunk.
+        rec.first_token_time = self.token_times[0] if self.token_times else self.last_chunk_time
+        rec.itl = RequestRecord.itl_from_token_times(self.token_times)
+        if rec.error is None and rec.first_token_time is None:
+            rec.error = "the stream carried no choices"
+        return rec
 
 
 @dataclass(frozen=True)
@@ -83,11 +88,11 @@ def _chunk_text(chunk: dict[str, Any]) -> str:
     return choice.get("text") or ""
 
 
-def _read_usage(obs: Observation, usage: dict[str, Any]) -> None:
-    obs.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-    obs.output_tokens = int(usage.get("completion_tokens") or 0)
-    details = usage.get("prompt_tokens_details") or {}
-    obs.cached_tokens = int(details.get("cached_tokens") or 0)
+def _read_usage(rec: RequestRecord, usage: dict[str, Any]) -> None:
+    rec.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    rec.output_tokens = int(usage.get("completion_tokens") or 0)
+    details = usage.get("prompt_tokens_details")
+    rec.cached_tokens = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else None
 
 
 def _parse_predicted(value: str | None) -> float | None:
@@ -97,36 +102,34 @@ def _parse_predicted(value: str | None) -> float | None:
         return None
 
 
-async def _stream_one(client: httpx.AsyncClient, target: Target, obs: Observation, clock: _Clock) -> None:
+async def _stream_one(client: httpx.AsyncClient, target: Target, req: PlannedRequest, st: _Stream, clock: _Clock) -> None:
+    rec = st.record
     headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
-    async with client.stream(
-        "POST", target.url.rstrip("/") + target.path, json=request_body(target, obs.request), headers=headers
-    ) as resp:
-        obs.predicted_tokens = _parse_predicted(resp.headers.get(PREDICTED_HEADER))
+    url = target.url.rstrip("/") + target.path
+    async with client.stream("POST", url, json=request_body(target, req), headers=headers) as resp:
+        rec.predicted_tokens = _parse_predicted(resp.headers.get(PREDICTED_HEADER))
         if resp.status_code != 200:
             body = (await resp.aread()).decode(errors="replace")
-            obs.error = f"HTTP {resp.status_code}: {body[:300]}"
+            rec.error = f"HTTP {resp.status_code}: {body[:300]}"
             return
-        done = False
         async for line in resp.aiter_lines():
             if not line.startswith("data:"):
                 continue
             data = line[5:].strip()
             if data == "[DONE]":
-                done = True
-                break
+                return
             chunk = json.loads(data)
             if "error" in chunk:
-                obs.error = f"stream error: {json.dumps(chunk['error'])[:300]}"
+                rec.error = f"stream error: {json.dumps(chunk['error'])[:300]}"
                 return
+            now = clock.now()
+            if chunk.get("choices"):
+                st.last_chunk_time = st.last_chunk_time or now
             if _chunk_text(chunk):
-                obs.chunk_times.append(clock.now())
+                st.token_times.append(now)
             if chunk.get("usage"):
-                _read_usage(obs, chunk["usage"])
-        if not done:
-            obs.error = "stream ended without [DONE]"
-        elif not obs.chunk_times and obs.output_tokens:
-            obs.error = "no content chunk although tokens were generated"
+                _read_usage(rec, chunk["usage"])
+        rec.error = "the stream ended without [DONE]"
 
 
 class _Clock:
@@ -139,17 +142,16 @@ class _Clock:
         return time.perf_counter() - self.t0
 
 
-async def _send_at(client: httpx.AsyncClient, target: Target, req: PlannedRequest, clock: _Clock) -> Observation:
+async def _send_at(client: httpx.AsyncClient, target: Target, req: PlannedRequest, clock: _Clock) -> RequestRecord:
     await asyncio.sleep(max(0.0, req.arrival_s - clock.now()))
-    obs = Observation(request=req, sent_s=clock.now())
+    st = _Stream(RequestRecord(id=req.id, arrival=clock.now()))
     try:
-        await asyncio.wait_for(_stream_one(client, target, obs, clock), timeout=target.timeout_s)
+        await asyncio.wait_for(_stream_one(client, target, req, st, clock), timeout=target.timeout_s)
     except TimeoutError:
-        obs.error = f"timed out after {target.timeout_s:.0f} s"
+        st.record.error = f"timed out after {target.timeout_s:.0f} s"
     except (httpx.HTTPError, json.JSONDecodeError, OSError) as exc:
-        obs.error = f"{type(exc).__name__}: {exc}"
-    obs.end_s = clock.now()
-    return obs
+        st.record.error = f"{type(exc).__name__}: {exc}"
+    return st.finish(clock.now())
 
 
 async def replay(
@@ -159,9 +161,10 @@ async def replay(
     client: httpx.AsyncClient | None = None,
     progress: bool = True,
     label: str = "bench",
-) -> list[Observation]:
-    """Send every planned request at its arrival offset; return observations in plan order.
+) -> list[RequestRecord]:
+    """Send every planned request at its arrival offset; return records in plan order.
 
+    Times are seconds after the run's start; `arrival` is when the request was sent.
     Never raises for a failed request: its `error` says what happened.
     """
     own_client = client is None
@@ -180,12 +183,12 @@ async def replay(
             task = bar.add_task(label, total=len(plan), errors=0)
             errors = 0
 
-            async def tracked(req: PlannedRequest) -> Observation:
+            async def tracked(req: PlannedRequest) -> RequestRecord:
                 nonlocal errors
-                obs = await _send_at(client, target, req, clock)
-                errors += obs.error is not None
+                rec = await _send_at(client, target, req, clock)
+                errors += rec.error is not None
                 bar.update(task, advance=1, errors=errors)
-                return obs
+                return rec
 
             return list(await asyncio.gather(*(tracked(r) for r in plan)))
     finally:

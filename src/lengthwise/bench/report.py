@@ -1,0 +1,233 @@
+"""The comparison's report: per-round and per-arm tables, the headline ratios, four plots.
+
+Everything is computed from the saved runs (each run's config names its arm and
+round), so a report can be rebuilt from a results folder alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import kendalltau
+
+from lengthwise.bench import plots
+from lengthwise.bench.metrics import RequestRecord, bucket_label, summarize, summarize_by_bucket
+from lengthwise.bench.runfile import BenchRun, load_run
+
+#: (summary key, column title, scale) for the tables; ms keys are shown in seconds, counts (None) as they are.
+COLUMNS: tuple[tuple[str, str, float | None], ...] = (
+    ("mean_e2el_ms", "mean E2E s", 1e-3),
+    ("median_e2el_ms", "p50 E2E s", 1e-3),
+    ("p99_e2el_ms", "p99 E2E s", 1e-3),
+    ("mean_ttft_ms", "mean TTFT s", 1e-3),
+    ("p99_ttft_ms", "p99 TTFT s", 1e-3),
+    ("mean_tpot_ms", "mean TPOT ms", 1.0),
+    ("output_throughput", "output tok/s", 1.0),
+    ("p99_e2el_longest10_ms", "p99 E2E longest 10% s", 1e-3),
+    ("failed", "failed", None),
+)
+BASELINE, GUIDED, ORACLE = "fcfs", "guided", "oracle"
+
+
+@dataclass(frozen=True)
+class ArmRun:
+    arm: str
+    round: int
+    run: BenchRun
+    summary: dict[str, float]
+
+
+def arm_runs(runs: Sequence[BenchRun], goodput: Sequence[str] | None = None) -> list[ArmRun]:
+    return [
+        ArmRun(str(r.config["arm"]), int(r.config.get("round", 1)), r, summarize(r.records, goodput=goodput))
+        for r in runs
+    ]
+
+
+def arms_in_order(items: Sequence[ArmRun]) -> list[str]:
+    """Arms in the order of their first run (round 1 runs A B C)."""
+    return list(dict.fromkeys(i.arm for i in items))
+
+
+def aggregate(items: Sequence[ArmRun], key: str) -> dict[str, tuple[float, float, float]]:
+    """Per arm: (mean over rounds, min, max) of one summary key."""
+    out = {}
+    for arm in arms_in_order(items):
+        v = np.array([i.summary.get(key, np.nan) for i in items if i.arm == arm], dtype=float)
+        out[arm] = (float(np.mean(v)), float(np.min(v)), float(np.max(v)))
+    return out
+
+
+def headline(items: Sequence[ArmRun]) -> dict[str, list[float]]:
+    """Per round: each arm's mean E2E and throughput relative to FCFS, and guided's share of the oracle's gain."""
+    rounds = sorted({i.round for i in items})
+    by = {(i.round, i.arm): i.summary for i in items}
+    out: dict[str, list[float]] = {}
+    for arm in arms_in_order(items):
+        if arm == BASELINE:
+            continue
+        for r in rounds:
+            base, s = by.get((r, BASELINE)), by.get((r, arm))
+            if base is None or s is None:
+                continue
+            out.setdefault(f"{arm} / fcfs mean E2E", []).append(s["mean_e2el_ms"] / base["mean_e2el_ms"])
+            out.setdefault(f"{arm} / fcfs output tok/s", []).append(s["output_throughput"] / base["output_throughput"])
+            oracle = by.get((r, ORACLE))
+            if arm != ORACLE and oracle is not None and base["mean_e2el_ms"] != oracle["mean_e2el_ms"]:
+                gain = (base["mean_e2el_ms"] - s["mean_e2el_ms"]) / (base["mean_e2el_ms"] - oracle["mean_e2el_ms"])
+                out.setdefault(f"{arm}: share of the oracle's gain", []).append(gain)
+    return out
+
+
+def _fmt(value: float, scale: float | None) -> str:
+    if scale is None:
+        return f"{value:g}"
+    v = value * scale
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def arm_table_rows(items: Sequence[ArmRun]) -> list[list[str]]:
+    """Per arm: the mean over rounds, with [min–max] when there are several rounds."""
+    aggs = {key: aggregate(items, key) for key, _, _ in COLUMNS}
+    rows = []
+    for arm in arms_in_order(items):
+        row = [arm]
+        for key, _, scale in COLUMNS:
+            mean, lo, hi = aggs[key][arm]
+            row.append(_fmt(mean, scale) + (f" [{_fmt(lo, scale)}–{_fmt(hi, scale)}]" if hi > lo else ""))
+        rows.append(row)
+    return rows
+
+
+def round_table_rows(items: Sequence[ArmRun]) -> list[list[str]]:
+    """One row per run, in the order they ran."""
+    return [
+        [str(i.round), i.arm, *(_fmt(i.summary[key], scale) for key, _, scale in COLUMNS[:7])] for i in items
+    ]
+
+
+def _length_edges(max_tokens: int) -> list[float]:
+    return [0, max_tokens // 8, max_tokens // 4, max_tokens // 2, max_tokens, float("inf")]
+
+
+def _queue_curve(records: Sequence[RequestRecord]) -> tuple[np.ndarray, np.ndarray]:
+    """Requests sent and still waiting for their first token, as a step function of time."""
+    events = [(r.arrival, 1) for r in records]
+    events += [(r.first_token_time if r.first_token_time is not None else (r.finish_time or r.arrival), -1) for r in records]
+    events.sort(key=lambda e: (e[0], -e[1]))  # an arrival before a departure at the same instant
+    t = np.array([e[0] for e in events]) - min(r.arrival for r in records)
+    return t, np.cumsum([e[1] for e in events])
+
+
+def _predictions(items: Sequence[ArmRun]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    out = {}
+    for arm in arms_in_order(items):
+        pairs = [(r.predicted_tokens, r.output_tokens) for i in items if i.arm == arm for r in i.run.succeeded if r.predicted_tokens is not None]
+        if pairs:
+            p, a = np.array(pairs, dtype=float).T
+            out[arm] = (p, a)
+    return out
+
+
+def prediction_quality(items: Sequence[ArmRun]) -> dict[str, dict[str, float]]:
+    """Per gateway arm: Kendall tau and mean absolute error of predicted vs actual tokens."""
+    out = {}
+    for arm, (p, a) in _predictions(items).items():
+        tau = kendalltau(p, a).statistic if p.size > 1 else float("nan")
+        out[arm] = {"n": int(p.size), "kendall_tau": float(tau), "mae_tokens": float(np.mean(np.abs(p - a)))}
+    return out
+
+
+def make_plots(items: Sequence[ArmRun], out_dir: Path, max_tokens: int) -> dict[str, Path]:
+    arms = arms_in_order(items)
+    pooled = {arm: [r for i in items if i.arm == arm for r in i.run.succeeded] for arm in arms}
+    edges = _length_edges(max_tokens)
+    buckets = {arm: summarize_by_bucket(recs, edges=edges) for arm, recs in pooled.items()}
+    labels = [bucket_label(lo, hi) for lo, hi in zip(edges, edges[1:], strict=False)]
+    labels = [b for b in labels if any(b in buckets[a] for a in arms)]
+    means = {a: [buckets[a][b]["mean_e2el_ms"] / 1000 if b in buckets[a] else 0.0 for b in labels] for a in arms}
+    first_round = min(i.round for i in items)
+    curves = {i.arm: _queue_curve(i.run.records) for i in items if i.round == first_round and i.run.records}
+    paths = {
+        "e2e_cdf": plots.e2e_cdf({a: np.array([r.e2el for r in recs]) for a, recs in pooled.items()}, out_dir / "e2e_cdf.png"),
+        "latency_by_length": plots.latency_by_length(labels, means, out_dir / "latency_by_length.png"),
+        "queue": plots.queue_over_time(curves, out_dir / "queue_over_time.png"),
+    }
+    predictions = _predictions(items)
+    if predictions:
+        paths["predicted_vs_actual"] = plots.predicted_vs_actual(predictions, out_dir / "predicted_vs_actual.png")
+    return paths
+
+
+def _spread(values: Sequence[float]) -> str:
+    each = ", ".join(f"{v:.2f}" for v in values)
+    return f"{np.mean(values):.2f} (rounds: {each}; spread {max(values) - min(values):.2f})"
+
+
+def write_report(
+    out_dir: Path,
+    runs: Sequence[BenchRun],
+    meta: Mapping[str, Any],
+    goodput: Sequence[str] | None = None,
+) -> Path:
+    """Write report.md, summary.json and the PNGs into `out_dir`; return the report's path."""
+    items = arm_runs(runs, goodput)
+    if not items:
+        raise ValueError("no runs to report")
+    max_tokens = int(meta.get("max_tokens") or max(r.output_tokens for i in items for r in i.run.records) or 1)
+    pngs = make_plots(items, out_dir, max_tokens)
+    heads = headline(items)
+    quality = prediction_quality(items)
+    lines = [
+        "# lengthwise: FCFS vs LLM-guided vs oracle",
+        "",
+        *(f"- {k}: {v}" for k, v in meta.items()),
+        "",
+        "## Per arm (mean over rounds, [min–max] across rounds)",
+        "",
+        *_md_table(["arm", *(title for _, title, _ in COLUMNS)], arm_table_rows(items)),
+        "",
+        "## Relative to FCFS, per round",
+        "",
+        *(f"- {k}: {_spread(v)}" for k, v in heads.items()),
+        "",
+        "## Each run, in the order they ran",
+        "",
+        *_md_table(["round", "arm", *(title for _, title, _ in COLUMNS[:7])], round_table_rows(items)),
+        "",
+    ]
+    if quality:
+        lines += ["## Prediction quality (gateway's predicted tokens vs actual)", ""]
+        lines += [f"- {arm}: Kendall tau {q['kendall_tau']:.3f}, MAE {q['mae_tokens']:.0f} tokens over {q['n']} requests" for arm, q in quality.items()]
+        lines.append("")
+    lines += ["## Plots", ""] + [f"![{name}]({p.name})" for name, p in pngs.items()] + [""]
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines))
+    summary = {
+        "meta": dict(meta),
+        "runs": [{"arm": i.arm, "round": i.round, "summary": i.summary} for i in items],
+        "headline": heads,
+        "prediction_quality": quality,
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return report
+
+
+def load_results(out_dir: Path) -> tuple[list[BenchRun], dict[str, Any]]:
+    """The runs (in the order they ran) and the meta of a comparison folder."""
+    meta = json.loads((out_dir / "comparison.json").read_text())
+    runs = [load_run(out_dir / "runs" / f"{label}.json") for label in meta.pop("run_order")]
+    return runs, meta
