@@ -1,0 +1,262 @@
+"""A fast OpenAI-compatible stub engine for gateway tests, load tests and benchmarks.
+
+It answers `/v1/chat/completions` and `/v1/completions` (streaming or not) the way
+vLLM does: the same JSON shapes, SSE framing, `stream_options.include_usage` chunk
+and `usage.prompt_tokens_details.cached_tokens` (from a small prefix cache). Answer
+lengths come from `max_tokens` (as with `ignore_eos`) or a `length_fn`; faults can be
+switched on at run time (`stub.fault = "down"`). It is a bare ASGI callable, so that
+the stub is never the bottleneck of a benchmark.
+
+    python -m lengthwise.bench.stub_backend --port 8200
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Fault = Literal["down", "error", "garbage", "hang", "cut"]
+#: What each fault does: "down" → 503 everywhere, health included; "error" → 500 on
+#: completions; "garbage" → 200 with a body that is not JSON; "hang" → no answer until
+#: the client leaves; "cut" → the connection drops after the first streamed token.
+FAULTS: tuple[str, ...] = ("down", "error", "garbage", "hang", "cut")
+
+CHARS_PER_TOKEN = 4
+
+
+@dataclass
+class Received:
+    """One completion request as the stub saw it."""
+
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    at: float
+
+
+class PrefixCache:
+    """An LRU of prompt blocks: how many leading characters of a prompt were seen before."""
+
+    def __init__(self, capacity_blocks: int, block_chars: int) -> None:
+        self.capacity = capacity_blocks
+        self.block_chars = block_chars
+        self._blocks: OrderedDict[bytes, None] = OrderedDict()
+
+    def lookup_and_insert(self, text: str) -> int:
+        """Cached characters (whole blocks only, like vLLM), then remember all of the prompt's blocks."""
+        digest = hashlib.blake2b(digest_size=16)
+        cached, hit = 0, True
+        for start in range(0, len(text) - self.block_chars + 1, self.block_chars):
+            digest.update(text[start : start + self.block_chars].encode())
+            key = digest.digest()
+            if hit and key in self._blocks:
+                cached = start + self.block_chars
+            else:
+                hit = False
+            self._blocks[key] = None
+            self._blocks.move_to_end(key)
+        while len(self._blocks) > self.capacity:
+            self._blocks.popitem(last=False)
+        return cached
+
+
+def prompt_text(path: str, body: dict[str, Any]) -> str:
+    """The prompt as plain text (chat messages joined with their roles)."""
+    if path.endswith("/chat/completions"):
+        parts = []
+        for message in body.get("messages") or []:
+            content = message.get("content") if isinstance(message, dict) else message
+            if isinstance(content, list):
+                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            parts.append(f"{message.get('role', '') if isinstance(message, dict) else ''}:{content}\n")
+        return "".join(parts)
+    prompt = body.get("prompt", "")
+    return prompt if isinstance(prompt, str) else json.dumps(prompt)
+
+
+def requested_tokens(body: dict[str, Any], default: int) -> int:
+    """`max_completion_tokens` or `max_tokens` (the stub behaves as with ignore_eos)."""
+    value = body.get("max_completion_tokens", body.get("max_tokens"))
+    return value if isinstance(value, int) and value > 0 else default
+
+
+@dataclass
+class StubBackend:
+    """The stub engine: an ASGI app. Fields may be changed while it serves."""
+
+    models: tuple[str, ...] = ("stub-model",)
+    #: Output tokens when the request gives no max_tokens.
+    default_tokens: int = 16
+    #: Tokens of a request: defaults to `requested_tokens(body, default_tokens)`.
+    length_fn: Callable[[dict[str, Any]], int] | None = None
+    #: Answer text for a request (e.g. a number for prediction queries); None → "tok" × length.
+    answer_fn: Callable[[dict[str, Any]], str | None] | None = None
+    #: Delay before the first byte of a completion, and between streamed tokens.
+    latency_s: float = 0.0
+    token_interval_s: float = 0.0
+    fault: Fault | None = None
+    #: Keep every completion request in `received` (tests; off for benchmarks).
+    record: bool = True
+    prefix_cache: PrefixCache = field(default_factory=lambda: PrefixCache(4096, 128 * CHARS_PER_TOKEN))
+    received: list[Received] = field(default_factory=list)
+    #: Completion requests being answered now, and the most seen at once.
+    inflight: int = 0
+    max_inflight_seen: int = 0
+    _ids: itertools.count = field(default_factory=itertools.count, repr=False)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        path, method = scope["path"], scope["method"]
+        if self.fault == "down":
+            await _send(send, 503, b'{"error":{"message":"stub is down","type":"ServiceUnavailable","code":503}}')
+        elif path == "/health" and method == "GET":
+            await _send(send, 200, b"")
+        elif path == "/v1/models" and method == "GET":
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "stub"} for m in self.models]
+            await _send(send, 200, json.dumps({"object": "list", "data": data}).encode())
+        elif path in ("/v1/chat/completions", "/v1/completions") and method == "POST":
+            self.inflight += 1
+            self.max_inflight_seen = max(self.max_inflight_seen, self.inflight)
+            try:
+                await self._complete(scope, receive, send, path)
+            finally:
+                self.inflight -= 1
+        else:
+            await _send(send, 404, b'{"error":{"message":"not found","type":"NotFoundError","code":404}}')
+
+    async def _complete(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
+        raw = await _read_body(receive)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            await _send(send, 400, b'{"error":{"message":"invalid JSON","type":"BadRequestError","code":400}}')
+            return
+        if self.record:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            self.received.append(Received(path, body, headers, time.monotonic()))
+        if self.fault == "hang":
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            return
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if self.fault == "error":
+            await _send(send, 500, b'{"error":{"message":"stub failure","type":"InternalServerError","code":500}}')
+            return
+        if self.fault == "garbage":
+            await _send(send, 200, b"<html>not json</html>")
+            return
+        answer = self.answer_fn(body) if self.answer_fn else None
+        if answer is not None:
+            pieces = [answer]
+        else:
+            n = self.length_fn(body) if self.length_fn else requested_tokens(body, self.default_tokens)
+            pieces = ["tok "] * n
+        prompt = prompt_text(path, body)
+        prompt_tokens = max(1, len(prompt) // CHARS_PER_TOKEN)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "total_tokens": prompt_tokens + len(pieces),
+            "completion_tokens": len(pieces),
+            "prompt_tokens_details": {"cached_tokens": self.prefix_cache.lookup_and_insert(prompt) // CHARS_PER_TOKEN},
+        }
+        model = body.get("model") or self.models[0]
+        chat = path == "/v1/chat/completions"
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-stub{next(self._ids)}"
+        if body.get("stream") is True:
+            await self._stream(send, body, chat, rid, model, pieces, usage)
+            return
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "logprobs": None}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": "".join(pieces)}
+        else:
+            choice["text"] = "".join(pieces)
+        obj = "chat.completion" if chat else "text_completion"
+        response = {"id": rid, "object": obj, "created": int(time.time()), "model": model,
+                    "choices": [choice], "usage": usage}
+        await _send(send, 200, json.dumps(response, separators=(",", ":")).encode())
+
+    async def _stream(self, send: Any, body: dict[str, Any], chat: bool, rid: str, model: str,
+                      pieces: list[str], usage: dict[str, Any]) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream; charset=utf-8")]})
+        head = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
+                "created": int(time.time()), "model": model}
+
+        async def event(choices: list[dict[str, Any]], **extra: Any) -> None:
+            data = json.dumps({**head, "choices": choices, **extra}, separators=(",", ":"))
+            await send({"type": "http.response.body", "body": f"data: {data}\n\n".encode(), "more_body": True})
+
+        if chat:
+            await event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                          "finish_reason": None}])
+        for i, piece in enumerate(pieces):
+            if i and self.token_interval_s:
+                await asyncio.sleep(self.token_interval_s)
+            if self.fault == "cut" and i == 1:
+                raise ConnectionAbortedError("stub: connection cut mid-stream (fault)")
+            last = i == len(pieces) - 1
+            content = {"delta": {"content": piece}} if chat else {"text": piece}
+            await event([{"index": 0, **content, "logprobs": None, "finish_reason": "length" if last else None}])
+        options = body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            await event([], usage=usage)
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _read_body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _send(send: Any, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def main() -> None:
+    """Serve the stub from the command line (for benchmarks and manual tests)."""
+    import typer
+
+    from lengthwise.gateway.server import run
+
+    def serve(
+        port: int = typer.Option(8200, help="Port to listen on (127.0.0.1)."),
+        model: list[str] = typer.Option(["stub-model"], help="Served model name (repeatable)."),
+        latency_ms: float = typer.Option(0.0, help="Delay before the first byte of each completion."),
+        token_interval_ms: float = typer.Option(0.0, help="Delay between streamed tokens."),
+        default_tokens: int = typer.Option(16, help="Output tokens when a request gives no max_tokens."),
+    ) -> None:
+        stub = StubBackend(models=tuple(model), default_tokens=default_tokens, latency_s=latency_ms / 1000,
+                           token_interval_s=token_interval_ms / 1000, record=False)
+        run(stub, "127.0.0.1", port)
+
+    typer.run(serve)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""The backend pool: health, served models, and routing by predicted work with prefix affinity.
+
+A request goes to its prompt prefix's "home" backend (rendezvous hashing, so the
+engine's prefix cache keeps serving that prefix) unless the home has more than
+`slack_tokens` more predicted work outstanding than the least loaded backend; then it
+goes to the least loaded one. A backend failing its health check leaves the pool and
+rejoins when a check passes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+log = logging.getLogger("lengthwise.gateway")
+
+
+@dataclass(eq=False)
+class Backend:
+    url: str
+    index: int
+    healthy: bool = True
+    #: Model ids from its /v1/models; None until it answered once.
+    models: frozenset[str] | None = None
+    model_cards: list[dict[str, Any]] = field(default_factory=list)
+    #: Requests routed here and not finished (waiting in the gateway or in flight).
+    assigned: int = 0
+    #: Their predicted output tokens: the work the router balances.
+    outstanding_tokens: float = 0.0
+    #: Requests sent upstream whose response has not ended.
+    inflight: int = 0
+
+    def serves(self, model: str | None) -> bool:
+        return model is None or self.models is None or model in self.models
+
+
+def affinity_key(endpoint: str, body: dict[str, Any], chars: int) -> str:
+    """The first `chars` characters of the prompt, where prefix caches share work."""
+    if endpoint == "chat":
+        parts: list[str] = []
+        size = 0
+        for message in body["messages"]:
+            content = message.get("content")
+            text = content if isinstance(content, str) else repr(content)
+            parts.append(text)
+            size += len(text)
+            if size >= chars:
+                break
+        return "\x00".join(parts)[:chars]
+    prompt = body["prompt"]
+    return (prompt if isinstance(prompt, str) else repr(prompt))[:chars]
+
+
+class BackendPool:
+    def __init__(
+        self,
+        urls: Collection[str],
+        *,
+        slack_tokens: float,
+        on_down: Callable[[Backend], None] | None = None,
+    ) -> None:
+        self.backends = [Backend(url, i) for i, url in enumerate(urls)]
+        self.slack_tokens = slack_tokens
+        self.on_down = on_down
+
+    def __len__(self) -> int:
+        return len(self.backends)
+
+    def choose(self, model: str | None, affinity: str = "", exclude: Collection[Backend] = ()) -> Backend | None:
+        """The backend for a new request; unhealthy ones only when no healthy one serves the model."""
+        serving = [b for b in self.backends if b not in exclude and b.serves(model)]
+        candidates = [b for b in serving if b.healthy] or serving
+        if len(candidates) <= 1:
+            return candidates[0] if candidates else None
+        least = min(candidates, key=lambda b: (b.outstanding_tokens, b.assigned))
+        home = max(candidates, key=lambda b: _weight(affinity, b.url))
+        return home if home.outstanding_tokens - least.outstanding_tokens <= self.slack_tokens else least
+
+    def model_exists(self, model: str | None) -> bool:
+        """False only when every backend listed its models and none has this one."""
+        if model is None or any(b.models is None for b in self.backends):
+            return True
+        return any(model in b.models for b in self.backends if b.models is not None)
+
+    def model_list(self) -> dict[str, Any]:
+        """The union of the backends' /v1/models, healthy ones first."""
+        seen: dict[str, dict[str, Any]] = {}
+        for backend in sorted(self.backends, key=lambda b: not b.healthy):
+            for card in backend.model_cards:
+                seen.setdefault(card["id"], card)
+        return {"object": "list", "data": list(seen.values())}
+
+    def assign(self, backend: Backend, tokens: float) -> None:
+        backend.assigned += 1
+        backend.outstanding_tokens += tokens
+
+    def unassign(self, backend: Backend, tokens: float) -> None:
+        backend.assigned -= 1
+        backend.outstanding_tokens = max(0.0, backend.outstanding_tokens - tokens) if backend.assigned else 0.0
+
+    def mark_down(self, backend: Backend, reason: str) -> None:
+        if backend.healthy:
+            backend.healthy = False
+            log.warning("backend %d (%s) left the pool: %s", backend.index, backend.url, reason)
+            if self.on_down is not None:
+                self.on_down(backend)
+
+    def mark_up(self, backend: Backend) -> None:
+        if not backend.healthy:
+            backend.healthy = True
+            log.warning("backend %d (%s) rejoined the pool", backend.index, backend.url)
+
+    async def probe(self, backend: Backend, session: aiohttp.ClientSession, health_path: str,
+                    headers: dict[str, str], timeout_s: float) -> None:
+        """One health check (health path, then /v1/models); marks the backend up or down."""
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        try:
+            async with session.get(backend.url + health_path, headers=headers, timeout=timeout) as r:
+                if r.status != 200:
+                    raise ValueError(f"{health_path} answered HTTP {r.status}")
+            async with session.get(backend.url + "/v1/models", headers=headers, timeout=timeout) as r:
+                if r.status != 200:
+                    raise ValueError(f"/v1/models answered HTTP {r.status}")
+                cards = (await r.json(content_type=None))["data"]
+            backend.models = frozenset(card["id"] for card in cards)
+            backend.model_cards = cards
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
+            self.mark_down(backend, f"health check failed: {type(exc).__name__}: {exc}"[:300])
+        else:
+            self.mark_up(backend)
+
+    async def probe_all(self, session: aiohttp.ClientSession, health_path: str,
+                        headers: dict[str, str], timeout_s: float) -> None:
+        await asyncio.gather(*(self.probe(b, session, health_path, headers, timeout_s) for b in self.backends))
+
+
+def _weight(key: str, url: str) -> bytes:
+    return hashlib.blake2b(f"{url}\x00{key}".encode(), digest_size=8).digest()

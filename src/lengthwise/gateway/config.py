@@ -1,0 +1,92 @@
+"""The gateway's settings, one field per `lengthwise serve` flag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+Engine = Literal["vllm", "sglang", "openai"]
+Mode = Literal["priority", "queue", "both"]
+ENGINES: tuple[Engine, ...] = ("vllm", "sglang", "openai")
+MODES: tuple[Mode, ...] = ("priority", "queue", "both")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """What `lengthwise serve` runs; checked on construction (ValueError says what is wrong)."""
+
+    #: Engine base URLs (no `/v1`), e.g. http://127.0.0.1:8100.
+    backends: tuple[str, ...]
+    engine: Engine = "vllm"
+    #: priority: forward at once with a priority; queue: hold and admit by policy;
+    #: both: hold and admit, and send the priority too.
+    mode: Mode = "priority"
+    policy: str = "sjf"
+    predictor: str = "self"
+    #: Queue mode: requests in flight per backend at most.
+    max_inflight: int = 4
+    #: Queue mode: requests waiting in the gateway at most; beyond → 429.
+    max_queue: int = 1024
+    retry_after_s: int = 1
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: Client keys accepted (Authorization: Bearer KEY); empty: no authentication.
+    api_keys: tuple[str, ...] = ()
+    #: Key sent to the backends; None: the client's Authorization is forwarded as is.
+    backend_api_key: str | None = None
+    #: SGLang started with --schedule-low-priority-values-first.
+    sglang_low_first: bool = False
+    #: Policy keys are multiplied by this before rounding to the engine's integer priority.
+    priority_scale: float = 1.0
+    max_body_bytes: int = 8 * 1024 * 1024
+    #: A prediction slower than this is abandoned for the fallback.
+    prediction_timeout_s: float = 10.0
+    #: Predicted tokens of a request whose prediction failed.
+    fallback_tokens: float = 256.0
+    health_interval_s: float = 5.0
+    health_path: str = "/health"
+    connect_timeout_s: float = 5.0
+    #: Longest silence from a backend while a response is under way.
+    read_timeout_s: float = 600.0
+    #: Prompt characters hashed for prefix affinity.
+    affinity_prefix_chars: int = 1024
+    #: Stay on the prefix's backend unless it has this many more predicted tokens
+    #: outstanding than the least loaded one.
+    affinity_slack_tokens: float = 4096.0
+
+    def __post_init__(self) -> None:
+        if not self.backends:
+            raise ValueError("at least one --backend URL is needed")
+        for url in self.backends:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"backend {url!r} is not an http(s) URL")
+            if parts.path.rstrip("/").endswith("/v1"):
+                raise ValueError(f"backend {url!r}: give the server root, without /v1")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        if self.engine == "openai" and self.mode != "queue":
+            raise ValueError("engine 'openai' has no priority field: use --mode queue")
+        for name in ("max_inflight", "max_queue", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("prediction_timeout_s", "health_interval_s", "connect_timeout_s", "read_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.priority_scale <= 0:
+            raise ValueError("priority_scale must be positive")
+
+    @property
+    def queues(self) -> bool:
+        return self.mode in ("queue", "both")
+
+    @property
+    def sends_priority(self) -> bool:
+        return self.mode in ("priority", "both")
+
+    @property
+    def backend_urls(self) -> tuple[str, ...]:
+        return tuple(url.rstrip("/") for url in self.backends)

@@ -1,0 +1,74 @@
+"""One accepted completion request on its way through the gateway, and what it holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from lengthwise.gateway.backends import Backend
+from lengthwise.policy import Job
+from lengthwise.predict.base import Endpoint, LengthRequest, Prediction
+
+
+@dataclass(eq=False)
+class Flight:
+    id: str
+    endpoint: Endpoint
+    body: dict[str, Any]
+    raw: bytes
+    job: Job
+    headers: list[tuple[bytes, bytes]]
+    backend: Backend | None = None
+    length_request: LengthRequest | None = None
+    prediction: Prediction | None = None
+    prediction_s: float = 0.0
+    queue_wait_s: float = 0.0
+    priority: int | None = None
+    #: Failures per backend in this request's tries (2 strikes and a backend is skipped).
+    strikes: dict[Backend, int] = field(default_factory=dict)
+    # What the request holds, given back by Gateway._finish:
+    assigned: float | None = None  # predicted tokens counted in backend.outstanding_tokens
+    slot: bool = False  # a queue-mode slot on `backend`
+    upstream: aiohttp.ClientResponse | None = None
+    #: The whole upstream body, for a response that is not relayed as a stream.
+    answer: bytes = b""
+    #: `usage` of a plain 200 answer.
+    usage: Any = None
+    # What the client got:
+    status: int = 499
+    response_started: bool = False
+    response_complete: bool = False
+
+    @property
+    def stream(self) -> bool:
+        return self.body.get("stream") is True
+
+    @property
+    def model(self) -> str | None:
+        return self.body.get("model")
+
+    @property
+    def strip_usage(self) -> bool:
+        """The gateway asks a stream for usage on the client's behalf (and hides it again)."""
+        options = self.body.get("stream_options") or {}
+        return self.stream and not options.get("include_usage") and not options.get("continuous_usage_stats")
+
+    def lengthwise_headers(self) -> list[tuple[bytes, bytes]]:
+        """The x-lengthwise-* headers: what the gateway decided for this request."""
+        headers = [(b"x-lengthwise-request-id", self.id.encode())]
+        if self.backend is not None:
+            headers.append((b"x-lengthwise-backend", str(self.backend.index).encode()))
+        p = self.prediction
+        if p is not None:
+            source = f"{p.source};fallback" if p.is_fallback else p.source
+            headers += [
+                (b"x-lengthwise-predicted-tokens", f"{p.tokens:.1f}".encode()),
+                (b"x-lengthwise-predictor", source.encode("latin-1", "replace")),
+                (b"x-lengthwise-prediction-ms", f"{self.prediction_s * 1e3:.1f}".encode()),
+                (b"x-lengthwise-queue-ms", f"{self.queue_wait_s * 1e3:.1f}".encode()),
+            ]
+        if self.priority is not None:
+            headers.append((b"x-lengthwise-priority", str(self.priority).encode()))
+        return headers

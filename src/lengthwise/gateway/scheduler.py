@@ -1,0 +1,95 @@
+"""Queue mode: hold requests in the gateway and admit them by policy, at most N in flight per backend.
+
+Each backend has its own `WaitingQueue` (a request waits for the backend that served
+its prediction query, whose prefix cache holds its prompt). A request holds a slot from
+admission until its response ends; releasing a slot admits the next one in policy order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from lengthwise.gateway.backends import Backend
+from lengthwise.policy import Job, Policy, WaitingQueue
+
+
+class QueueFull(Exception):
+    """The gateway holds `max_queue` waiting requests already."""
+
+
+class BackendGone(Exception):
+    """The backend a request was waiting for left the pool."""
+
+
+class Scheduler:
+    def __init__(
+        self,
+        policy: Policy,
+        max_inflight: int,
+        max_queue: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = policy
+        self.max_inflight = max_inflight
+        self.max_queue = max_queue
+        self.clock = clock
+        self._queues: dict[int, WaitingQueue] = {}
+        self._running: dict[int, int] = {}
+
+    def waiting(self, backend: Backend | None = None) -> int:
+        if backend is None:
+            return sum(len(q) for q in self._queues.values())
+        return len(self._queue(backend))
+
+    def running(self, backend: Backend) -> int:
+        return self._running.get(backend.index, 0)
+
+    async def admit(self, job: Job, backend: Backend) -> None:
+        """Return once `job` holds a slot on `backend`; raises QueueFull or BackendGone.
+
+        A cancelled wait leaves the queue (or gives back a slot granted meanwhile).
+        """
+        queue = self._queue(backend)
+        if not queue and self.running(backend) < self.max_inflight:
+            self._running[backend.index] = self.running(backend) + 1
+            return
+        if self.waiting() >= self.max_queue:
+            raise QueueFull(f"{self.max_queue} requests are waiting already")
+        admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        job.payload = admitted
+        queue.add(job, self.clock())
+        try:
+            await admitted
+        except asyncio.CancelledError:
+            if admitted.cancelled():
+                queue.remove(job.id)
+            elif admitted.exception() is None:
+                self.release(backend)
+            raise
+
+    def release(self, backend: Backend) -> None:
+        """A request on `backend` ended: free its slot and admit the next by policy."""
+        self._running[backend.index] = self.running(backend) - 1
+        queue = self._queue(backend)
+        while self.running(backend) < self.max_inflight:
+            job = queue.pop(self.clock())
+            if job is None:
+                return
+            if not job.payload.done():
+                job.payload.set_result(None)
+                self._running[backend.index] += 1
+
+    def evict(self, backend: Backend) -> None:
+        """`backend` left the pool: its waiting requests are told to go elsewhere."""
+        queue = self._queue(backend)
+        while (job := queue.pop(self.clock())) is not None:
+            if not job.payload.done():
+                job.payload.set_exception(BackendGone(backend.url))
+
+    def _queue(self, backend: Backend) -> WaitingQueue:
+        queue = self._queues.get(backend.index)
+        if queue is None:
+            queue = self._queues[backend.index] = WaitingQueue(self.policy)
+        return queue
