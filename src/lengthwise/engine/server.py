@@ -29,6 +29,9 @@ START_MEMORY_BYTES = 7 * GB  # measured RSS: ~6.6 GB with the 1 GB KV cache
 START_TIMEOUT_S = 600.0  # a quiet machine needs ~50 s; a busy 2-core one several times that
 STOP_TIMEOUT_S = 30.0
 
+# Servers started by this Python process, kept until `stop` so that they are reaped, not left as zombies.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -205,6 +208,7 @@ def _spawn(layout: CacheLayout, model_dir: Path, config: EngineConfig) -> Engine
             env=build_env(os.environ),
             start_new_session=True,  # its own process group: `stop` ends the server and its engine core together
         )
+    _children[proc.pid] = proc
     handle = EngineHandle(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time(), config=config, log=log)
     layout.state_file(config.port).write_text(handle.to_json())
     return handle
@@ -266,6 +270,8 @@ def stop(port: int, layout: CacheLayout | None = None, timeout: float = STOP_TIM
     if alive:
         raise EngineError(f"Could not stop the engine on port {port}: pids {[p.pid for p in alive]} survive SIGKILL.")
     layout.state_file(port).unlink(missing_ok=True)
+    if (child := _children.pop(handle.pid, None)) is not None:
+        child.wait()
     return [p.pid for p in procs]
 
 

@@ -1,0 +1,40 @@
+# The README's two commands, `make demo` and `make test`: both set up everything on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LW := $(BIN)/lengthwise
+DEMO_PORT ?= 8000
+
+.PHONY: env engine-setup test unit demo
+
+$(BIN)/python:
+	@echo "==> Creating the project's environment in $(VENV)"
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@echo "==> Installing lengthwise and its test dependencies into $(VENV)"
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
+	@touch $@
+
+env: $(VENV)/.installed
+
+# vLLM in its own venv and the converted model, under ~/.cache/lengthwise (LENGTHWISE_CACHE): once per machine.
+engine-setup: env
+	@echo "==> Setting up the embedded engine (first time: vLLM ~5 min, model ~2-4 min; then instant)"
+	$(LW) engine setup
+
+# Unit and integration tests; the integration session starts (and stops) its own engine on a free port.
+test: engine-setup
+	$(BIN)/pytest -ra
+
+# Only the fast unit tests: no engine.
+unit: env
+	$(BIN)/pytest -ra -m "not integration"
+
+# Until the benchmark lands: start the engine, show it, answer one prompt, stop it.
+demo: engine-setup
+	$(LW) engine up --port $(DEMO_PORT)
+	trap '$(LW) engine down --port $(DEMO_PORT)' EXIT; \
+	$(LW) engine status --port $(DEMO_PORT) && \
+	$(LW) engine chat --port $(DEMO_PORT) --max-tokens 128 "Write a Python function that reverses a string."
