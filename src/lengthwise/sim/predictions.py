@@ -1,0 +1,149 @@
+"""Prediction-noise models: what a length predictor of a given quality would tell the scheduler.
+
+Specs (CLI ``--predictions``):
+
+- ``oracle``: the true output lengths.
+- ``lognormal:tau=0.5`` or ``lognormal:sigma=1.0``: true length × exp(σ·Z),
+  median-unbiased; with `tau`, σ is tuned so that Kendall's tau between prediction
+  and truth is the target.
+- ``replay:PATH`` (``replay:PATH,variant=NAME``): predictions drawn from a
+  `predict eval` JSONL, conditioned on the true length: each request takes the
+  prediction of a random eval record among the `k` whose actual length is closest
+  to its own. This keeps the predictor's real joint behaviour, including a
+  predictor with no signal at all (a ratio model would invent one).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import kendalltau
+
+from lengthwise.policy.spec import parse_params
+
+
+def oracle(output: np.ndarray) -> np.ndarray:
+    return np.asarray(output, dtype=float)
+
+
+def lognormal(output: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    z = np.random.default_rng(seed).standard_normal(np.asarray(output).size)
+    return np.asarray(output, dtype=float) * np.exp(sigma * z)
+
+
+def kendall_tau(predicted: np.ndarray, actual: np.ndarray, sample: int = 4000, seed: int = 0) -> float:
+    """Kendall's tau-b on a random sample of at most `sample` pairs of rows (O(n log n) anyway)."""
+    predicted, actual = np.asarray(predicted), np.asarray(actual)
+    if predicted.size > sample:
+        idx = np.random.default_rng(seed).choice(predicted.size, sample, replace=False)
+        predicted, actual = predicted[idx], actual[idx]
+    tau = kendalltau(predicted, actual).statistic
+    return 0.0 if math.isnan(tau) else float(tau)
+
+
+def sigma_for_tau(output: np.ndarray, tau: float, seed: int = 0) -> float:
+    """The log-normal σ at which predictions reach Kendall's tau ≈ `tau` on these lengths."""
+    best = kendall_tau(oracle(output), output)
+    if not 0 < tau <= best:
+        raise ValueError(f"target tau must be in (0, {best:.3f}] for these lengths (ties cap it), got {tau}")
+    lo, hi = 0.0, 1.0
+    while kendall_tau(lognormal(output, hi, seed), output) > tau:
+        lo, hi = hi, hi * 2
+        if hi > 1e3:
+            raise ValueError(f"cannot reach tau {tau}")
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if kendall_tau(lognormal(output, mid, seed), output) > tau:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def read_eval_pairs(path: Path, variant: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(actual, predicted) output tokens from a `predict eval` JSONL, read defensively.
+
+    Per line: `actual` or `actual_tokens`; the prediction from `calibrated`, else
+    `predicted`, else (with `variant`, or the first variant) its `summary.expect`
+    or `parsed`. Lines without both numbers are skipped.
+    """
+    actual, predicted = [], []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(rec, Mapping):
+            continue
+        a = _number(rec.get("actual", rec.get("actual_tokens")))
+        p = _prediction(rec, variant)
+        if a is not None and a > 0 and p is not None:
+            actual.append(a)
+            predicted.append(p)
+    if not actual:
+        raise ValueError(f"{path}: no records with an actual length and a prediction")
+    return np.asarray(actual), np.asarray(predicted)
+
+
+def _prediction(rec: Mapping[str, Any], variant: str | None) -> float | None:
+    for field in ("calibrated", "predicted"):
+        if (v := _number(rec.get(field))) is not None:
+            return v
+    variants = rec.get("variants")
+    if not isinstance(variants, Mapping) or not variants:
+        return None
+    chosen = variants.get(variant) if variant else next(iter(variants.values()))
+    if not isinstance(chosen, Mapping):
+        return None
+    summary = chosen.get("summary")
+    if isinstance(summary, Mapping) and (v := _number(summary.get("expect"))) is not None:
+        return v
+    return _number(chosen.get("parsed"))
+
+
+def _number(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def replayed(output: np.ndarray, actual: np.ndarray, predicted: np.ndarray, k: int = 5, seed: int = 0) -> np.ndarray:
+    """For each true length, the prediction of a random eval record among the k nearest in actual length."""
+    order = np.argsort(actual, kind="stable")
+    actual_sorted, pred_sorted = actual[order], predicted[order]
+    k = max(1, min(k, actual_sorted.size))
+    pos = np.searchsorted(actual_sorted, np.asarray(output, dtype=float))
+    start = np.clip(pos - k // 2, 0, actual_sorted.size - k)
+    pick = start + np.random.default_rng(seed).integers(0, k, size=start.size)
+    return pred_sorted[pick].astype(float)
+
+
+def make_predictions(spec: str, output: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Predicted lengths for true lengths `output` from a spec (see the module docstring)."""
+    name, _, args = spec.partition(":")
+    name = name.strip().lower()
+    if name == "oracle":
+        return oracle(output)
+    if name == "lognormal":
+        params = parse_params(args, f"predictions {spec!r}")
+        if "sigma" in params:
+            return lognormal(output, float(params["sigma"]), seed)
+        if "tau" in params:
+            return lognormal(output, sigma_for_tau(output, float(params["tau"]), seed), seed)
+        raise ValueError("lognormal predictions need tau=... or sigma=...")
+    if name == "replay":
+        path, _, rest = args.partition(",")
+        params = parse_params(rest, f"predictions {spec!r}")
+        actual, predicted = read_eval_pairs(Path(path), params.get("variant"))
+        return replayed(output, actual, predicted, int(params.get("k", 5)), seed)
+    raise ValueError(f"unknown prediction model {spec!r}: use oracle, lognormal:tau=T, lognormal:sigma=S or replay:PATH")
+

@@ -1,0 +1,98 @@
+"""What the simulator serves: arrival times, prompt and output lengths, predicted lengths."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from lengthwise.bench.metrics import RequestRecord
+from lengthwise.workload.arrivals import gamma_arrivals
+from lengthwise.workload.azure import Trace, load_azure
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One row per request, in arrival order. `predicted` is what the scheduler sees."""
+
+    arrival: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    predicted: np.ndarray
+    ids: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        n = self.arrival.size
+        for name in ("prompt_tokens", "output_tokens", "predicted"):
+            if getattr(self, name).size != n:
+                raise ValueError(f"workload: {name} has {getattr(self, name).size} rows, arrival has {n}")
+        if self.ids is not None and len(self.ids) != n:
+            raise ValueError(f"workload: {len(self.ids)} ids for {n} requests")
+        if n and np.any(np.diff(self.arrival) < 0):
+            raise ValueError("workload: arrivals must be sorted")
+        if n and (self.prompt_tokens.min() < 1 or self.output_tokens.min() < 1):
+            raise ValueError("workload: every request needs at least one prompt and one output token")
+
+    def __len__(self) -> int:
+        return int(self.arrival.size)
+
+    def with_arrivals(self, arrival: np.ndarray) -> Workload:
+        return replace(self, arrival=np.asarray(arrival, dtype=float))
+
+    def with_predictions(self, predicted: np.ndarray) -> Workload:
+        return replace(self, predicted=np.asarray(predicted, dtype=float))
+
+    def head(self, n: int) -> Workload:
+        ids = None if self.ids is None else list(self.ids[:n])
+        return Workload(self.arrival[:n], self.prompt_tokens[:n], self.output_tokens[:n], self.predicted[:n], ids)
+
+    def request_id(self, i: int) -> str:
+        return self.ids[i] if self.ids is not None else f"r{i}"
+
+
+def from_trace(trace: Trace) -> Workload:
+    """A trace's requests with oracle predictions (swap them with `with_predictions`)."""
+    return Workload(
+        trace.arrival.astype(float), trace.prompt_tokens.astype(np.int64), trace.output_tokens.astype(np.int64),
+        trace.output_tokens.astype(float),
+    )  # fmt: skip
+
+
+def azure_workload(n: int | None = None) -> Workload:
+    return from_trace(load_azure(n=n))
+
+
+def sharegpt_workload(n: int, rate: float, burstiness: float = 1.0, seed: int = 0) -> Workload:
+    """ShareGPT dev prompts' token counts (prompt, reference answer) with gamma arrivals.
+
+    Lengths are cl100k counts of the first turn and of its recorded answer; prompts
+    without an answer are skipped.
+    """
+    from lengthwise.predict.tokencount import count_tokens
+    from lengthwise.workload.sharegpt import load_sharegpt
+
+    pairs = [(p.prompt_tokens, count_tokens(p.reference)) for p in load_sharegpt("dev") if p.reference.strip()]
+    if not pairs:
+        raise ValueError("no ShareGPT dev prompts with answers")
+    idx = np.random.default_rng(seed).integers(0, len(pairs), size=n)
+    lengths = np.maximum(np.asarray(pairs, dtype=np.int64)[idx], 1)
+    trace = Trace(gamma_arrivals(n, rate, burstiness, seed), lengths[:, 0], lengths[:, 1])
+    return from_trace(trace)
+
+
+def records_workload(records: Sequence[RequestRecord]) -> Workload:
+    """Replay a measured run: its arrival times, prompt and output lengths, its predictions.
+
+    Failed requests are left out; arrivals are shifted so the first is at 0.
+    """
+    done = sorted((r for r in records if r.ok and r.output_tokens > 0), key=lambda r: r.arrival)
+    if not done:
+        raise ValueError("no completed requests to replay")
+    arrival = np.array([r.arrival for r in done], dtype=float)
+    output = np.array([r.output_tokens for r in done], dtype=np.int64)
+    predicted = np.array([r.predicted_tokens if r.predicted_tokens is not None else r.output_tokens for r in done])
+    return Workload(
+        arrival - arrival[0], np.array([max(r.prompt_tokens, 1) for r in done], dtype=np.int64), output,
+        predicted.astype(float), [r.id for r in done],
+    )  # fmt: skip
