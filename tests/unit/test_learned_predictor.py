@@ -1,0 +1,223 @@
+"""LearnedPredictor: cold start, online learning, persistence, background fits, no raising."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+from scipy.stats import kendalltau
+
+from lengthwise.predict.base import LengthRequest, Prediction
+from lengthwise.predict.features import Layout
+from lengthwise.predict.learned import LearnedPredictor, Pretrained
+from lengthwise.predict.ridge import fit_ridge, fit_ridge_selected
+
+DIM = 8
+
+
+class PatternEmbedder:
+    """Embeds 'topic K ...' prompts so that dimension 0 carries K (the length driver), plus noise."""
+
+    dimension = DIM
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def embed(self, text: str) -> np.ndarray:
+        self.calls += 1
+        k = int(text.split()[1])
+        rng = np.random.default_rng(abs(hash(text)) % 2**32)
+        vector = rng.normal(scale=0.1, size=DIM)
+        vector[0] = np.log(k)
+        return vector
+
+
+class ConstantSelf:
+    """A self-predictor with no signal (like the embedded model's greedy answer)."""
+
+    name = "self"
+
+    def __init__(self) -> None:
+        self.observed: list[int] = []
+
+    async def predict(self, request: LengthRequest) -> Prediction:
+        return Prediction(tokens=10.0, source="self", raw=10.0, features={"expect": 12.0, "entropy": 1.0})
+
+    def observe(self, request: LengthRequest, prediction: Prediction, actual_tokens: int) -> None:
+        self.observed.append(actual_tokens)
+
+
+def request(k: int, i: int, max_tokens: int = 512) -> LengthRequest:
+    body = {"messages": [{"role": "user", "content": f"topic {k} question number {i}"}], "max_tokens": max_tokens}
+    return LengthRequest("chat", body, request_id=f"r{k}-{i}")
+
+
+def true_length(k: int, i: int) -> int:
+    return int(20 * k * (1 + 0.1 * ((i * 7) % 3 - 1)))
+
+
+async def feed(predictor: LearnedPredictor, n: int, offset: int = 0) -> None:
+    rng = np.random.default_rng(offset)
+    for i in range(offset, offset + n):
+        k = int(rng.integers(1, 20))
+        req = request(k, i)
+        prediction = await predictor.predict(req)
+        predictor.observe(req, prediction, true_length(k, i))
+    predictor.wait_idle(timeout=30)
+
+
+async def held_out_tau(predictor: LearnedPredictor) -> float:
+    ks = [k for k in range(1, 20) for _ in range(3)]
+    predictions = [await predictor.predict(request(k, 10_000 + j)) for j, k in enumerate(ks)]
+    return kendalltau([p.tokens for p in predictions], [true_length(k, 10_000 + j) for j, k in enumerate(ks)])[0]
+
+
+def make(**kwargs) -> LearnedPredictor:
+    kwargs.setdefault("min_observations", 20)
+    return LearnedPredictor(ConstantSelf(), embedder=PatternEmbedder(), **kwargs)
+
+
+async def test_cold_start_returns_the_wrapped_prediction() -> None:
+    predictor = make()
+    inner = await predictor.inner.predict(request(3, 0))
+    assert await predictor.predict(request(3, 0)) == inner
+
+
+async def test_online_learning_ranks_a_pattern_the_wrapped_predictor_misses() -> None:
+    predictor = make(retrain_every=10)
+    before = await held_out_tau(predictor)
+    await feed(predictor, 120)
+    after = await held_out_tau(predictor)
+    assert np.isnan(before) or before < 0.1  # constant predictions carry no order
+    assert after > 0.8
+    assert (await predictor.predict(request(5, 1))).source == "learned:online"
+    assert predictor.inner.observed[:3] == [true_length(k, i) for k, i in _first_ks(3)]
+
+
+def _first_ks(n: int) -> list[tuple[int, int]]:
+    rng = np.random.default_rng(0)
+    return [(int(rng.integers(1, 20)), i) for i in range(n)]
+
+
+async def test_prediction_is_clipped_to_max_tokens() -> None:
+    predictor = make()
+    await feed(predictor, 60)
+    assert (await predictor.predict(request(19, 5, max_tokens=50))).tokens <= 50
+
+
+async def test_state_round_trips_through_disk(tmp_path) -> None:
+    path = tmp_path / "learned.npz"
+    first = make(state_path=path)
+    await feed(first, 60)
+    probe = request(7, 555)
+    expected = (await first.predict(probe)).tokens
+    first.close()
+
+    second = make(state_path=path)
+    assert second.observed == 60
+    assert (await second.predict(probe)).tokens == pytest.approx(expected)
+    await feed(second, 10, offset=60)  # learning resumes on the restored window
+    assert second.fits > first.fits
+
+
+async def test_state_saved_with_other_features_is_refused(tmp_path) -> None:
+    path = tmp_path / "learned.npz"
+    first = make(state_path=path)
+    await feed(first, 30)
+    with pytest.raises(ValueError, match="features"):
+        LearnedPredictor(None, embedder=PatternEmbedder(), state_path=path)
+
+
+async def test_a_slow_fit_does_not_block_predict() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def slow_fit(X, y, penalties):
+        started.set()
+        release.wait(timeout=30)
+        return fit_ridge(X, y, penalties)
+
+    predictor = make(fit=slow_fit, min_observations=5, retrain_every=5)
+    for i in range(5):
+        predictor.observe(request(2, i), Prediction(10.0, "self"), 40)
+    assert await asyncio.to_thread(started.wait, 10)
+    t0 = time.perf_counter()
+    prediction = await asyncio.wait_for(predictor.predict(request(4, 99)), timeout=10)
+    elapsed = time.perf_counter() - t0
+    assert not release.is_set() and elapsed < 5  # answered while the fit was still running
+    assert prediction.source == "self"  # no model yet: still the wrapped prediction
+    release.set()
+    predictor.wait_idle(timeout=30)
+    assert (await predictor.predict(request(4, 99))).source == "learned:online"
+
+
+class Raises:
+    name = "broken"
+    dimension = DIM
+
+    async def predict(self, request: LengthRequest) -> Prediction:
+        raise RuntimeError("boom")
+
+    def observe(self, request: LengthRequest, prediction: Prediction, actual_tokens: int) -> None:
+        raise RuntimeError("boom")
+
+    def embed(self, text: str) -> np.ndarray:
+        raise RuntimeError("no model")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"messages": []}, {"messages": [{"role": "user", "content": ""}]}, {"prompt": 3}, {}],
+)
+async def test_bad_requests_fall_back_without_raising(body) -> None:
+    predictor = LearnedPredictor(None, embedder=PatternEmbedder())
+    prediction = await predictor.predict(LengthRequest("chat", body))
+    assert prediction.is_fallback
+    predictor.observe(LengthRequest("chat", body), prediction, 10)  # ignored, no raise
+
+
+async def test_failing_parts_fall_back_without_raising() -> None:
+    predictor = LearnedPredictor(Raises(), embedder=Raises(), min_observations=1, retrain_every=1)
+    prediction = await predictor.predict(request(1, 0))
+    assert prediction.is_fallback and "boom" in prediction.fallback_reason
+    predictor.observe(request(1, 0), prediction, 10)
+    predictor.wait_idle(timeout=30)  # the embedder fails in the background fit too: logged, no raise
+    assert (await predictor.predict(request(1, 1))).is_fallback
+
+
+async def test_pretrained_stage_predicts_before_any_observation(tmp_path) -> None:
+    layout = Layout(use_self=False, embedding_dim=DIM)
+    embedder = PatternEmbedder()
+    rng = np.random.default_rng(1)
+    ks = rng.integers(1, 20, size=200)
+    X = np.stack([layout.vector(5, np.zeros(0), embedder.embed(f"topic {k} q {i}")) for i, k in enumerate(ks)])
+    model = fit_ridge(X, np.log1p(30.0 * ks), 1.0)
+    path = tmp_path / "pre.json"
+    Pretrained(model, layout, {"label": "synthetic"}).save(path)
+
+    predictor = LearnedPredictor(ConstantSelf(), embedder=embedder, pretrained=Pretrained.load(path))
+    assert (await predictor.predict(request(3, 0))).source == "learned:pretrained"
+    assert await held_out_tau(predictor) > 0.8
+    await feed(predictor, 40)  # the online stage stacks on the pretrained score
+    assert (await predictor.predict(request(3, 0))).source == "learned:online"
+    assert await held_out_tau(predictor) > 0.8
+
+
+def test_loo_selection_matches_brute_force_leave_one_out() -> None:
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(40, 5))
+    y = X @ rng.normal(size=5) + rng.normal(size=40)
+    model = fit_ridge(X, y, 3.0, loo=True)
+    # Refit without each row on the same standardized columns, intercept unpenalized.
+    A = np.column_stack([np.ones(40), (X - model.mean) / model.scale])
+    penalty = np.diag([0.0] + [3.0] * 5)
+    residuals = []
+    for i in range(40):
+        keep = np.arange(40) != i
+        coef = np.linalg.solve(A[keep].T @ A[keep] + penalty, A[keep].T @ y[keep])
+        residuals.append(y[i] - A[i] @ coef)
+    assert model.loo_rmse == pytest.approx(float(np.sqrt(np.mean(np.square(residuals)))), rel=1e-6)
+    chosen = fit_ridge_selected(X, y, np.ones(5))
+    assert chosen.loo_rmse <= model.loo_rmse + 1e-12
