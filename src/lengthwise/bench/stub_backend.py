@@ -144,8 +144,7 @@ class StubBackend:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             self.received.append(Received(path, body, headers, time.monotonic()))
         if self.fault == "hang":
-            while (await receive())["type"] != "http.disconnect":
-                pass
+            await _disconnected(receive)
             return
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
@@ -173,7 +172,11 @@ class StubBackend:
         chat = path == "/v1/chat/completions"
         rid = f"{'chatcmpl' if chat else 'cmpl'}-stub{next(self._ids)}"
         if body.get("stream") is True:
-            await self._stream(send, body, chat, rid, model, pieces, usage)
+            gone = asyncio.ensure_future(_disconnected(receive))
+            try:
+                await self._stream(send, body, chat, rid, model, pieces, usage, gone)
+            finally:
+                gone.cancel()
             return
         choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "logprobs": None}
         if chat:
@@ -186,7 +189,8 @@ class StubBackend:
         await _send(send, 200, json.dumps(response, separators=(",", ":")).encode())
 
     async def _stream(self, send: Any, body: dict[str, Any], chat: bool, rid: str, model: str,
-                      pieces: list[str], usage: dict[str, Any]) -> None:
+                      pieces: list[str], usage: dict[str, Any], gone: asyncio.Future[None]) -> None:
+        """Stream the answer token by token; stop when the client goes away (as vLLM aborts)."""
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream; charset=utf-8")]})
         head = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
@@ -202,6 +206,8 @@ class StubBackend:
         for i, piece in enumerate(pieces):
             if i and self.token_interval_s:
                 await asyncio.sleep(self.token_interval_s)
+            if gone.done():
+                return
             if self.fault == "cut" and i == 1:
                 raise ConnectionAbortedError("stub: connection cut mid-stream (fault)")
             last = i == len(pieces) - 1
@@ -221,6 +227,11 @@ async def _lifespan(receive: Any, send: Any) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+async def _disconnected(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _read_body(receive: Any) -> bytes:

@@ -50,6 +50,15 @@ log = logging.getLogger("lengthwise.gateway")
 Scope = dict[str, Any]
 
 
+#: Status and words for a request whose last backend failed: no addresses or internals in them.
+_FAILURES = {
+    "connect": (503, "could not be reached"),
+    "timeout": (504, "did not answer in time"),
+    "disconnect": (502, "closed the connection before answering"),
+    "invalid": (502, "sent an answer that is not valid JSON"),
+}
+
+
 class ClientGone(Exception):
     """The client disconnected before its request was read."""
 
@@ -241,7 +250,7 @@ class Gateway:
                 await self._open(f)
                 return
             except BackendGone:
-                pass
+                self._reroute(f, None)
             except UpstreamFailed as e:
                 self.metrics.upstream_errors.labels(f.backend.url, e.kind).inc()
                 self._release_slot(f)
@@ -250,9 +259,8 @@ class Gateway:
                 if e.connect:
                     self.pool.mark_down(f.backend, str(e))
                 log.warning("request %s: backend %d failed (%s)", f.id, f.backend.index, e)
-                if strikes < 2:
-                    continue  # a stale keep-alive connection: try the same backend once more
-            self._reroute(f)
+                if strikes >= 2:  # else a stale keep-alive connection, maybe: the same backend once more
+                    self._reroute(f, e)
 
     def _choose(self, f: Flight, exclude: tuple[Backend, ...] = ()) -> Backend:
         affinity = affinity_key(f.endpoint, f.body, self.config.affinity_prefix_chars) if len(self.pool) > 1 else ""
@@ -262,12 +270,16 @@ class Gateway:
             raise GatewayError(503, f"no backend{served} is available", code="no_backend")
         return backend
 
-    def _reroute(self, f: Flight) -> None:
+    def _reroute(self, f: Flight, failure: UpstreamFailed | None) -> None:
+        """Move the request to another backend; when none is left, fail it by its last failure."""
         exclude = tuple(b for b, strikes in f.strikes.items() if strikes >= 2)
         try:
             backend = self._choose(f, exclude)
         except GatewayError:
-            raise GatewayError(503, "no backend could take the request (all failed or are down); it was not served",
+            if failure is None:
+                raise
+            status, what = _FAILURES[failure.kind]
+            raise GatewayError(status, f"the backend {what}, and no other backend could take the request",
                                code="backend_unavailable") from None
         self.metrics.retries.inc()
         self._unassign(f)

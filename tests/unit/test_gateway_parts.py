@@ -1,0 +1,217 @@
+"""The gateway's parts on their own: priority mapping, routing, the queue-mode scheduler, the SSE usage tap."""
+
+import asyncio
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lengthwise.gateway.backends import BackendPool
+from lengthwise.gateway.config import GatewayConfig
+from lengthwise.gateway.errors import GatewayError
+from lengthwise.gateway.priority import BOUND, PriorityMap
+from lengthwise.gateway.proxy import UsageTap
+from lengthwise.gateway.scheduler import BackendGone, QueueFull, Scheduler
+from lengthwise.gateway.validation import parse_body
+from lengthwise.policy import Job, make_policy
+
+# ---- priority -------------------------------------------------------------------------
+
+
+def _config(**kw: object) -> GatewayConfig:
+    return GatewayConfig(backends=("http://127.0.0.1:1",), **kw)  # type: ignore[arg-type]
+
+
+def test_vllm_priority_is_the_rounded_key_lower_first() -> None:
+    pmap = PriorityMap.for_config(_config(engine="vllm"))
+    assert pmap is not None
+    assert [pmap(k) for k in (4.0, 63.6, 0.2)] == [4, 64, 0]
+    assert pmap.urgent < pmap(-1e12) < pmap(0) < pmap(1e12)
+
+
+def test_sglang_priority_is_negated_unless_low_first() -> None:
+    high_first = PriorityMap.for_config(_config(engine="sglang"))
+    low_first = PriorityMap.for_config(_config(engine="sglang", sglang_low_first=True))
+    assert high_first is not None and low_first is not None
+    assert high_first(10) < high_first(2) < high_first.urgent == BOUND
+    assert low_first(2) < low_first(10) and low_first.urgent == -BOUND
+
+
+def test_openai_engine_has_no_priority_and_needs_queue_mode() -> None:
+    assert PriorityMap.for_config(_config(engine="openai", mode="queue")) is None
+    with pytest.raises(ValueError, match="queue"):
+        _config(engine="openai", mode="priority")
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True), st.floats(min_value=1e-3, max_value=1e3))
+def test_priorities_stay_inside_the_bound(key: float, scale: float) -> None:
+    pmap = PriorityMap(scale=scale)
+    assert -BOUND < pmap(key) < BOUND
+
+
+@pytest.mark.parametrize("bad", [{"backends": ()}, {"backends": ("ftp://x",)}, {"backends": ("http://h:1/v1",)},
+                                 {"backends": ("http://h:1",), "max_inflight": 0}])
+def test_config_rejects_bad_settings(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        GatewayConfig(**bad)
+
+
+# ---- routing ------------------------------------------------------------------------------
+
+
+def _pool(n: int, slack: float = 100.0) -> BackendPool:
+    return BackendPool([f"http://127.0.0.1:{9000 + i}" for i in range(n)], slack_tokens=slack)
+
+
+def test_same_prefix_goes_to_the_same_backend_while_load_allows() -> None:
+    pool = _pool(4)
+    homes = {pool.choose(None, "system prompt A") for _ in range(10)}
+    assert len(homes) == 1
+    spread = {pool.choose(None, f"prompt {i}") for i in range(40)}
+    assert len(spread) > 1  # different prefixes spread over the backends
+
+
+def test_an_overloaded_home_sends_work_to_the_least_loaded() -> None:
+    pool = _pool(3, slack=100)
+    home = pool.choose(None, "p")
+    assert home is not None
+    pool.assign(home, 500)
+    other = pool.choose(None, "p")
+    assert other is not home and other.outstanding_tokens == 0
+    pool.unassign(home, 500)
+    assert pool.choose(None, "p") is home
+
+
+def test_unhealthy_backends_leave_and_models_filter() -> None:
+    pool = _pool(2)
+    a, b = pool.backends
+    a.models, b.models = frozenset({"m1"}), frozenset({"m2"})
+    assert pool.choose("m2") is b and pool.choose("m1") is a
+    assert not pool.model_exists("m3") and pool.model_exists("m1") and pool.model_exists(None)
+    pool.mark_down(a, "test")
+    assert pool.choose("m2") is b
+    assert pool.choose("m1") is a  # the only one serving m1: tried even though down
+    assert pool.choose(None) is b
+    assert pool.choose(None, exclude=(b,)) is a
+    assert pool.choose("m1", exclude=(a,)) is None
+
+
+# ---- scheduler ------------------------------------------------------------------------------
+
+
+async def test_queue_admits_by_policy_with_at_most_n_in_flight() -> None:
+    pool = _pool(1)
+    backend = pool.backends[0]
+    sched = Scheduler(make_policy("sjf"), max_inflight=2, max_queue=10)
+    order: list[str] = []
+
+    async def request(name: str, tokens: float) -> None:
+        await sched.admit(Job(name, arrival=0.0, predicted_tokens=tokens), backend)
+        order.append(name)
+
+    first = [asyncio.create_task(request(n, 100)) for n in ("a", "b")]
+    await asyncio.gather(*first)
+    waiting = [asyncio.create_task(request(n, t)) for n, t in (("long", 50), ("short", 1), ("mid", 10))]
+    await asyncio.sleep(0)
+    assert sched.running(backend) == 2 and sched.waiting(backend) == 3
+    for _ in range(3):
+        sched.release(backend)
+        await asyncio.sleep(0)
+    await asyncio.gather(*waiting)
+    assert order == ["a", "b", "short", "mid", "long"]
+    assert sched.running(backend) == 2
+
+
+async def test_queue_full_cancel_and_eviction() -> None:
+    backend = _pool(1).backends[0]
+    sched = Scheduler(make_policy("fcfs"), max_inflight=1, max_queue=2)
+    await sched.admit(Job("run", 0.0), backend)
+    w1 = asyncio.create_task(sched.admit(Job("w1", 1.0), backend))
+    w2 = asyncio.create_task(sched.admit(Job("w2", 2.0), backend))
+    await asyncio.sleep(0)
+    with pytest.raises(QueueFull):
+        await sched.admit(Job("w3", 3.0), backend)
+    w1.cancel()  # a client leaving while queued: out of the queue, no slot taken
+    await asyncio.sleep(0)
+    assert sched.waiting() == 1
+    sched.evict(backend)
+    with pytest.raises(BackendGone):
+        await w2
+    assert sched.waiting() == 0 and sched.running(backend) == 1
+    sched.release(backend)
+    assert sched.running(backend) == 0
+
+
+async def test_a_slot_granted_to_a_cancelled_waiter_is_given_back() -> None:
+    backend = _pool(1).backends[0]
+    sched = Scheduler(make_policy("fcfs"), max_inflight=1, max_queue=5)
+    await sched.admit(Job("run", 0.0), backend)
+    waiter = asyncio.create_task(sched.admit(Job("w", 1.0), backend))
+    await asyncio.sleep(0)
+    sched.release(backend)  # grants the slot to "w" ...
+    waiter.cancel()  # ... which is cancelled before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert sched.running(backend) == 0
+
+
+# ---- usage tap --------------------------------------------------------------------------------
+
+CHUNK = {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": '"usage" x'}}]}
+USAGE = {"id": "c", "object": "chat.completion.chunk", "choices": [], "usage": {"completion_tokens": 3}}
+
+
+def _sse(*objs: object) -> bytes:
+    return b"".join(f"data: {json.dumps(o)}\n\n".encode() for o in objs) + b"data: [DONE]\n\n"
+
+
+@given(st.lists(st.integers(min_value=1, max_value=40), max_size=30), st.booleans())
+def test_tap_strips_only_the_usage_event_whatever_the_chunking(cuts: list[int], strip: bool) -> None:
+    stream = _sse(CHUNK, CHUNK, USAGE)
+    pieces, pos = [], 0
+    for cut in cuts:
+        pieces.append(stream[pos : pos + cut])
+        pos += cut
+    pieces.append(stream[pos:])
+    tap = UsageTap(strip=strip)
+    out = b"".join(tap.feed(p) for p in pieces) + tap.flush()
+    assert out == (_sse(CHUNK, CHUNK) if strip else stream)
+    assert tap.usage == {"completion_tokens": 3}
+
+
+def test_tap_keeps_usage_riding_on_a_content_chunk() -> None:
+    chunk = {**CHUNK, "usage": {"completion_tokens": 1}}
+    tap = UsageTap(strip=True)
+    assert tap.feed(_sse(chunk)) == _sse(chunk)
+    assert tap.usage == {"completion_tokens": 1}
+
+
+# ---- validation ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "endpoint, raw, param",
+    [
+        ("chat", b"{not json", None),
+        ("chat", b"[1, 2]", None),
+        ("chat", b'{"messages": "hi"}', "messages"),
+        ("chat", b'{"messages": [{"content": "x"}]}', "messages"),
+        ("chat", b'{"messages": [{"role": "user", "content": "x"}], "model": 3}', "model"),
+        ("chat", b'{"messages": [{"role": "user", "content": "x"}], "stream": "yes"}', "stream"),
+        ("chat", b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": "9"}', "max_tokens"),
+        ("chat", b'{"messages": [{"role": "user", "content": "x"}], "n": 0}', "n"),
+        ("completion", b'{"prompt": 5}', "prompt"),
+        ("completion", b'{"prompt": [1, "a"]}', "prompt"),
+        ("completion", b"[" * 100_000 + b"]" * 100_000, None),
+    ],
+)
+def test_bad_bodies_are_400_naming_the_field(endpoint: str, raw: bytes, param: str | None) -> None:
+    with pytest.raises(GatewayError) as info:
+        parse_body(endpoint, raw)  # type: ignore[arg-type]
+    assert info.value.status == 400 and info.value.param == param
+
+
+def test_good_bodies_pass_untouched() -> None:
+    body = {"prompt": [[1, 2], [3]], "max_tokens": 4, "stream": None, "whatever": {"x": [1.5]}}
+    assert parse_body("completion", json.dumps(body).encode()) == body
