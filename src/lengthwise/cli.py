@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from lengthwise.engine.cli import engine_app
+from lengthwise.gateway.cli import serve
 from lengthwise.predict.cli import predict_app
 
 app = typer.Typer(
@@ -16,6 +17,7 @@ app = typer.Typer(
 
 app.add_typer(engine_app, name="engine")
 app.add_typer(predict_app, name="predict")
+app.command("serve")(serve)
 
 
 @app.callback()

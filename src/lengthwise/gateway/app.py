@@ -73,7 +73,6 @@ class Gateway:
                  policy: Policy | None = None) -> None:
         self.config = config
         self.policy = policy or make_policy(config.policy)
-        self.predictor = predictor
         self.scheduler = Scheduler(self.policy, config.max_inflight, config.max_queue, self.clock) \
             if config.queues else None
         self.pool = BackendPool(config.backend_urls, slack_tokens=config.affinity_slack_tokens,
@@ -81,12 +80,18 @@ class Gateway:
         #: The engine's priority scale (prediction queries use it in every mode).
         self.engine_priority = PriorityMap.for_config(config)
         self.metrics = GatewayMetrics(self.pool, self.scheduler)
+        self._backend_headers = {"authorization": f"Bearer {config.backend_api_key}"} \
+            if config.backend_api_key else {}
+        #: The predictor's own client (httpx, as the predictors take it), with the backend key.
+        self._predict_client = None if predictor else httpx.AsyncClient(
+            headers=self._backend_headers, timeout=config.prediction_timeout_s,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+        urgent = self.engine_priority.urgent if self.engine_priority else None
+        self.predictor: Predictor = predictor or build_predictor(config, self._predict_client, urgent)
         self._epoch = time.monotonic()
         self._ids = itertools.count()
         self._id_prefix = secrets.token_hex(4)
         self._api_keys = [key.encode() for key in config.api_keys]
-        self._backend_headers = {"authorization": f"Bearer {config.backend_api_key}"} \
-            if config.backend_api_key else {}
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout_s,
                                               sock_read=config.read_timeout_s)
         self._session: aiohttp.ClientSession | None = None
@@ -113,14 +118,8 @@ class Gateway:
         # Unlimited connections: admission is the scheduler's job, not the pool's. Idle
         # connections close before uvicorn's 5 s keep-alive would close them under us.
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0)
-        async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session, \
-                httpx.AsyncClient(headers=self._backend_headers, timeout=self.config.prediction_timeout_s,
-                                  limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-                                  ) as predict_client:
+        async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
             self._session = session
-            if self.predictor is None:
-                urgent = self.engine_priority.urgent if self.engine_priority else None
-                self.predictor = build_predictor(self.config, predict_client, urgent)
             await self._probe_all()
             health = asyncio.create_task(self._health_loop())
             log.info("gateway ready: %d backend(s), mode %s, policy %s, predictor %s", len(self.pool),
@@ -131,6 +130,8 @@ class Gateway:
                 health.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await health
+                if self._predict_client is not None:
+                    await self._predict_client.aclose()
 
     async def _probe_all(self) -> None:
         assert self._session is not None
@@ -286,7 +287,7 @@ class Gateway:
         self._assign(f, backend)
 
     async def _predict(self, f: Flight) -> None:
-        assert self.predictor is not None and f.backend is not None
+        assert f.backend is not None
         f.length_request = LengthRequest(f.endpoint, f.body, f.id, f.backend.url)
         started = time.monotonic()
         try:
@@ -310,7 +311,6 @@ class Gateway:
         self.metrics.predicted_tokens.observe(prediction.tokens)
 
     def _fallback(self, reason: str) -> Prediction:
-        assert self.predictor is not None
         return Prediction(self.config.fallback_tokens, self.predictor.name, fallback_reason=reason)
 
     async def _admit(self, f: Flight) -> None:
@@ -410,7 +410,7 @@ class Gateway:
 
     def _learn(self, f: Flight, usage: Any) -> None:
         """Metrics and the predictor's calibration from the response's usage."""
-        assert f.prediction is not None and f.length_request is not None and self.predictor is not None
+        assert f.prediction is not None and f.length_request is not None
         if not isinstance(usage, dict):
             self.metrics.usage_missing.inc()
             return

@@ -1,0 +1,78 @@
+"""`lengthwise serve`: run the gateway in front of one or more engines."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Annotated
+
+import typer
+
+from lengthwise.gateway.config import GatewayConfig
+
+_D = {f.name: f.default for f in dataclasses.fields(GatewayConfig)}
+
+
+def serve(
+    backend: Annotated[list[str], typer.Option("--backend", "-b", help="Engine base URL, without /v1 (repeatable).")],
+    engine: Annotated[str, typer.Option(help="vllm | sglang | openai (no priority field: queue mode only).")] =
+        _D["engine"],
+    mode: Annotated[str, typer.Option(help="priority: forward at once with an engine priority; queue: hold and "
+                                           "admit by policy; both.")] = _D["mode"],
+    policy: Annotated[str, typer.Option(help="Policy spec, e.g. fcfs, sjf, srpt, sjf+aging:rate=2,max_wait=30.")] =
+        _D["policy"],
+    predictor: Annotated[str, typer.Option(help="Predictor spec, e.g. self, self:postfix=fewshot, constant:tokens=200, "
+                                                "prompt-length; calibration=PATH learns online.")] = _D["predictor"],
+    max_inflight: Annotated[int, typer.Option(help="Queue mode: requests in flight per backend.")] =
+        _D["max_inflight"],
+    max_queue: Annotated[int, typer.Option(help="Queue mode: waiting requests before 429.")] = _D["max_queue"],
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = _D["host"],
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = _D["port"],
+    api_key: Annotated[list[str] | None, typer.Option(
+        "--api-key", envvar="LENGTHWISE_API_KEY",
+        help="Client key accepted as 'Authorization: Bearer KEY' (repeatable); none: no authentication.")] = None,
+    backend_api_key: Annotated[str | None, typer.Option(
+        envvar="LENGTHWISE_BACKEND_API_KEY",
+        help="Key sent to the backends; unset: the client's Authorization is forwarded.")] = None,
+    sglang_low_first: Annotated[bool, typer.Option(
+        help="SGLang runs with --schedule-low-priority-values-first.")] = _D["sglang_low_first"],
+    priority_scale: Annotated[float, typer.Option(help="Policy key × this = engine priority.")] =
+        _D["priority_scale"],
+    prediction_timeout: Annotated[float, typer.Option(help="Seconds before a prediction falls back.")] =
+        _D["prediction_timeout_s"],
+    fallback_tokens: Annotated[float, typer.Option(help="Predicted tokens when a prediction fails.")] =
+        _D["fallback_tokens"],
+    max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get 413.")] = _D["max_body_bytes"],
+    health_interval: Annotated[float, typer.Option(help="Seconds between backend health checks.")] =
+        _D["health_interval_s"],
+    health_path: Annotated[str, typer.Option(help="Backend path answering 200 when healthy.")] = _D["health_path"],
+    read_timeout: Annotated[float, typer.Option(help="Longest silence (s) from a backend mid-response.")] =
+        _D["read_timeout_s"],
+    affinity_slack: Annotated[float, typer.Option(
+        help="Predicted tokens a prefix's backend may carry above the least loaded before requests spill over.")] =
+        _D["affinity_slack_tokens"],
+    log_level: Annotated[str, typer.Option(help="debug | info | warning.")] = "info",
+    access_log: Annotated[bool, typer.Option(help="uvicorn's access log (costs throughput).")] = False,
+) -> None:
+    """Run the OpenAI-compatible scheduling gateway in front of one or more engines."""
+    from lengthwise.gateway.app import Gateway
+    from lengthwise.gateway.server import run
+
+    try:
+        config = GatewayConfig(
+            backends=tuple(backend), engine=engine, mode=mode, policy=policy, predictor=predictor,  # type: ignore[arg-type]
+            max_inflight=max_inflight, max_queue=max_queue, host=host, port=port, api_keys=tuple(api_key or ()),
+            backend_api_key=backend_api_key, sglang_low_first=sglang_low_first, priority_scale=priority_scale,
+            prediction_timeout_s=prediction_timeout, fallback_tokens=fallback_tokens, max_body_bytes=max_body_bytes,
+            health_interval_s=health_interval, health_path=health_path, read_timeout_s=read_timeout,
+            affinity_slack_tokens=affinity_slack,
+        )
+        gateway = Gateway(config)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
+        logging.getLogger("lengthwise.gateway").warning("listening on %s without --api-key", host)
+    typer.echo(f"lengthwise gateway on http://{host}:{port}/v1 → {', '.join(config.backends)} "
+               f"(mode {mode}, policy {policy}, predictor {gateway.predictor.name})", err=True)
+    run(gateway.app, host, port, access_log=access_log)
