@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from lengthwise.bench.cli import bench_app
 from lengthwise.engine.cli import engine_app
 from lengthwise.gateway.cli import serve
 from lengthwise.predict.cli import predict_app
@@ -15,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+app.add_typer(bench_app, name="bench")
 app.add_typer(engine_app, name="engine")
 app.add_typer(predict_app, name="predict")
 app.command("serve")(serve)

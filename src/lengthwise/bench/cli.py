@@ -1,0 +1,211 @@
+"""`lengthwise bench`: one load run against a server; `bench compare`: FCFS vs LLM-guided vs oracle."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lengthwise.bench.loadgen import Endpoint, Target, replay
+from lengthwise.bench.metrics import parse_goodput, summarize
+from lengthwise.bench.plan import build_plan, poisson_gamma_arrivals, trace_arrivals
+from lengthwise.bench.prompts import load_prompts
+from lengthwise.bench.runfile import BenchRun, save_run
+from lengthwise.bench.services import served_model
+from lengthwise.bench.table import serving_table
+
+bench_app = typer.Typer(
+    help="Replay real prompts against a server and measure latency (`vllm bench serve`-style); "
+    "`compare` runs FCFS, LLM-guided and oracle scheduling on the same load.",
+)
+console = Console(highlight=False, soft_wrap=True)
+
+Workload = Annotated[str, typer.Option(help="sharegpt (dev split), sharegpt:test, or a .jsonl file of {'prompt': ...}.")]
+MaxTokens = Annotated[int, typer.Option(help="Answer length cap per request.")]
+MaxPromptTokens = Annotated[int, typer.Option(help="Skip prompts longer than this (cl100k tokens).")]
+Goodput = Annotated[
+    list[str] | None, typer.Option(help="SLOs for goodput, NAME:MS with NAME in ttft, tpot, e2el (repeatable).")
+]
+Burstiness = Annotated[float, typer.Option(help="Gamma shape of the inter-arrival gaps: 1 Poisson, <1 burstier.")]
+Seed = Annotated[int, typer.Option(help="Seed of the prompt sample and the arrival times.")]
+Model = Annotated[str | None, typer.Option(help="Model name; default: the server's first at /v1/models.")]
+
+
+def _goodput(specs: list[str] | None) -> list[str] | None:
+    """Accepts `--goodput ttft:500 --goodput e2el:2000` and `--goodput "ttft:500 e2el:2000"`."""
+    if not specs:
+        return None
+    flat = [s for spec in specs for s in spec.split()]
+    try:
+        parse_goodput(flat)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--goodput") from None
+    return flat
+
+
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    """A bad input or a failed server start ends the command with one red line, not a traceback."""
+    try:
+        yield
+    except (ValueError, RuntimeError, OSError) as exc:
+        console.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+@bench_app.callback(invoke_without_command=True)
+def bench(
+    ctx: typer.Context,
+    url: Annotated[str | None, typer.Option(help="Server root, e.g. http://127.0.0.1:8000 (engine or gateway).")] = None,
+    model: Model = None,
+    endpoint: Annotated[str, typer.Option(help="chat or completions.")] = "chat",
+    workload: Workload = "sharegpt",
+    n: Annotated[int, typer.Option("--n", help="Number of requests.")] = 100,
+    rate: Annotated[float, typer.Option(help="Mean arrival rate, req/s (inf: all at once).")] = math.inf,
+    burstiness: Burstiness = 1.0,
+    trace: Annotated[
+        Path | None, typer.Option(help="Take arrival times from a trace CSV (arrived_at, s); --rate rescales it.")
+    ] = None,
+    max_tokens: MaxTokens = 256,
+    max_prompt_tokens: MaxPromptTokens = 512,
+    seed: Seed = 0,
+    goodput: Goodput = None,
+    api_key: Annotated[str | None, typer.Option(help="Bearer token for the server.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Save the config and per-request records as JSON.")] = None,
+) -> None:
+    """Replay prompts at a rate, stream every answer, print the `vllm bench serve` table."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if url is None:
+        raise typer.BadParameter("give the server to load with --url (or use a subcommand: compare, report)", param_hint="--url")
+    if endpoint not in ("chat", "completions"):
+        raise typer.BadParameter("chat or completions", param_hint="--endpoint")
+    slos = _goodput(goodput)
+    with _clear_errors():
+        model = model or served_model(url)
+        prompts = load_prompts(workload, n, seed, max_prompt_tokens)
+        if trace is not None:
+            arrivals = trace_arrivals(trace, n, None if math.isinf(rate) else rate)
+        else:
+            arrivals = poisson_gamma_arrivals(n, rate, burstiness, seed)
+        plan = build_plan(prompts, arrivals, max_tokens)
+        target = Target(url, model, endpoint=endpoint, api_key=api_key)  # type: ignore[arg-type]
+        records = asyncio.run(replay(plan, target))
+    summary = summarize(records, goodput=slos)
+    console.print(serving_table(summary))
+    errors = [r.error for r in records if r.error]
+    if errors:
+        console.print(f"[yellow]{len(errors)} failed[/yellow], e.g. {errors[0]}")
+    if out is not None:
+        config = {
+            "url": url, "model": model, "endpoint": endpoint, "workload": workload, "n": n, "rate": rate,
+            "burstiness": burstiness, "trace": str(trace) if trace else None, "max_tokens": max_tokens,
+            "max_prompt_tokens": max_prompt_tokens, "seed": seed, "goodput": slos, "summary": summary,
+        }  # fmt: skip
+        console.print(f"saved {save_run(out, BenchRun(config, records))}")
+
+
+def print_comparison(out_dir: Path, goodput: list[str] | None) -> Path:
+    """Rebuild the report from `out_dir`, print the side-by-side table and headline; return report.md."""
+    from lengthwise.bench.report import COLUMNS, arm_runs, arm_table_rows, headline, load_results, write_report
+
+    runs, meta = load_results(out_dir)
+    report = write_report(out_dir, runs, meta, goodput)
+    items = arm_runs(runs, goodput)
+    table = Table(title="mean over rounds [min–max]")
+    for title in ["arm", *(t for _, t, _ in COLUMNS)]:
+        table.add_column(title, justify="left" if title == "arm" else "right")
+    for row in arm_table_rows(items):
+        table.add_row(*row)
+    console.print(table)
+    for name, values in headline(items).items():
+        console.print(f"{name}: " + ", ".join(f"{v:.2f}" for v in values) + " (per round)")
+    console.print(f"report: {report}")
+    return report
+
+
+@bench_app.command()
+def report(
+    out_dir: Annotated[Path, typer.Argument(help="A folder written by `lengthwise bench compare`.")],
+    goodput: Goodput = None,
+) -> None:
+    """Rebuild the report and plots of a comparison from its saved runs."""
+    with _clear_errors():
+        print_comparison(out_dir, _goodput(goodput))
+
+
+@contextmanager
+def _engine(url: str | None, port: int, max_num_seqs: int, keep: bool) -> Iterator[str]:
+    """The engine URL given, or the embedded engine on `port` (started if needed, stopped if we started it)."""
+    if url is not None:
+        yield url
+        return
+    from lengthwise.engine import server
+    from lengthwise.engine.progress import Progress
+
+    already = server.find(port) is not None
+    handle = server.start(server.EngineConfig(port=port, max_num_seqs=max_num_seqs), progress=Progress(console))
+    try:
+        yield handle.url
+    finally:
+        if not (already or keep):
+            console.print(f"stopping the engine on port {port} (keep it with --keep-engine)")
+            server.stop(port)
+
+
+@bench_app.command()
+def compare(
+    url: Annotated[
+        str | None, typer.Option(help="A running engine's root URL; default: start the embedded engine.")
+    ] = None,
+    model: Model = None,
+    workload: Workload = "sharegpt",
+    n: Annotated[int, typer.Option("--n", help="Number of prompts (each arm replays all of them).")] = 60,
+    max_tokens: MaxTokens = 128,
+    max_prompt_tokens: MaxPromptTokens = 512,
+    load: Annotated[float, typer.Option(help="Arrival rate as a fraction of the capacity measured by calibration.")] = 0.9,
+    rate: Annotated[float | None, typer.Option(help="Arrival rate in req/s (overrides --load).")] = None,
+    burstiness: Burstiness = 1.0,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds: A B C, then C B A, ...")] = 1,
+    predictor: Annotated[
+        list[str] | None, typer.Option(help="Predictor spec of a gateway arm (repeatable; the first is 'guided').")
+    ] = None,
+    gateway_arg: Annotated[
+        list[str] | None,
+        typer.Option(help="Gateway arguments for the guided arms, replacing '--engine vllm --mode priority --policy sjf' (repeatable)."),
+    ] = None,
+    no_oracle: Annotated[bool, typer.Option("--no-oracle", help="Leave the oracle arm out.")] = False,
+    goodput: Goodput = None,
+    seed: Seed = 0,
+    engine_port: Annotated[int, typer.Option(help="Port of the embedded engine when no --url is given.")] = 8200,
+    max_num_seqs: Annotated[int, typer.Option(help="The embedded engine's --max-num-seqs (small: requests queue).")] = 2,
+    keep_engine: Annotated[bool, typer.Option(help="Leave an engine this command started running (faster reruns).")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for the runs, the report and its plots.")] = Path("bench-results/compare"),
+) -> None:
+    """The same prompts and arrival times through FCFS, LLM-guided and oracle scheduling, in rounds."""
+    from lengthwise.bench.compare import DEFAULT_GATEWAY_ARGS, Settings, run_compare, standard_arms
+
+    if rounds < 1 or n < 2 or not 0 < load:
+        raise typer.BadParameter("need --rounds >= 1, --n >= 2 and --load > 0")
+    slos = _goodput(goodput)
+    arms = standard_arms(predictor or ["self"], tuple(gateway_arg) if gateway_arg else DEFAULT_GATEWAY_ARGS)
+    if no_oracle:
+        arms = [a for a in arms if not a.oracle]
+    with _clear_errors():
+        prompts = load_prompts(workload, n, seed, max_prompt_tokens)
+        out.mkdir(parents=True, exist_ok=True)
+        with _engine(url, engine_port, max_num_seqs, keep_engine) as engine_url:
+            settings = Settings(
+                engine_url=engine_url, model=model or served_model(engine_url), prompts=tuple(prompts),
+                max_tokens=max_tokens, out_dir=out, rounds=rounds, load=load, rate=rate,
+                burstiness=burstiness, seed=seed,
+            )  # fmt: skip
+            run_compare(settings, arms, console)
+        print_comparison(out, slos)
