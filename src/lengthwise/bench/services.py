@@ -93,11 +93,12 @@ def engine_busy(url: str) -> float | None:
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
-        text = httpx.get(f"{url.rstrip('/')}/metrics", timeout=5.0).text
-    except httpx.HTTPError:
+        resp = httpx.get(f"{url.rstrip('/')}/metrics", timeout=5.0)
+        families = list(text_string_to_metric_families(resp.text)) if resp.status_code == 200 else []
+    except (httpx.HTTPError, ValueError):
         return None
     gauges = ("vllm:num_requests_running", "vllm:num_requests_waiting")
-    values = [s.value for fam in text_string_to_metric_families(text) if fam.name in gauges for s in fam.samples]
+    values = [s.value for fam in families if fam.name in gauges for s in fam.samples]
     return sum(values) if values else None
 
 
