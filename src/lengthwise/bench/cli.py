@@ -15,11 +15,13 @@ from rich.table import Table
 
 from lengthwise.bench.loadgen import Endpoint, Target, replay
 from lengthwise.bench.metrics import parse_goodput, summarize
-from lengthwise.bench.plan import build_plan, poisson_gamma_arrivals, trace_arrivals
+from lengthwise.bench.plan import build_plan
 from lengthwise.bench.prompts import load_prompts
 from lengthwise.bench.runfile import BenchRun, save_run
 from lengthwise.bench.services import served_model
 from lengthwise.bench.table import serving_table
+from lengthwise.workload.arrivals import gamma_arrivals, rescale_to_rate
+from lengthwise.workload.azure import load_azure
 
 bench_app = typer.Typer(
     help="Replay real prompts against a server and measure latency (`vllm bench serve`-style); "
@@ -71,7 +73,7 @@ def bench(
     rate: Annotated[float, typer.Option(help="Mean arrival rate, req/s (inf: all at once).")] = math.inf,
     burstiness: Burstiness = 1.0,
     trace: Annotated[
-        Path | None, typer.Option(help="Take arrival times from a trace CSV (arrived_at, s); --rate rescales it.")
+        Path | None, typer.Option(help="Arrival times from an Azure-format trace CSV (arrived_at, ...); --rate rescales it.")
     ] = None,
     max_tokens: MaxTokens = 256,
     max_prompt_tokens: MaxPromptTokens = 512,
@@ -91,10 +93,11 @@ def bench(
     with _clear_errors():
         model = model or served_model(url)
         prompts = load_prompts(workload, n, seed, max_prompt_tokens)
-        if trace is not None:
-            arrivals = trace_arrivals(trace, n, None if math.isinf(rate) else rate)
+        if trace is None:
+            arrivals = gamma_arrivals(n, rate, burstiness, seed)
         else:
-            arrivals = poisson_gamma_arrivals(n, rate, burstiness, seed)
+            arrivals = load_azure(trace, n).arrival
+            arrivals = arrivals if math.isinf(rate) else rescale_to_rate(arrivals, rate)
         plan = build_plan(prompts, arrivals, max_tokens)
         target = Target(url, model, endpoint=endpoint, api_key=api_key)  # type: ignore[arg-type]
         records = asyncio.run(replay(plan, target))

@@ -21,9 +21,10 @@ import numpy as np
 from rich.console import Console
 
 from lengthwise.bench.loadgen import Target, replay
-from lengthwise.bench.plan import PlannedRequest, build_plan, poisson_gamma_arrivals, with_priorities
+from lengthwise.bench.plan import PlannedRequest, build_plan, with_priorities
 from lengthwise.bench.runfile import BenchRun, load_run, save_run
 from lengthwise.bench.services import free_port, gateway_command, running_server, wait_idle
+from lengthwise.workload.arrivals import gamma_arrivals
 
 #: What the LLM-guided arm asks of the gateway besides its predictor.
 DEFAULT_GATEWAY_ARGS = ("--engine", "vllm", "--mode", "priority", "--policy", "sjf")
@@ -173,7 +174,7 @@ def run_compare(
         f"capacity {calibration.capacity_rps:.3f} req/s on these prompts; arrivals at {rate:.3f} req/s"
         + ("" if settings.rate else f" (load {settings.load:.2f})")
     )
-    arrivals = poisson_gamma_arrivals(len(settings.prompts), rate, settings.burstiness, settings.seed)
+    arrivals = gamma_arrivals(len(settings.prompts), rate, settings.burstiness, settings.seed)
     plan = build_plan(settings.prompts, arrivals, settings.max_tokens)
     comparison = Comparison(settings, list(arms), calibration, rate, plan)
     for r, order in enumerate(interleaved(arms, settings.rounds)):
