@@ -7,4 +7,14 @@ from lengthwise.engine.errors import EngineError
 from lengthwise.engine.paths import MODEL_NAME, CacheLayout
 from lengthwise.engine.server import EngineConfig, EngineHandle, find, find_all, start, stop
 
-__all__ = ["MODEL_NAME", "CacheLayout", "EngineConfig", "EngineError", "EngineHandle", "find", "find_all", "start", "stop"]
+__all__ = [
+    "MODEL_NAME",
+    "CacheLayout",
+    "EngineConfig",
+    "EngineError",
+    "EngineHandle",
+    "find",
+    "find_all",
+    "start",
+    "stop",
+]

@@ -254,18 +254,22 @@ def _pgid(pid: int) -> int | None:
 def stop(port: int, layout: CacheLayout | None = None, timeout: float = STOP_TIMEOUT_S) -> list[int]:
     """Stop the engine this code started on `port` and everything under it; return the pids it ended.
 
-    SIGTERM to its process group (vLLM shuts down cleanly), SIGKILL to what is left after `timeout`.
+    SIGTERM to the server first, so that vLLM shuts its engine core down cleanly (shared memory
+    included); then SIGTERM and, at last, SIGKILL to whatever is left.
     """
     layout = layout or CacheLayout.default()
     handle = find(port, layout)
     if handle is None:
         return []
     procs = engine_processes(handle)
-    for proc in procs:
-        _signal(proc, signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    for proc in alive:
-        _signal(proc, signal.SIGKILL)
+    grace = min(timeout, 5.0)
+    server_proc = [p for p in procs if p.pid == handle.pid]
+    _signal_all(server_proc, signal.SIGTERM)
+    psutil.wait_procs(server_proc, timeout=timeout)
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    _signal_all(alive, signal.SIGTERM)
+    _, alive = psutil.wait_procs(alive, timeout=grace)
+    _signal_all(alive, signal.SIGKILL)
     _, alive = psutil.wait_procs(alive, timeout=10)
     if alive:
         raise EngineError(f"Could not stop the engine on port {port}: pids {[p.pid for p in alive]} survive SIGKILL.")
@@ -275,8 +279,9 @@ def stop(port: int, layout: CacheLayout | None = None, timeout: float = STOP_TIM
     return [p.pid for p in procs]
 
 
-def _signal(proc: psutil.Process, sig: signal.Signals) -> None:
-    try:
-        proc.send_signal(sig)
-    except psutil.NoSuchProcess:
-        pass
+def _signal_all(procs: list[psutil.Process], sig: signal.Signals) -> None:
+    for proc in procs:
+        try:
+            proc.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
