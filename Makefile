@@ -26,7 +26,7 @@ engine-setup: env
 
 # Unit and integration tests; the integration session starts (and stops) its own engine on a free port.
 test: engine-setup
-	$(BIN)/pytest -ra
+	$(BIN)/pytest -ra --durations=10
 
 # Only the fast unit tests: no engine.
 unit: env
