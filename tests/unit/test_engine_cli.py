@@ -60,3 +60,13 @@ def test_logs_without_a_log_is_a_clear_error() -> None:
 def test_chat_without_an_engine_is_a_clear_error() -> None:
     result = runner.invoke(app, ["engine", "chat", "hello", "--port", str(free_port())])
     assert result.exit_code == 1 and "Is the engine up?" in result.output
+
+
+def test_ctrl_c_is_a_message_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("lengthwise.engine.server.setup", interrupted)
+    result = runner.invoke(app, ["engine", "setup"])
+    assert result.exit_code == 130 and "Interrupted." in result.output
+    assert "Traceback" not in result.output

@@ -39,7 +39,7 @@ PortOption = Annotated[int, typer.Option("--port", "-p", help="The engine's port
 
 
 def clear_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Print an EngineError in red and exit 1, instead of a traceback."""
+    """Print an EngineError in red and exit 1 (130 on Ctrl-C), instead of a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -48,6 +48,9 @@ def clear_errors(command: Callable[P, R]) -> Callable[P, R]:
         except EngineError as e:
             err_console.print(f"[red]Error:[/red] {e}")
             raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]Interrupted.[/yellow] What was cached stays; the next run picks up from there.")
+            raise typer.Exit(130) from None
 
     return wrapper
 
