@@ -193,6 +193,7 @@ def start(
         _wait_healthy(handle, timeout, progress)
     except BaseException:  # Ctrl-C included: leave no half-started server behind
         stop(config.port, layout)
+        _reap(handle.pid)
         raise
     return handle
 
@@ -274,9 +275,14 @@ def stop(port: int, layout: CacheLayout | None = None, timeout: float = STOP_TIM
     if alive:
         raise EngineError(f"Could not stop the engine on port {port}: pids {[p.pid for p in alive]} survive SIGKILL.")
     layout.state_file(port).unlink(missing_ok=True)
-    if (child := _children.pop(handle.pid, None)) is not None:
-        child.wait()
+    _reap(handle.pid)
     return [p.pid for p in procs]
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of a server this process started, so it leaves no zombie."""
+    if (child := _children.pop(pid, None)) is not None:
+        child.wait()
 
 
 def _signal_all(procs: list[psutil.Process], sig: signal.Signals) -> None:
