@@ -188,6 +188,7 @@ class _Run:
         self.predicted: list[float] = w.predicted.tolist()
         self.submissions: list[tuple[float, int, _Req]] = []
         self.fresh_arrivals = False
+        self.admission_blocked = False
         self.preemptions = 0
         self.done = 0
         self.finished: list[_Req | None] = [None] * len(w)
@@ -320,10 +321,10 @@ class _Run:
         self.fresh_arrivals = False
         thr = self.cfg.preempt_threshold
         while len(self.decoders) + len(self.prefilling) + len(self.forced) >= self.cfg.max_num_seqs:
-            h = self.head()
-            if h is None or not h.fresh or h in self.forced:
+            h, running = self.head(), self.running()
+            if h is None or not h.fresh or h in self.forced or not running:
                 return
-            worst = max(self.running(), key=lambda r: (self.current_key(r), r.job.arrival))
+            worst = max(running, key=lambda r: (self.current_key(r), r.job.arrival))
             if self.current_key(h) + thr > self.current_key(worst):
                 return
             self.preempt(worst)
@@ -361,6 +362,7 @@ class _Run:
             victim = max(self.running(), key=lambda r: (r.prio, r.job.arrival))
             self.preempt(victim)
             preempted = True
+        self.admission_blocked = preempted  # vLLM admits nothing in a step that preempted
         if preempted:
             self.requeue_forced()
             return plan
@@ -423,6 +425,7 @@ class _Run:
         self.D += 1
         for r, c in plan:
             r.computed += c
+        self.trim_cache()
         for r in [r for r in self.prefilling if r.computed >= r.target]:
             self.prefilling.remove(r)
             r.generated += 1
@@ -439,7 +442,7 @@ class _Run:
         n, D = len(self.decoders), self.D
         while self.events[0][2] != self.events[0][3].epoch:
             heapq.heappop(self.events)
-        k = self.events[0][0] - D
+        k = 1 if self.admission_blocked else self.events[0][0] - D
         base, slope = self.cost.decode_affine(n)
         a, b = base + slope * (self.sum_x + n * D), slope * n
         arrival = self.next_arrival_time()
@@ -468,6 +471,7 @@ class _Run:
     def after_steps(self) -> None:
         """Retire requests and expire quanta that reached this step; keep the cache within free space."""
         events, D = self.events, self.D
+        self.trim_cache()  # at the peak, before anything is freed: eviction is eager, as in vLLM
         while events and events[0][0] <= D:
             _, _, epoch, r = heapq.heappop(events)
             if epoch != r.epoch:
@@ -478,7 +482,11 @@ class _Run:
                 self.finish(r, r.prompt + r.output - 1)
             else:
                 self.expired.append(r)
-        held = self.blocks_dec(D - 1) + sum(-(-r.computed // self.bs) for r in self.prefilling)
+        self.trim_cache()
+
+    def trim_cache(self) -> None:
+        """Keep the prefix cache within the blocks running requests leave free."""
+        held = self.blocks_dec(self.D - 1) + sum(-(-r.computed // self.bs) for r in self.prefilling)
         self.cache.trim(self.total - held)
 
     def finish(self, r: _Req, kv_tokens: int) -> None:

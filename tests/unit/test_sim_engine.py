@@ -1,0 +1,141 @@
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lengthwise.policy import make_policy
+from lengthwise.sim.cost import ConstantCost, LinearCost
+from lengthwise.sim import engine
+from lengthwise.sim.engine import EngineConfig, QueryConfig, Simulator
+from lengthwise.sim.workload import Workload
+
+COST = LinearCost(c0=0.01, c_token=1e-4, c_seq=1e-4, c_ctx=1e-6, c_pair=1e-8)
+
+
+def _workload(arrival, prompt, output, predicted=None) -> Workload:
+    output = np.asarray(output, dtype=np.int64)
+    return Workload(
+        np.asarray(arrival, dtype=float), np.asarray(prompt, dtype=np.int64), output,
+        output.astype(float) if predicted is None else np.asarray(predicted, dtype=float),
+    )  # fmt: skip
+
+
+def test_a_lone_request_takes_its_ideal_latency() -> None:
+    """Fast-forwarded decode steps add up to the closed-form latency of a request alone."""
+    w = _workload([0.0], [300], [257])
+    rec = Simulator(EngineConfig(max_num_batched_tokens=128, max_num_seqs=4), COST, make_policy("fcfs")).run(w).records[0]
+    assert rec.e2el == pytest.approx(rec.ideal_s, rel=1e-9)
+    assert rec.output_tokens == 257 and rec.scheduled_time == 0.0
+
+
+def test_single_slot_engine_serves_fcfs_in_arrival_order() -> None:
+    w = _workload([0, 0.001, 0.002, 0.003], [10] * 4, [50, 5, 20, 1], predicted=[50, 5, 20, 1])
+    cfg = EngineConfig(max_num_seqs=1, max_num_batched_tokens=64, block_size=4, num_blocks=1000)
+    fcfs = Simulator(cfg, ConstantCost(1.0), make_policy("fcfs")).run(w).records
+    assert [r.id for r in sorted(fcfs, key=lambda r: r.finish_time)] == ["r0", "r1", "r2", "r3"]
+    sjf = Simulator(cfg, ConstantCost(1.0), make_policy("sjf")).run(w).records
+    assert [r.id for r in sorted(sjf, key=lambda r: r.finish_time)] == ["r0", "r3", "r1", "r2"]
+
+
+configs = st.builds(
+    EngineConfig,
+    max_num_seqs=st.integers(1, 6),
+    max_num_batched_tokens=st.integers(6, 80),
+    block_size=st.sampled_from([1, 4, 16]),
+    num_blocks=st.integers(40, 400),
+    prefix_caching=st.booleans(),
+    preemptive=st.booleans(),
+    preempt_threshold=st.sampled_from([0.0, 5.0, math.inf]),
+    query=st.sampled_from([None, QueryConfig(postfix_tokens=8, output_tokens=2, delay_s=0.01)]),
+)
+requests = st.lists(
+    st.tuples(st.floats(0, 2), st.integers(1, 40), st.integers(1, 60), st.floats(1, 100)), min_size=1, max_size=25
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(configs, requests, st.sampled_from(["fcfs", "sjf", "srpt", "rr:quantum=4", "mlfq:base_quantum=2", "sjf+aging:rate=50,max_wait=0.5", "hrrn"]))
+def test_every_request_finishes_exactly_once_with_its_tokens(cfg: EngineConfig, reqs, spec: str) -> None:
+    if max(p + max(o, 8) for _, p, o, _ in reqs) > cfg.num_blocks * cfg.block_size:
+        return  # the engine rejects requests larger than its KV cache (tested below)
+    reqs = sorted(reqs)
+    w = _workload(*zip(*reqs, strict=True))
+    result = Simulator(cfg, COST, make_policy(spec)).run(w)
+    recs = result.records
+    assert sorted(r.id for r in recs) == sorted(f"r{i}" for i in range(len(reqs)))
+    for r, (arrival, prompt, output, _) in zip(recs, reqs, strict=True):
+        assert r.output_tokens == output and r.prompt_tokens == prompt
+        assert arrival <= r.scheduled_time <= r.first_token_time <= r.finish_time
+        if cfg.query is None and not cfg.prefix_caching:  # nothing can beat running alone
+            assert r.finish_time - r.arrival >= r.ideal_s * (1 - 1e-9)
+
+
+def test_requests_bigger_than_the_kv_cache_are_rejected() -> None:
+    with pytest.raises(ValueError, match="more KV"):
+        Simulator(EngineConfig(num_blocks=2, block_size=4, max_num_seqs=1), COST, make_policy("fcfs")).run(
+            _workload([0], [5], [10])
+        )
+
+
+def test_kv_exhaustion_preempts_the_latest_lowest_priority_request() -> None:
+    # Two requests fit at first (2 x 8 tokens in 6 blocks of 4) but not as they grow.
+    w = _workload([0.0, 0.5], [8, 8], [12, 12])
+    cfg = EngineConfig(max_num_seqs=2, max_num_batched_tokens=16, block_size=4, num_blocks=7, prefix_caching=False)
+    result = Simulator(cfg, ConstantCost(1.0), make_policy("fcfs"), record_segments=True).run(w)
+    assert result.preemptions >= 1
+    r0, r1 = result.records
+    assert r0.finish_time < r1.finish_time  # r1, the later arrival, was the victim
+    assert len([s for s in result.segments if s[0] == "r1"]) >= 2
+    assert len([s for s in result.segments if s[0] == "r0"]) == 1
+
+
+def test_prediction_query_prefix_is_reused_when_it_survives_and_lost_when_evicted() -> None:
+    cfg = EngineConfig(max_num_seqs=2, max_num_batched_tokens=512, block_size=16, num_blocks=200)
+    query = QueryConfig(postfix_tokens=40, output_tokens=3)
+    w = _workload([0.0, 100.0], [320, 320], [10, 10])
+    calm = Simulator(EngineConfig(**{**cfg.__dict__, "query": query}), COST, make_policy("fcfs")).run(w)
+    assert calm.query_prefix_reuse == 1.0
+    assert all(r.cached_tokens == 304 for r in calm.records)  # (320 - 1) // 16 full blocks
+    # The real requests wait 5 s after their queries while a burst of others fills the cache.
+    busy = _workload([0.0, 0.0] + [0.1] * 20, [320, 320] + [300] * 20, [10, 10] + [30] * 20)
+    delayed = QueryConfig(postfix_tokens=40, output_tokens=3, delay_s=5.0)
+    evicted = Simulator(EngineConfig(**{**cfg.__dict__, "query": delayed}), COST, make_policy("fcfs")).run(busy)
+    assert evicted.query_prefix_reuse < 0.5
+    assert evicted.cache.evicted_blocks > 0
+
+
+def test_preemptive_engine_lets_a_short_arrival_in_at_once() -> None:
+    w = _workload([0.0, 5.0], [4, 4], [100, 3])
+    base = dict(max_num_seqs=1, max_num_batched_tokens=256, block_size=4, num_blocks=1000)
+    quiet = Simulator(EngineConfig(**base), ConstantCost(1.0), make_policy("srpt")).run(w).records
+    eager = Simulator(EngineConfig(**base, preemptive=True, preempt_threshold=0.0), ConstantCost(1.0), make_policy("srpt")).run(w).records
+    assert quiet[1].first_token_time == 101.0  # waits for the long one
+    assert eager[1].first_token_time == 6.0
+    # r0 gave up its slot for r1's 3 steps; its recompute step also yields its next token.
+    assert eager[0].finish_time == 103.0
+
+
+def _one_decode_step(run) -> None:  # noqa: ANN001 - the engine's private run state
+    n = len(run.decoders)
+    base, slope = run.cost.decode_affine(n)
+    run.now += base + slope * (run.sum_x + n * run.D)
+    run.D += 1
+    run.after_steps()
+
+
+@settings(max_examples=40, deadline=None)
+@given(configs, requests, st.sampled_from(["fcfs", "sjf", "rr:quantum=3"]))
+def test_fast_forward_matches_stepping_one_decode_at_a_time(cfg: EngineConfig, reqs, spec: str) -> None:
+    if max(p + max(o, 8) for _, p, o, _ in reqs) > cfg.num_blocks * cfg.block_size:
+        return
+    w = _workload(*zip(*sorted(reqs), strict=True))
+    fast = Simulator(cfg, COST, make_policy(spec)).run(w)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine._Run, "decode_steps", _one_decode_step)
+        slow = Simulator(cfg, COST, make_policy(spec)).run(w)
+    assert fast.preemptions == slow.preemptions
+    for a, b in zip(fast.records, slow.records, strict=True):
+        assert a.finish_time == pytest.approx(b.finish_time, rel=1e-9)
+        assert a.first_token_time == pytest.approx(b.first_token_time, rel=1e-9)
