@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lengthwise.predict.parse import parse_length
+from lengthwise.predict.parse import parse_label, parse_length
 
 
 @pytest.mark.parametrize(
@@ -42,3 +42,10 @@ def test_junk_gives_no_value_and_a_reason(text: str) -> None:
 def test_never_raises(text: str) -> None:
     parsed = parse_length(text)
     assert (parsed.value is None) == (parsed.reason is not None)
+
+
+def test_scale_labels() -> None:
+    labels = {"1": 15.0, "2": 60.0}
+    assert parse_label("2.", labels).value == 60.0
+    assert parse_label("I'd say 1", labels).value == 15.0
+    assert parse_label("7", labels).reason

@@ -7,6 +7,7 @@ low/high with its midpoint as the value) or says why not.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 _UNITS = {
@@ -81,3 +82,12 @@ def parse_length(text: str) -> ParsedLength:
     if (value := _words_to_number(cleaned)) is not None:
         return ParsedLength(value, value, value)
     return ParsedLength(None, reason=f"no number in answer {text.strip()[:40]!r}")
+
+
+def parse_label(text: str, labels: Mapping[str, float]) -> ParsedLength:
+    """The first scale label in the answer ("3", "3.", " 3 "), mapped to tokens."""
+    for word in text.replace(".", " ").split():
+        if word in labels:
+            value = float(labels[word])
+            return ParsedLength(value, value, value)
+    return ParsedLength(None, reason=f"no scale label in answer {text.strip()[:40]!r}")

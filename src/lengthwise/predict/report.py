@@ -126,35 +126,59 @@ def evaluate(records: Sequence[Mapping[str, Any]], variants: Sequence[str], fold
     return rows, actual
 
 
+#: How many prompt tokens cost as much engine time as one output token, on vLLM CPU
+#: (docs: engines notes): a 652-token prefill takes 2.2 s (3.4 ms a token), one decode
+#: token 100-170 ms alone and ~35 ms a sequence when four decode together; so 10-37.
+PREFILL_TOKENS_PER_DECODE_TOKEN = (10.0, 37.0)
+
+
+def engine_share(extra_prefill: float, extra_decode: float, prefill: float, decode: float) -> list[float]:
+    """Extra engine time relative to the request alone, for each prefill/decode cost ratio."""
+    return [
+        (extra_prefill / ratio + extra_decode) / (prefill / ratio + decode) for ratio in PREFILL_TOKENS_PER_DECODE_TOKEN
+    ]
+
+
 def overhead(records: Sequence[Mapping[str, Any]], variants: Sequence[str]) -> dict[str, Any]:
-    """What the prediction query adds per request, and whether the real request reuses its prefix."""
-    real_latency = sum(r["latency_s"] for r in records)
+    """What the prediction query adds per request, and whether the real request reuses its prefix.
+
+    Extra prefill = the query's prompt tokens minus what the real request then found
+    cached; extra decode = the query's output tokens. Latencies include queueing on
+    the shared engine, for the query and the real request alike.
+    """
     long_prompts = [r for r in records if r["prompt_tokens"] >= 256]
     cacheable = sum((r["prompt_tokens"] - 1) // 128 * 128 for r in long_prompts)
+    prompt_tokens = sum(r["prompt_tokens"] for r in records)
+    output_tokens = sum(r["actual_tokens"] for r in records)
     result: dict[str, Any] = {
         "real": {
             "prompts": len(records),
-            "mean_prompt_tokens": float(np.mean([r["prompt_tokens"] for r in records])),
-            "mean_output_tokens": float(np.mean([r["actual_tokens"] for r in records])),
+            "mean_prompt_tokens": prompt_tokens / len(records),
+            "mean_output_tokens": output_tokens / len(records),
             "share_at_max_tokens": float(np.mean([r["finish_reason"] == "length" for r in records])),
             "mean_cached_tokens": float(np.mean([r["cached_tokens"] for r in records])),
             "prompts_over_256_tokens": len(long_prompts),
             "share_of_those_with_cache_hit": float(np.mean([r["cached_tokens"] > 0 for r in long_prompts])) if long_prompts else None,
             "cached_of_cacheable_blocks": sum(r["cached_tokens"] for r in long_prompts) / cacheable if cacheable else None,
             "p50_ttft_s": float(np.median([r["ttft_s"] for r in records if r["ttft_s"] is not None])),
-            "mean_latency_s": real_latency / len(records),
-        }
+            "mean_latency_s": sum(r["latency_s"] for r in records) / len(records),
+        },
+        "prefill_tokens_per_decode_token": PREFILL_TOKENS_PER_DECODE_TOKEN,
     }
     for variant in variants:
         entries = [(r, r["variants"][variant]) for r in records if "latency_s" in r["variants"].get(variant, {})]
         if not entries:
             continue
+        extra_prefill = sum(max(e["prompt_tokens"] - r["cached_tokens"], 0) for r, e in entries)
+        extra_decode = sum(e["completion_tokens"] for _, e in entries)
+        real_prefill = sum(r["prompt_tokens"] for r, _ in entries)
+        real_decode = sum(r["actual_tokens"] for r, _ in entries)
         result[variant] = {
             "queries": len(entries),
             "mean_query_prompt_tokens": float(np.mean([e["prompt_tokens"] for _, e in entries])),
-            "mean_extra_prefill_tokens": float(np.mean([e["prompt_tokens"] - r["cached_tokens"] for r, e in entries])),
-            "mean_extra_decode_tokens": float(np.mean([e["completion_tokens"] for _, e in entries])),
-            "decode_tokens_vs_answer": sum(e["completion_tokens"] for _, e in entries) / sum(r["actual_tokens"] for r, _ in entries),
+            "mean_extra_prefill_tokens": extra_prefill / len(entries),
+            "mean_extra_decode_tokens": extra_decode / len(entries),
+            "extra_engine_time_share": engine_share(extra_prefill, extra_decode, real_prefill, real_decode),
             "p50_query_latency_s": float(np.median([e["latency_s"] for _, e in entries])),
             "query_latency_vs_request_latency": sum(e["latency_s"] for _, e in entries) / sum(r["latency_s"] for r, _ in entries),
             "distinct_greedy_answers": len({e.get("text") for _, e in entries}),

@@ -23,7 +23,7 @@ from lengthwise.predict.distribution import (
     positions_from_chat,
     positions_from_completion,
 )
-from lengthwise.predict.parse import ParsedLength, parse_length
+from lengthwise.predict.parse import ParsedLength, parse_label, parse_length
 from lengthwise.predict.postfix import Postfix, get_postfix
 from lengthwise.predict.query import ENDPOINT_PATHS, UnpredictableRequest, build_query, prompt_text
 from lengthwise.predict.tokencount import count_tokens
@@ -130,7 +130,7 @@ class SelfPredictor:
             parsed = parse_length(text)
             distribution = number_distribution(positions)
         else:
-            parsed = _parse_label(text, self.postfix.labels)
+            parsed = parse_label(text, self.postfix.labels)
             distribution = label_distribution(positions, self.postfix.labels)
         return SelfQuery(
             text, parsed, distribution, max_tokens, choice.get("finish_reason"), latency, data.get("usage") or {}
@@ -184,15 +184,6 @@ class SelfPredictor:
         return Prediction(
             self.fallback_tokens, self.name, fallback_reason=reason, cost=cost, features=features or {}
         )
-
-
-def _parse_label(text: str, labels: dict[str, float] | Any) -> ParsedLength:
-    """The first scale label in the answer, mapped to tokens."""
-    for word in text.replace(".", " ").split():
-        if word in labels:
-            value = float(labels[word])
-            return ParsedLength(value, value, value)
-    return ParsedLength(None, reason=f"no scale label in answer {text.strip()[:40]!r}")
 
 
 __all__ = ["SelfPredictor", "SelfQuery", "cached_tokens"]
