@@ -96,3 +96,13 @@ async def test_report_writes_metrics_and_the_plot(tmp_path, fake_engine) -> None
     names = {row["name"] for row in saved["accuracy"]}
     assert {"seed: greedy", "scale: expect → huber", "prompt length → huber", "constant (median) = FCFS"} <= names
     assert saved["overhead"]["seed"]["queries"] == 12
+
+
+def test_cli_rejects_unknown_variants(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from lengthwise.cli import app
+
+    result = CliRunner().invoke(app, ["predict", "eval", "--variants", "seed,bogus", "--out", str(tmp_path / "x.jsonl")])
+    assert result.exit_code != 0
+    assert "variants must be among" in result.output

@@ -33,7 +33,12 @@ def eval_command(
     from lengthwise.predict.eval import EvalConfig, done_ids, run_eval
     from lengthwise.workload.sharegpt import load_sharegpt
 
-    config = EvalConfig(url, model, tuple(v.strip() for v in variants.split(",") if v.strip()), max_tokens, concurrency)
+    from lengthwise.predict.postfix import POSTFIXES
+
+    names = tuple(v.strip() for v in variants.split(",") if v.strip())
+    if not names or set(names) - set(POSTFIXES):
+        raise typer.BadParameter(f"variants must be among {', '.join(POSTFIXES)}", param_hint="--variants")
+    config = EvalConfig(url, model, names, max_tokens, concurrency)
     done = done_ids(out)
     prompts = load_sharegpt(split, limit=n, max_prompt_tokens=max_prompt_tokens)  # type: ignore[arg-type]
     todo = [p for p in prompts if p.id not in done]
