@@ -8,6 +8,7 @@ from lengthwise.bench.cli import bench_app
 from lengthwise.engine.cli import engine_app
 from lengthwise.gateway.cli import serve
 from lengthwise.predict.cli import predict_app
+from lengthwise.sim.cli import sim_app
 
 app = typer.Typer(
     name="lengthwise",
@@ -19,6 +20,7 @@ app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 app.add_typer(engine_app, name="engine")
 app.add_typer(predict_app, name="predict")
+app.add_typer(sim_app, name="sim")
 app.command("serve")(serve)
 
 

@@ -121,12 +121,11 @@ def save_records(records: Iterable[RequestRecord], path: Path) -> None:
 def load_records(path: Path) -> list[RequestRecord]:
     """Read records from JSON lines, a JSON list, or a JSON object with a "records" list."""
     text = Path(path).read_text()
-    stripped = text.lstrip()
-    if stripped.startswith("[") or (stripped.startswith("{") and '"records"' in stripped[:1000]):
+    if text.lstrip()[:1] in ("[", "{"):
         try:
             data = json.loads(text)
         except json.JSONDecodeError:
-            data = None
+            data = None  # JSON lines
         if isinstance(data, list):
             return [RequestRecord.from_dict(d) for d in data]
         if isinstance(data, dict) and isinstance(data.get("records"), list):

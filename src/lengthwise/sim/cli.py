@@ -1,0 +1,332 @@
+"""`lengthwise sim`: simulate policies on a continuous-batching engine model.
+
+Subcommands: `run` (one load, several policy arms, a table), `sweep` (latency
+against load, a PNG), `os` (the seed's FCFS/RR/SRT example as Gantt charts),
+`profile` (measure a real engine's step times into a cost profile) and
+`validate` (replay a measured run and compare mean E2E latency).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lengthwise.bench.metrics import parse_goodput, save_records, summarize_by_bucket
+from lengthwise.sim.engine import EngineConfig, QueryConfig
+from lengthwise.sim.experiment import Arm, ArmResult, build_cost, build_workload, loads, run_arms, scale_to_load
+from lengthwise.workload.arrivals import rescale_to_rate
+
+sim_app = typer.Typer(
+    help="Simulate scheduling policies on a model of a continuous-batching engine (vLLM v1 semantics).",
+    no_args_is_help=True,
+)
+console = Console(highlight=False, soft_wrap=True)
+
+WorkloadOpt = Annotated[str, typer.Option(help="azure (conversation trace), sharegpt (dev lengths) or records:PATH.")]
+N = Annotated[int | None, typer.Option("--n", help="Requests (azure: tiled beyond its 19,366).")]
+Arrivals = Annotated[str, typer.Option(help="trace (the workload's own timing) or gamma.")]
+Burstiness = Annotated[float, typer.Option(help="Gamma shape of inter-arrival gaps: 1 Poisson, <1 burstier.")]
+Predictions = Annotated[
+    str, typer.Option(help="oracle, lognormal:tau=0.5, lognormal:sigma=1 or replay:EVAL.jsonl[,variant=NAME].")
+]
+Profile = Annotated[Path | None, typer.Option(help="Cost profile JSON; default the H200 Llama-3-8B profile.")]
+OverheadMs = Annotated[float | None, typer.Option(help="Per-step framework overhead (ms) added to a GPU profile.")]
+MaxSeqs = Annotated[int, typer.Option(help="vLLM --max-num-seqs.")]
+Budget = Annotated[int, typer.Option(help="vLLM --max-num-batched-tokens (token budget per step).")]
+BlockSize = Annotated[int, typer.Option(help="KV block size (tokens).")]
+Blocks = Annotated[int, typer.Option(help="KV cache capacity in blocks.")]
+Seed = Annotated[int, typer.Option(help="Seed of predictions and sampled arrivals.")]
+
+
+def _engine_config(
+    max_num_seqs: int, max_batched_tokens: int, block_size: int, num_blocks: int, prefix_caching: bool,
+    preemptive: bool, preempt_threshold: float, query: bool, postfix_tokens: int, query_tokens: int, query_delay: float,
+) -> EngineConfig:  # fmt: skip
+    return EngineConfig(
+        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_batched_tokens, block_size=block_size,
+        num_blocks=num_blocks, prefix_caching=prefix_caching, preemptive=preemptive,
+        preempt_threshold=preempt_threshold,
+        query=QueryConfig(postfix_tokens, query_tokens, query_delay) if query else None,
+    )  # fmt: skip
+
+
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    """Bad input ends the command with one red line, not a traceback."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[tuple[Progress, int]]:
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    ) as bar:  # fmt: skip
+        yield bar, bar.add_task("simulating", total=total)
+
+
+def _run_with_progress(workload, arms, config, cost, predictions, seed, goodput) -> list[ArmResult]:  # noqa: ANN001
+    with _progress(len(workload)) as (bar, task):
+        return run_arms(
+            workload, arms, config, cost, predictions, seed=seed, goodput=goodput,
+            on_arm=lambda arm: bar.update(task, completed=0, description=arm.spec),
+            progress=lambda done: bar.update(task, completed=done),
+        )  # fmt: skip
+
+
+ROWS: tuple[tuple[str, str, float], ...] = (
+    ("mean E2E (s)", "mean_e2el_ms", 1e-3),
+    ("p50 E2E (s)", "median_e2el_ms", 1e-3),
+    ("p90 E2E (s)", "p90_e2el_ms", 1e-3),
+    ("p99 E2E (s)", "p99_e2el_ms", 1e-3),
+    ("mean TTFT (s)", "mean_ttft_ms", 1e-3),
+    ("p99 TTFT (s)", "p99_ttft_ms", 1e-3),
+    ("mean TPOT (ms)", "mean_tpot_ms", 1.0),
+    ("mean slowdown", "mean_slowdown", 1.0),
+    ("p99 slowdown", "p99_slowdown", 1.0),
+    ("max wait (s)", "max_wait_ms", 1e-3),
+    ("p99 E2E longest 10% (s)", "p99_e2el_longest10_ms", 1e-3),
+    ("Jain fairness (slowdown)", "jain_fairness", 1.0),
+    ("throughput (req/s)", "request_throughput", 1.0),
+    ("output tok/s", "output_throughput", 1.0),
+    ("goodput (req/s)", "request_goodput", 1.0),
+    ("prefix cache hit rate", "engine_prefix_cache_hit_rate", 1.0),
+    ("query prefix reuse", "query_prefix_reuse", 1.0),
+    ("preemptions", "preemptions", 1.0),
+    ("simulated req/s (wall)", "sim_requests_per_s", 1.0),
+)
+
+
+def _table(title: str, results: Sequence[ArmResult]) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    for r in results:
+        table.add_column(r.arm.spec, justify="right")
+    if len(results) > 1:
+        table.add_column(f"{results[1].arm.spec} / {results[0].arm.spec}", justify="right")
+    for label, key, scale in ROWS:
+        if not any(key in r.metrics for r in results):
+            continue
+        values = [r.metrics.get(key, math.nan) * scale for r in results]
+        cells = [f"{v:,.3f}" if abs(v) < 10 else f"{v:,.1f}" for v in values]
+        if len(results) > 1:
+            cells.append(f"{values[1] / values[0]:.3f}" if values[0] else "-")
+        table.add_row(label, *cells)
+    return table
+
+
+def _bucket_table(results: Sequence[ArmResult]) -> Table:
+    table = Table(title="mean E2E (s) by output length (tokens)")
+    table.add_column("bucket")
+    table.add_column("requests", justify="right")
+    by_arm = [summarize_by_bucket(r.result.records) for r in results]
+    for r in results:
+        table.add_column(r.arm.spec, justify="right")
+    for bucket in by_arm[0]:
+        cells = [f"{b[bucket]['mean_e2el_ms'] / 1000:,.2f}" for b in by_arm]
+        table.add_row(bucket, str(by_arm[0][bucket]["completed"]), *cells)
+    return table
+
+
+@sim_app.command("run")
+def run(
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(help="Policy arm (repeatable): a spec such as sjf+aging:rate=30; append @oracle for true lengths."),
+    ] = None,
+    workload: WorkloadOpt = "azure",
+    n: N = None,
+    load: Annotated[float, typer.Option(help="Arrival rate as a fraction of the engine's FCFS capacity.")] = 0.9,
+    rate: Annotated[float | None, typer.Option(help="Arrival rate (req/s); overrides --load.")] = None,
+    arrivals: Arrivals = "trace",
+    burstiness: Burstiness = 1.0,
+    predictions: Predictions = "lognormal:tau=0.5",
+    profile: Profile = None,
+    overhead_ms: OverheadMs = None,
+    max_num_seqs: MaxSeqs = 256,
+    max_batched_tokens: Budget = 8192,
+    block_size: BlockSize = 16,
+    num_blocks: Blocks = 50_000,
+    prefix_caching: Annotated[bool, typer.Option(help="Prefix caching (LRU eviction).")] = True,
+    preemptive: Annotated[bool, typer.Option(help="Engine preempts: policy quanta (rr, mlfq) and arrivals.")] = False,
+    preempt_threshold: Annotated[
+        float, typer.Option(help="Preemptive engine: an arrival preempts when its key + this <= the worst running key.")
+    ] = math.inf,
+    query: Annotated[bool, typer.Option(help="Simulate the self-prediction query before each request.")] = False,
+    postfix_tokens: Annotated[int, typer.Option(help="Prediction query: postfix length (tokens).")] = 60,
+    query_tokens: Annotated[int, typer.Option(help="Prediction query: tokens it generates.")] = 4,
+    query_delay: Annotated[float, typer.Option(help="Prediction query: gateway delay before the real request (s).")] = 0.0,
+    goodput: Annotated[list[str] | None, typer.Option(help="SLO NAME:MS, NAME in ttft, tpot, e2el (repeatable).")] = None,
+    buckets: Annotated[bool, typer.Option(help="Also show mean E2E per output-length bucket.")] = True,
+    save: Annotated[Path | None, typer.Option(help="Write each arm's records to SAVE-<arm>.jsonl and metrics to SAVE.json.")] = None,
+    seed: Seed = 0,
+) -> None:
+    """Simulate one workload at one load under each policy arm (same arrivals) and print a table."""
+    with _clear_errors():
+        arms = [Arm(p) for p in (policy or ["fcfs", "sjf", "sjf@oracle"])]
+        slos = [s for g in goodput or [] for s in g.split()] or None
+        if slos:
+            parse_goodput(slos)
+        config = _engine_config(
+            max_num_seqs, max_batched_tokens, block_size, num_blocks, prefix_caching, preemptive, preempt_threshold,
+            query, postfix_tokens, query_tokens, query_delay,
+        )  # fmt: skip
+        cost = build_cost(profile, overhead_ms)
+        w = build_workload(workload, n, arrivals=arrivals, burstiness=burstiness, seed=seed)
+        if rate is not None:
+            w, where = w.with_arrivals(rescale_to_rate(w.arrival, rate)), f"{rate:g} req/s"
+        else:
+            w, cap = scale_to_load(w, load, config, cost)
+            where = f"load {load:g} of FCFS capacity {cap:.2f} req/s"
+        results = _run_with_progress(w, arms, config, cost, predictions, seed, slos)
+        console.print(_table(f"{workload}, {len(w)} requests, {where}; predictions {predictions}", results))
+        if buckets:
+            console.print(_bucket_table(results))
+        if save is not None:
+            for r in results:
+                save_records(r.result.records, save.with_name(f"{save.stem}-{_slug(r.arm.spec)}.jsonl"))
+            save.write_text(json.dumps({r.arm.spec: r.metrics for r in results} | {"config": asdict(config)}, indent=1))
+            console.print(f"saved {save}")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in text)
+
+
+@sim_app.command("sweep")
+def sweep(
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("sim-sweep.png"),
+    load_list: Annotated[str, typer.Option("--loads", help="Comma-separated loads (fractions of FCFS capacity).")] = (
+        "0.5,0.6,0.7,0.8,0.9,0.95"
+    ),
+    aging: Annotated[str, typer.Option(help="The aging arm's spec.")] = "sjf+aging:rate=30",
+    workload: WorkloadOpt = "azure",
+    n: N = None,
+    arrivals: Arrivals = "trace",
+    burstiness: Burstiness = 1.0,
+    predictions: Predictions = "lognormal:tau=0.5",
+    profile: Profile = None,
+    overhead_ms: OverheadMs = None,
+    max_num_seqs: MaxSeqs = 256,
+    max_batched_tokens: Budget = 8192,
+    block_size: BlockSize = 16,
+    num_blocks: Blocks = 50_000,
+    seed: Seed = 0,
+) -> None:
+    """Latency against load for FCFS, predicted SJF, oracle SJF and aging; a table and a PNG."""
+    from lengthwise.sim.plots import sweep_png
+
+    with _clear_errors():
+        arms = [Arm("fcfs"), Arm("sjf"), Arm("sjf@oracle"), Arm(aging)]
+        config = EngineConfig(max_num_seqs, max_batched_tokens, block_size, num_blocks)
+        cost = build_cost(profile, overhead_ms)
+        base = build_workload(workload, n, arrivals=arrivals, burstiness=burstiness, seed=seed)
+        grid = loads(load_list)
+        series: dict[str, dict[str, list[float]]] = {a.spec: {} for a in arms}
+        table = Table(title=f"mean E2E (s) against load; {workload}, {len(base)} requests, predictions {predictions}")
+        table.add_column("load")
+        for a in arms:
+            table.add_column(a.spec, justify="right")
+        for load in grid:
+            w, _ = scale_to_load(base, load, config, cost)
+            results = _run_with_progress(w, arms, config, cost, predictions, seed, None)
+            for r in results:
+                for key, value in r.metrics.items():
+                    series[r.arm.spec].setdefault(key, []).append(value)
+            table.add_row(f"{load:g}", *(f"{r.metrics['mean_e2el_ms'] / 1000:,.2f}" for r in results))
+        console.print(table)
+        title = f"{workload} ({len(base)} requests), predictions {predictions}, max_num_seqs {max_num_seqs}"
+        console.print(f"wrote {sweep_png(grid, series, out, title)}")
+
+
+@sim_app.command("os")
+def os_example(
+    out: Annotated[Path | None, typer.Option(help="PNG of the Gantt charts.")] = Path("sim-os.png"),
+) -> None:
+    """The seed's T1–T4 example under FCFS, round robin and SRT: ASCII and PNG Gantt charts."""
+    from lengthwise.sim.oslab import SEED_POLICIES, ascii_gantt, run_seed_example
+    from lengthwise.sim.plots import gantt_png
+
+    timelines = [run_seed_example(p) for p in SEED_POLICIES]
+    for tl in timelines:
+        console.print(ascii_gantt(tl) + "\n")
+    if out is not None:
+        console.print(f"wrote {gantt_png(timelines, out)}")
+
+
+@sim_app.command("profile")
+def profile_engine(
+    url: Annotated[str, typer.Option(help="The engine's root URL, e.g. http://127.0.0.1:8100.")],
+    out: Annotated[Path, typer.Option(help="Profile JSON to write.")] = Path("cpu-profile.json"),
+    model: Annotated[str | None, typer.Option(help="Model name; default the server's first.")] = None,
+    max_num_seqs: Annotated[int, typer.Option(help="The engine's --max-num-seqs (largest batch measured).")] = 4,
+    contexts: Annotated[str, typer.Option(help="Prompt lengths for decode batches (tokens).")] = "64,512,1536",
+    prefills: Annotated[str, typer.Option(help="Prompt lengths for prefill steps (tokens).")] = "128,512,1024,2048",
+    decode_tokens: Annotated[int, typer.Option(help="Tokens generated per decode measurement.")] = 48,
+    repeats: Annotated[int, typer.Option(help="Repeats of each measurement (medians are kept).")] = 2,
+) -> None:
+    """Measure step time against batch size, context and prefill length on a real engine; fit and save."""
+    from lengthwise.sim.profiling import ProfilePlan, measure_profile
+
+    with _clear_errors():
+        plan = ProfilePlan(
+            batches=tuple(range(1, max_num_seqs + 1)), contexts=_ints(contexts), prefills=_ints(prefills),
+            decode_tokens=decode_tokens, repeats=repeats,
+        )  # fmt: skip
+        with _progress(plan.size) as (bar, task):
+            profile = measure_profile(url, plan, model, progress=lambda: bar.advance(task))
+        out.write_text(json.dumps(profile, indent=1))
+        c = profile["coef"]
+        console.print(
+            f"fit on {len(profile['samples'])} samples, median relative error {profile['fit_median_rel_error']:.1%}: "
+            f"step = {c['c0'] * 1e3:.2f} ms + {c['c_token'] * 1e3:.4f} ms/token + {c['c_seq'] * 1e3:.3f} ms/seq "
+            f"+ {c['c_ctx'] * 1e6:.3f} µs/context token + {c['c_pair'] * 1e9:.3f} ns/prefill pair"
+        )
+        if profile.get("interference"):
+            console.print(f"[yellow]warning:[/yellow] {profile['interference']}")
+        console.print(f"wrote {out}")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    values = tuple(int(x) for x in text.split(",") if x.strip())
+    if not values or min(values) < 1:
+        raise ValueError(f"expected positive integers, got {text!r}")
+    return values
+
+
+@sim_app.command("validate")
+def validate(
+    records: Annotated[Path, typer.Argument(help="A measured run (bench JSON or records JSONL) to replay.")],
+    profile: Annotated[Path, typer.Option(help="Cost profile of that engine (from `sim profile`).")],
+    policy: Annotated[str, typer.Option(help="The policy the measured run used.")] = "fcfs",
+    max_num_seqs: MaxSeqs = 4,
+    max_batched_tokens: Budget = 2048,
+    block_size: BlockSize = 128,
+    num_blocks: Blocks = 8192,
+) -> None:
+    """Replay a measured run (same arrivals, prompt and output lengths) and compare mean E2E latency."""
+    from lengthwise.sim.validation import compare_to_measured
+
+    with _clear_errors():
+        config = EngineConfig(max_num_seqs, max_batched_tokens, block_size, num_blocks)
+        report = compare_to_measured(records, build_cost(profile), config, policy)
+        table = Table(title=f"simulated vs measured: {records.name} ({report['requests']} requests, {policy})")
+        for col in ("metric", "measured", "simulated", "error"):
+            table.add_column(col, justify="right" if col != "metric" else "left")
+        for key, (measured, simulated) in report["metrics"].items():
+            table.add_row(key, f"{measured:,.1f}", f"{simulated:,.1f}", f"{(simulated - measured) / measured:+.1%}")
+        console.print(table)

@@ -1,0 +1,130 @@
+"""Experiments: one workload at one load, several policy arms, the same arrivals for all.
+
+An arm is a policy spec, optionally with ``@oracle`` to schedule on the true
+lengths instead of the predictions: ``fcfs``, ``sjf``, ``sjf@oracle``,
+``sjf+aging:rate=30``. Everything here is shared by the CLI and the benchmarks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lengthwise.bench.metrics import load_records, summarize
+from lengthwise.policy.registry import make_policy
+from lengthwise.sim.cost import CostModel, load_cost_model
+from lengthwise.sim.engine import EngineConfig, SimResult, Simulator
+from lengthwise.sim.load import at_load, capacity
+from lengthwise.sim.predictions import make_predictions
+from lengthwise.sim.workload import Workload, azure_workload, records_workload, sharegpt_workload
+from lengthwise.workload.arrivals import gamma_arrivals
+from lengthwise.workload.azure import data_dir
+
+ORACLE_SUFFIX = "@oracle"
+
+
+def h200_profile_path() -> Path:
+    return data_dir() / "h200_llama3_8b_profile.json"
+
+
+def build_cost(profile: Path | None = None, overhead_ms: float | None = None) -> CostModel:
+    """A cost model from a profile JSON (default: the H200 building blocks)."""
+    return load_cost_model(profile or h200_profile_path(), None if overhead_ms is None else overhead_ms / 1000)
+
+
+def build_workload(source: str, n: int | None, *, arrivals: str = "trace", burstiness: float = 1.0, seed: int = 0) -> Workload:
+    """Requests from ``azure`` (the conversation trace), ``sharegpt`` (dev lengths) or ``records:PATH``.
+
+    `arrivals`: ``trace`` keeps the source's own timing (Poisson for ShareGPT),
+    ``gamma`` replaces it with gamma arrivals of the given burstiness (1 = Poisson).
+    The rate is set later, from the target load.
+    """
+    if source == "azure":
+        w = azure_workload(n)
+    elif source == "sharegpt":
+        w = sharegpt_workload(n or 2000, rate=1.0, burstiness=burstiness, seed=seed)
+    elif source.startswith("records:"):
+        w = records_workload(load_records(Path(source.removeprefix("records:"))))
+        if n is not None:
+            w = w.head(n)
+    else:
+        raise ValueError(f"unknown workload {source!r}: use azure, sharegpt or records:PATH")
+    if arrivals == "gamma":
+        return w.with_arrivals(gamma_arrivals(len(w), 1.0, burstiness, seed))
+    if arrivals != "trace":
+        raise ValueError(f"unknown arrivals {arrivals!r}: use trace or gamma")
+    return w
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One policy run: a spec and whether it sees the predictions or the truth."""
+
+    spec: str
+
+    @property
+    def policy_spec(self) -> str:
+        return self.spec.removesuffix(ORACLE_SUFFIX)
+
+    @property
+    def oracle(self) -> bool:
+        return self.spec.endswith(ORACLE_SUFFIX)
+
+    def validate(self) -> None:
+        make_policy(self.policy_spec)
+
+
+@dataclass
+class ArmResult:
+    arm: Arm
+    result: SimResult
+    metrics: dict[str, float]
+
+
+def run_arms(
+    workload: Workload,
+    arms: Sequence[Arm],
+    config: EngineConfig,
+    cost: CostModel,
+    predictions: str = "oracle",
+    *,
+    seed: int = 0,
+    goodput: Sequence[str] | None = None,
+    on_arm: Callable[[Arm], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[ArmResult]:
+    """Run each arm on the same workload; predicted arms share one draw of predictions."""
+    for arm in arms:
+        arm.validate()
+    predicted = make_predictions(predictions, workload.output_tokens, seed)
+    out = []
+    for arm in arms:
+        if on_arm is not None:
+            on_arm(arm)
+        w = workload.with_predictions(workload.output_tokens.astype(float) if arm.oracle else predicted)
+        result = Simulator(config, cost, make_policy(arm.policy_spec)).run(w, progress)
+        metrics = summarize(result.records, goodput=goodput) | result.stats()
+        out.append(ArmResult(arm, result, metrics))
+    return out
+
+
+def scale_to_load(workload: Workload, load: float, config: EngineConfig, cost: CostModel) -> tuple[Workload, float]:
+    """The workload at `load` × the engine's FCFS capacity for its length mix; also that capacity."""
+    cap = capacity(workload, config, cost)
+    return at_load(workload, load, cap), cap
+
+
+def reduction_captured(fcfs: float, oracle: float, predicted: float) -> float:
+    """Share of the oracle's improvement over FCFS that the predicted arm achieves."""
+    gain = fcfs - oracle
+    return float("nan") if gain == 0 else (fcfs - predicted) / gain
+
+
+def loads(text: str) -> list[float]:
+    """``0.5,0.7,0.9`` into floats, each > 0."""
+    values = [float(x) for x in text.split(",") if x.strip()]
+    if not values or min(values) <= 0:
+        raise ValueError(f"loads must be positive numbers, got {text!r}")
+    return values
+

@@ -1,0 +1,65 @@
+"""Pictures: Gantt charts of the seed's example and latency-versus-load curves."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from lengthwise.sim.oslab import Timeline  # noqa: E402
+
+
+def gantt_png(timelines: Sequence[Timeline], path: Path) -> Path:
+    """One Gantt chart per policy, stacked, each titled with its average waiting time."""
+    fig, axes = plt.subplots(len(timelines), 1, figsize=(8, 1.6 * len(timelines) + 0.6), sharex=True, squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for ax, tl in zip(axes[:, 0], timelines, strict=True):
+        tasks = list(tl.runs)
+        for row, task in enumerate(tasks):
+            spans = [(start, end - start) for start, end in tl.runs[task]]
+            ax.broken_barh(spans, (row - 0.4, 0.8), color=colors(row), edgecolor="black", linewidth=0.5)
+        ax.set_yticks(range(len(tasks)), tasks)
+        ax.invert_yaxis()
+        ax.set_title(f"{tl.policy}: average waiting time {tl.average_wait:g}", fontsize=10, loc="left")
+        ax.grid(axis="x", linestyle=":", alpha=0.6)
+        ax.set_xticks(range(int(tl.horizon) + 1))
+    axes[-1, 0].set_xlabel("time")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def sweep_png(
+    loads: Sequence[float],
+    series: Mapping[str, Mapping[str, Sequence[float]]],
+    path: Path,
+    title: str,
+) -> Path:
+    """Mean E2E, p99 E2E of the longest 10%, and mean TTFT against load, one line per arm.
+
+    `series[arm][metric]` holds one value (ms) per load for the metrics plotted.
+    """
+    panels = (
+        ("mean_e2el_ms", "mean E2E latency (s)"),
+        ("p99_e2el_longest10_ms", "p99 E2E of the longest 10% (s)"),
+        ("mean_ttft_ms", "mean TTFT (s)"),
+    )
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    for ax, (metric, label) in zip(axes, panels, strict=True):
+        for arm, values in series.items():
+            ax.plot(loads, [v / 1000 for v in values[metric]], marker="o", label=arm)
+        ax.set_xlabel("load (fraction of FCFS capacity)")
+        ax.set_ylabel(label)
+        ax.set_yscale("log")
+        ax.grid(True, which="both", linestyle=":", alpha=0.6)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
