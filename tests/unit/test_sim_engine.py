@@ -122,7 +122,7 @@ def _one_decode_step(run) -> None:  # noqa: ANN001 - the engine's private run st
     base, slope = run.cost.decode_affine(n)
     run.now += base + slope * (run.sum_x + n * run.D)
     run.D += 1
-    run.after_steps()
+    run.after_steps(trimmed=False)
 
 
 @settings(max_examples=40, deadline=None)

@@ -435,7 +435,7 @@ class _Run:
                 self.finish(r, r.target)
             else:
                 self.add_decoder(r)  # an expired quantum fires at once, in after_steps
-        self.after_steps()
+        self.after_steps(trimmed=True)
 
     def decode_steps(self) -> None:
         """Advance every decoder through as many identical steps as nothing can change."""
@@ -453,7 +453,7 @@ class _Run:
             k = min(k, self._steps_to_kv_exhaustion(k))
         self.now += k * a + b * k * (k - 1) / 2
         self.D += k
-        self.after_steps()
+        self.after_steps(trimmed=False)
 
     def _steps_to_kv_exhaustion(self, k: int) -> int:
         """The number of steps from D that still fit (at least 1: this step was checked)."""
@@ -468,10 +468,15 @@ class _Run:
                 hi = mid - 1
         return lo
 
-    def after_steps(self) -> None:
-        """Retire requests and expire quanta that reached this step; keep the cache within free space."""
+    def after_steps(self, trimmed: bool) -> None:
+        """Retire requests and expire quanta that reached this step; keep the cache within free space.
+
+        The cache is trimmed at the peak of KV use, before anything is freed (unless
+        the caller just did), so eviction is as eager as vLLM's.
+        """
         events, D = self.events, self.D
-        self.trim_cache()  # at the peak, before anything is freed: eviction is eager, as in vLLM
+        if not trimmed:
+            self.trim_cache()
         while events and events[0][0] <= D:
             _, _, epoch, r = heapq.heappop(events)
             if epoch != r.epoch:

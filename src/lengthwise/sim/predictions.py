@@ -35,7 +35,7 @@ def lognormal(output: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
     if sigma < 0:
         raise ValueError(f"sigma must be >= 0, got {sigma}")
     z = np.random.default_rng(seed).standard_normal(np.asarray(output).size)
-    return np.asarray(output, dtype=float) * np.exp(sigma * z)
+    return np.asarray(output, dtype=float) * np.exp(np.clip(sigma * z, -700, 700))
 
 
 def kendall_tau(predicted: np.ndarray, actual: np.ndarray, sample: int = 4000, seed: int = 0) -> float:
