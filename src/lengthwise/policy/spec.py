@@ -37,11 +37,16 @@ def parse_spec(spec: str) -> list[tuple[str, dict[str, Any]]]:
         name = name.strip().lower()
         if not name:
             raise ValueError(f"policy spec {spec!r}: empty name in {part!r}")
-        params: dict[str, Any] = {}
-        for item in filter(None, (a.strip() for a in arg_text.split(","))):
-            key, eq, value = item.partition("=")
-            if not eq or not key.strip():
-                raise ValueError(f"policy spec {spec!r}: expected KEY=VALUE, got {item!r}")
-            params[key.strip().replace("-", "_")] = parse_value(value)
-        parts.append((name, params))
+        parts.append((name, parse_params(arg_text, f"policy spec {spec!r}")))
     return parts
+
+
+def parse_params(text: str, context: str = "spec") -> dict[str, Any]:
+    """``K=V,K=V`` into a dict (dashes in keys become underscores); ValueError if malformed."""
+    params: dict[str, Any] = {}
+    for item in filter(None, (a.strip() for a in text.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"{context}: expected KEY=VALUE, got {item!r}")
+        params[key.strip().replace("-", "_")] = parse_value(value)
+    return params

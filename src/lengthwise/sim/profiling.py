@@ -40,6 +40,15 @@ class ProfilePlan:
     decode_tokens: int = 48
     repeats: int = 2
 
+    def __post_init__(self) -> None:
+        if self.size < len(LinearCost.FEATURES) or not (self.batches and self.contexts and self.prefills):
+            raise ValueError(
+                f"a profile needs batches, contexts and prefills, and at least {len(LinearCost.FEATURES)} "
+                f"measurements to fit; this plan makes {self.size}"
+            )
+        if self.decode_tokens < 8:
+            raise ValueError("decode_tokens must be >= 8 to see steady decode steps")
+
     @property
     def size(self) -> int:
         return self.repeats * (len(self.batches) * len(self.contexts) + len(self.prefills))
