@@ -19,7 +19,7 @@ import numpy as np
 from lengthwise.predict.base import Prediction
 
 #: `Prediction.features` keys that hold lengths (entered as log1p).
-SELF_LENGTH_KEYS = ("expect", "expect_log", "q10", "q50", "q90")
+SELF_LENGTH_KEYS = ("greedy", "expect", "expect_log", "q10", "q50", "q90")
 #: Keys that are already on a unit scale.
 SELF_SHAPE_KEYS = ("entropy", "mass", "p_top")
 SELF_NAMES = ("self_present", "self_raw", *SELF_LENGTH_KEYS, *SELF_SHAPE_KEYS)

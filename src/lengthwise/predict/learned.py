@@ -44,7 +44,7 @@ from lengthwise.predict.base import LengthRequest, Prediction, PredictionCost, P
 from lengthwise.predict.embedding import prompt_key
 from lengthwise.predict.features import Layout, self_vector
 from lengthwise.predict.query import UnpredictableRequest, prompt_text
-from lengthwise.predict.ridge import LinearModel, fit_ridge_selected
+from lengthwise.predict.ridge import SCALES, LinearModel, fit_ridge
 from lengthwise.predict.tokencount import count_tokens
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class LearnedPredictor:
         min_observations: int = 30,
         retrain_every: int = 10,
         window: int = 4000,
-        fit: FitFn = fit_ridge_selected,
+        fit: FitFn | None = None,
     ) -> None:
         self.inner = inner
         self.embedder = embedder
@@ -137,7 +137,7 @@ class LearnedPredictor:
         self.state_path = state_path
         self.min_observations = min_observations
         self.retrain_every = retrain_every
-        self._fit = fit
+        self._fit = fit or (lambda X, y, penalties: fit_ridge(X, y, penalties, SCALES))
         self._online: LinearModel | None = None
         self._X: deque[np.ndarray] = deque(maxlen=window)
         self._y: deque[float] = deque(maxlen=window)

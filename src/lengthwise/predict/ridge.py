@@ -1,11 +1,12 @@
 """Ridge regression in log-length space, with per-column penalties and LOO model selection.
 
 Why ridge: with a few hundred labelled completions and ~400 features, a linear model
-on standardized features is what the data supports; it fits in milliseconds, so the
-learned predictor can refit from scratch on every retrain. Per-column penalties let
-a few trusted columns (a pretrained score, the prompt length) move freely while the
-embedding block is shrunk hard. The shrinkage is picked by exact leave-one-out error
-(the hat-matrix shortcut), so no held-out data is spent on tuning.
+on standardized features is what the data supports, and it refits from scratch in
+well under a second, so the learned predictor can retrain on every batch of
+completions. Per-column penalties let a few trusted columns (a pretrained score, the
+prompt length) move freely while the embedding block is shrunk hard. The overall
+shrinkage is picked by exact leave-one-out error, for every candidate at the cost
+of one SVD, so no held-out data is spent on tuning.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from typing import Any
 
 import numpy as np
 
+#: Overall shrinkage candidates (multiplying the per-column penalties).
+SCALES = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+
 
 @dataclass(frozen=True)
 class LinearModel:
@@ -25,19 +29,12 @@ class LinearModel:
     scale: np.ndarray
     weights: np.ndarray
     bias: float
-    #: Leave-one-out RMSE in log space at the chosen penalty (nan when not computed).
+    #: Leave-one-out RMSE in log space at the chosen shrinkage.
     loo_rmse: float = float("nan")
-
-    @property
-    def width(self) -> int:
-        return len(self.weights)
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """Predicted log1p(length) for each row of X (or a single vector)."""
         return self.bias + ((np.asarray(X, dtype=np.float64) - self.mean) / self.scale) @ self.weights
-
-    def tokens(self, X: np.ndarray) -> np.ndarray:
-        return np.expm1(np.maximum(self.score(X), 0.0))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,33 +57,35 @@ class LinearModel:
         )
 
 
-def fit_ridge(X: np.ndarray, y: np.ndarray, penalty: np.ndarray | float, *, loo: bool = False) -> LinearModel:
-    """Ridge on z-scored columns: min ||y - b - Zw||² + Σ penalty_j w_j².
+def fit_ridge(
+    X: np.ndarray, y: np.ndarray, penalty: np.ndarray | float = 1.0, scales: Sequence[float] = (1.0,)
+) -> LinearModel:
+    """min ||y - b - Zw||² + s Σ_j penalty_j w_j² on z-scored columns Z, s from `scales` by LOO.
 
-    Constant columns get scale 1 (they then carry no weight beyond the bias).
+    The intercept is unpenalized; constant columns get scale 1 and carry no weight.
+    Dividing column j by sqrt(penalty_j) makes the penalty uniform, so one SVD gives
+    the fit and the exact leave-one-out residuals r_i / (1 - h_ii) for every s.
     """
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
+    n = len(y)
     mean = X.mean(axis=0)
     scale = X.std(axis=0)
     scale[scale < 1e-9] = 1.0
-    Z = (X - mean) / scale
+    root = np.sqrt(np.maximum(np.broadcast_to(np.asarray(penalty, dtype=np.float64), (X.shape[1],)), 1e-9))
     bias = float(y.mean())
-    penalties = np.broadcast_to(np.asarray(penalty, dtype=np.float64), (X.shape[1],))
-    gram = Z.T @ Z + np.diag(penalties + 1e-9)
-    weights = np.linalg.solve(gram, Z.T @ (y - bias))
-    loo_rmse = float("nan")
-    if loo:
-        # Leave-one-out residuals: r_i / (1 - h_ii), with the centering's 1/n added to h_ii.
-        hat = np.einsum("ij,ji->i", Z, np.linalg.solve(gram, Z.T)) + 1.0 / len(y)
-        residual = (y - bias - Z @ weights) / np.maximum(1.0 - hat, 1e-6)
-        loo_rmse = float(np.sqrt(np.mean(residual**2)))
-    return LinearModel(mean, scale, weights, bias, loo_rmse)
-
-
-def fit_ridge_selected(
-    X: np.ndarray, y: np.ndarray, base_penalty: np.ndarray, scales: Sequence[float] = (0.1, 0.3, 1, 3, 10, 30, 100)
-) -> LinearModel:
-    """The ridge fit, among `base_penalty * s` for s in `scales`, with the lowest LOO error."""
-    fits = [fit_ridge(X, y, base_penalty * s, loo=True) for s in scales]
-    return min(fits, key=lambda m: m.loo_rmse)
+    U, S, Vt = np.linalg.svd((X - mean) / scale / root, full_matrices=False)
+    Uty = U.T @ (y - bias)
+    U2 = U**2
+    best: tuple[float, float] | None = None
+    for s in scales:
+        shrink = S**2 / (S**2 + s)
+        hat = U2 @ shrink + 1.0 / n  # + 1/n: the intercept (columns are centered)
+        residual = (y - bias - U @ (shrink * Uty)) / np.maximum(1.0 - hat, 1e-9)
+        loo = float(np.sqrt(np.mean(residual**2)))
+        if best is None or loo < best[0]:
+            best = (loo, s)
+    assert best is not None, "scales must not be empty"
+    loo, s = best
+    weights = Vt.T @ (S / (S**2 + s) * Uty) / root
+    return LinearModel(mean, scale, weights, bias, loo)
