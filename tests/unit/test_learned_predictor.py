@@ -12,7 +12,8 @@ from scipy.stats import kendalltau
 
 from lengthwise.predict.base import LengthRequest, Prediction
 from lengthwise.predict.features import Layout
-from lengthwise.predict.learned import LearnedPredictor, Pretrained
+from lengthwise.predict.learned import LearnedPredictor
+from lengthwise.predict.pretrained import Pretrained
 from lengthwise.predict.ridge import SCALES, fit_ridge
 
 DIM = 8
@@ -127,7 +128,7 @@ async def test_state_saved_with_other_features_is_refused(tmp_path) -> None:
     path = tmp_path / "learned.npz"
     first = make(state_path=path)
     await feed(first, 30)
-    with pytest.raises(ValueError, match="features"):
+    with pytest.raises(ValueError, match="other features"):
         LearnedPredictor(None, embedder=PatternEmbedder(), state_path=path)
 
 
@@ -187,17 +188,29 @@ async def test_failing_parts_fall_back_without_raising() -> None:
     assert (await predictor.predict(request(1, 1))).is_fallback
 
 
-async def test_pretrained_stage_predicts_before_any_observation(tmp_path) -> None:
+def pretrained_on_pattern(embedder: PatternEmbedder) -> Pretrained:
+    """A proxy model fit on 'answers' 1.5x longer than the true ones, with an unrelated word per length."""
     layout = Layout(use_self=False, embedding_dim=DIM)
-    embedder = PatternEmbedder()
-    rng = np.random.default_rng(1)
-    ks = rng.integers(1, 20, size=200)
-    X = np.stack([layout.vector(5, np.zeros(0), embedder.embed(f"topic {k} q {i}")) for i, k in enumerate(ks)])
-    model = fit_ridge(X, np.log1p(30.0 * ks), 1.0)
-    path = tmp_path / "pre.json"
-    Pretrained(model, layout, {"label": "synthetic"}).save(path)
+    ks = np.random.default_rng(1).integers(1, 20, size=300)
+    texts = [f"topic {k} q {i} {'essay' if k > 10 else 'hello'}" for i, k in enumerate(ks)]
+    dense = np.stack([layout.vector(5, np.zeros(0), embedder.embed(t)) for t in texts])
+    return Pretrained.fit(texts, dense, 30.0 * ks, meta={"label": "synthetic"})
 
-    predictor = LearnedPredictor(ConstantSelf(), embedder=embedder, pretrained=Pretrained.load(path))
+
+def test_pretrained_round_trips_through_disk(tmp_path) -> None:
+    embedder = PatternEmbedder()
+    model = pretrained_on_pattern(embedder)
+    model.save(tmp_path / "pre.npz")
+    loaded = Pretrained.load(tmp_path / "pre.npz")
+    texts = ["topic 3 essay please", "topic 17 hello there", "topic 5 unseen words only"]
+    dense = np.stack([np.concatenate([[2.0], embedder.embed(t)]) for t in texts])
+    assert np.allclose(loaded.score(texts, dense), model.score(texts, dense))
+    assert loaded.meta == model.meta
+
+
+async def test_pretrained_stage_predicts_before_any_observation(tmp_path) -> None:
+    embedder = PatternEmbedder()
+    predictor = LearnedPredictor(ConstantSelf(), embedder=embedder, pretrained=pretrained_on_pattern(embedder))
     assert (await predictor.predict(request(3, 0))).source == "learned:pretrained"
     assert await held_out_tau(predictor) > 0.8
     await feed(predictor, 40)  # the online stage stacks on the pretrained score

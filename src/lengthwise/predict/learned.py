@@ -1,24 +1,23 @@
 """A predictor that learns online from the gateway's own completions.
 
 Every completed request hands the gateway a free label: its actual output tokens.
-`LearnedPredictor` turns each prompt into features (prompt length, the wrapped
-predictor's self-prediction and its distribution summary, a MiniLM prompt
-embedding), and predicts log length with a ridge model refit in the background from
-the completions it has observed. Two stages:
+`LearnedPredictor` turns each prompt into features and predicts log length in two
+stages:
 
-- `pretrained` (optional, offline): ridge from prompt length and embedding to the
-  log length of ShareGPT's recorded answers, a proxy label that says which prompts
-  ask for long answers. Before enough completions are seen, it is the prediction.
-- `online`: ridge on the same features plus the self-prediction block and the
-  pretrained score (lightly penalized, so the online model can rescale it to this
-  model's own lengths), refit every `retrain_every` completions on a sliding window,
-  with its shrinkage picked by leave-one-out error. Persisted with its
+- `pretrained` (optional, offline, see `pretrained`): TF-IDF + dense ridge fit on
+  ShareGPT's recorded answer lengths, a proxy that says which prompts ask for long
+  answers. Before enough completions are seen, it is the prediction.
+- `online`: ridge on [pretrained score, log prompt tokens, the wrapped predictor's
+  self-prediction block, the prompt embedding], refit in the background every
+  `retrain_every` completions on a sliding window. The pretrained score is barely
+  penalized, so the online model can rescale it to this model's own lengths; the
+  rest is shrunk by an amount picked by leave-one-out error. Persisted with its
   observations, so a restart resumes where it stopped.
 
 With neither stage ready the wrapped predictor's prediction is returned as it is.
-The embedding runs in a thread concurrently with the wrapped predictor's query, so
-it adds little latency beyond it; fits run in a separate single thread and never
-block `predict`.
+The prompt features (TF-IDF, embedding) are computed in a thread concurrently with
+the wrapped predictor's query, so they add little latency beyond it; fits run in
+another single thread and never block `predict`.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ import io
 import json
 import logging
 import math
-import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -36,22 +34,25 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from lengthwise.predict.base import LengthRequest, Prediction, PredictionCost, Predictor
 from lengthwise.predict.embedding import prompt_key
 from lengthwise.predict.features import Layout, self_vector
+from lengthwise.predict.pretrained import Pretrained
 from lengthwise.predict.query import UnpredictableRequest, prompt_text
 from lengthwise.predict.ridge import SCALES, LinearModel, fit_ridge
 from lengthwise.predict.tokencount import count_tokens
 
 log = logging.getLogger(__name__)
 
-#: Where `lengthwise predict train-learned` writes the pretrained stage by default.
-PRETRAINED_PATH = Path(__file__).with_name("learned_pretrained.json")
 DEFAULT_MAX_TOKENS = 512
+#: Penalty of the pretrained-score column relative to the others (1).
+PRETRAINED_PENALTY = 1e-2
+
+FitFn = Callable[[np.ndarray, np.ndarray, np.ndarray], LinearModel]
 
 
 class Embedder(Protocol):
@@ -60,45 +61,14 @@ class Embedder(Protocol):
     def embed(self, text: str) -> np.ndarray: ...
 
 
-@dataclass(frozen=True)
-class Pretrained:
-    """The offline stage: a ridge on [log prompt tokens, embedding] and where it came from."""
-
-    model: LinearModel
-    layout: Layout
-    meta: dict[str, Any]
-
-    def save(self, path: Path) -> None:
-        data = {"layout": self.layout.to_json(), "model": self.model.to_json(), "meta": self.meta}
-        _atomic_write(path, json.dumps(data).encode())
-
-    @classmethod
-    def load(cls, path: Path) -> Pretrained:
-        data = json.loads(Path(path).read_text())
-        return cls(LinearModel.from_json(data["model"]), Layout(**data["layout"]), data.get("meta", {}))
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
-
-
-def online_penalties(layout: Layout, has_pretrained: bool) -> np.ndarray:
-    """Base ridge penalties: the pretrained score moves almost freely, the rest scales together."""
-    penalties = np.ones(layout.width + int(has_pretrained))
-    if has_pretrained:
-        penalties[0] = 1e-2
-    return penalties
-
-
-FitFn = Callable[[np.ndarray, np.ndarray, np.ndarray], LinearModel]
+def fit_online(X: np.ndarray, y: np.ndarray, penalties: np.ndarray) -> LinearModel:
+    """The default online fit: ridge with its shrinkage chosen by leave-one-out error."""
+    return fit_ridge(X, y, penalties, SCALES)
 
 
 @dataclass
 class _Pending:
-    """A completion waiting to be featurized and learned from."""
+    """A completion waiting to be learned from (`vector` None: featurize it in the background)."""
 
     text: str
     self_block: np.ndarray
@@ -109,9 +79,9 @@ class _Pending:
 class LearnedPredictor:
     """Learns log output length online; see the module docstring.
 
-    `inner` is the wrapped predictor (typically the self-predictor), whose
-    prediction is returned at cold start and whose features are used; `embedder`
-    is None to learn from prompt length and self-prediction alone.
+    `inner` is the wrapped predictor (typically the self-predictor): its prediction
+    is returned at cold start and its features are used. `embedder` None learns
+    without a prompt embedding.
     """
 
     name = "learned"
@@ -126,18 +96,21 @@ class LearnedPredictor:
         min_observations: int = 30,
         retrain_every: int = 10,
         window: int = 4000,
-        fit: FitFn | None = None,
+        fit: FitFn = fit_online,
     ) -> None:
         self.inner = inner
         self.embedder = embedder
         self.pretrained = pretrained
         self.layout = Layout(use_self=inner is not None, embedding_dim=embedder.dimension if embedder else 0)
-        if pretrained is not None and pretrained.layout.embedding_dim not in (0, self.layout.embedding_dim):
-            raise ValueError("the pretrained model's embedding width differs from the embedder's")
+        if pretrained is not None and pretrained.dense_width not in (1, 1 + self.layout.embedding_dim):
+            raise ValueError(
+                f"the pretrained model takes {pretrained.dense_width - 1} embedding columns; "
+                f"the embedder gives {self.layout.embedding_dim}"
+            )
         self.state_path = state_path
         self.min_observations = min_observations
         self.retrain_every = retrain_every
-        self._fit = fit or (lambda X, y, penalties: fit_ridge(X, y, penalties, SCALES))
+        self._fit = fit
         self._online: LinearModel | None = None
         self._X: deque[np.ndarray] = deque(maxlen=window)
         self._y: deque[float] = deque(maxlen=window)
@@ -145,73 +118,81 @@ class LearnedPredictor:
         self._seen: OrderedDict[str, tuple[np.ndarray, Prediction | None]] = OrderedDict()
         self._lock = threading.Lock()
         self._training: Future[None] | None = None
-        self._embed_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="learned-embed")
+        self._feature_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="learned-features")
         self._train_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learned-fit")
         self.observed = 0
         self.fits = 0
         if state_path is not None and state_path.exists():
             self._load_state(state_path)
 
-    # -- prediction ---------------------------------------------------------
+    # -- features ---------------------------------------------------------------
+
+    def featurize(self, text: str, self_block: np.ndarray) -> np.ndarray:
+        """The online model's input: [pretrained score (if any), layout features]."""
+        embedding = self.embedder.embed(text) if self.embedder is not None else None
+        vector = self.layout.vector(count_tokens(text), self_block, embedding)
+        if self.pretrained is None:
+            return vector
+        dense = vector[[0, *range(self.layout.width - self.pretrained.dense_width + 1, self.layout.width)]]
+        return np.concatenate([self.pretrained.score([text], dense), vector])
+
+    @property
+    def width(self) -> int:
+        return self.layout.width + (self.pretrained is not None)
+
+    # -- prediction ---------------------------------------------------------------
 
     async def predict(self, request: LengthRequest) -> Prediction:
         start = time.perf_counter()
         try:
             text = prompt_text(request)
         except UnpredictableRequest as exc:
-            return await self._inner_or_fallback(request, str(exc))
+            return await self._inner_predict(request) or _fallback(str(exc), start)
+        if self._online is None and self.pretrained is None:  # cold: nothing to add yet
+            inner = await self._inner_predict(request)
+            if inner is not None:
+                self._remember(request, text, None, inner)
+            return inner or _fallback("cold start: no pretrained model and no observations yet", start)
         loop = asyncio.get_running_loop()
-        prompt_future = loop.run_in_executor(self._embed_pool, self._prompt_features, text)
+        # Start the prompt's features now, in a thread, then finish them with the inner result.
+        prompt_part = loop.run_in_executor(self._feature_pool, self.featurize, text, self_vector(None))
         inner = await self._inner_predict(request)
         try:
-            prompt_tokens, embedding = await prompt_future
-            vector = self.layout.vector(prompt_tokens, self_vector(inner), embedding)
-        except Exception as exc:  # the embedding model missing or failing must not harm the request
+            vector = self._with_self(await prompt_part, self_vector(inner))
+        except Exception as exc:  # an embedding model missing or failing must not harm the request
             log.warning("learned predictor: featurizing failed: %r", exc)
             return inner or _fallback(f"featurizing failed: {exc!r}", start)
         self._remember(request, text, vector, inner)
-        return self._predict_vector(vector, request, inner, start)
+        return self._from_vector(vector, request, inner, start)
 
-    def _predict_vector(
+    def _with_self(self, vector: np.ndarray, self_block: np.ndarray) -> np.ndarray:
+        """`vector` with its self-prediction block filled in."""
+        if self.layout.use_self:
+            offset = 1 + (self.pretrained is not None)  # after [pretrained score], log prompt tokens
+            vector = vector.copy()
+            vector[offset : offset + len(self_block)] = self_block
+        return vector
+
+    def _from_vector(
         self, vector: np.ndarray, request: LengthRequest, inner: Prediction | None, start: float
     ) -> Prediction:
-        online, pretrained = self._online, self.pretrained
-        if online is None and pretrained is None:
-            return inner or _fallback("cold start: no pretrained model and no observations yet", start)
-        pre_score = self._pretrained_score(vector)
-        pre_score = None if pre_score is None else float(pre_score)
+        online = self._online
         if online is not None:
-            full = vector if pre_score is None else np.concatenate([[pre_score], vector])
-            score, stage = float(online.score(full)), "online"
+            score, stage = float(online.score(vector)), "online"
         else:
-            score, stage = float(pre_score), "pretrained"  # type: ignore[arg-type]
+            score, stage = float(vector[0]), "pretrained"
         cap = request.max_tokens or DEFAULT_MAX_TOKENS
         tokens = min(max(math.expm1(score), 1.0), float(cap))
         features = dict(inner.features) if inner is not None else {}
-        features.update(learned_log=score, prompt_tokens=math.expm1(vector[0]), observed=float(self.observed))
+        features.update(learned_log=score, observed=float(self.observed))
         inner_cost = inner.cost if inner is not None else PredictionCost()
-        cost = replace(inner_cost, latency_s=max(inner_cost.latency_s, time.perf_counter() - start))
         return Prediction(
             tokens=tokens,
             source=f"{self.name}:{stage}",
             raw=inner.raw if inner is not None else None,
-            quantiles=dict(inner.quantiles) if inner is not None else {},
-            cost=cost,
+            cost=replace(inner_cost, latency_s=max(inner_cost.latency_s, time.perf_counter() - start)),
             features=features,
         )
-
-    def _pretrained_score(self, X: np.ndarray) -> Any:
-        """The pretrained log length of a feature vector (or of each row), None without one."""
-        if self.pretrained is None:
-            return None
-        columns = [0]
-        if self.pretrained.layout.embedding_dim:
-            columns += range(self.layout.width - self.layout.embedding_dim, self.layout.width)
-        return self.pretrained.model.score(X[..., columns])
-
-    def _prompt_features(self, text: str) -> tuple[int, np.ndarray | None]:
-        embedding = self.embedder.embed(text) if self.embedder is not None else None
-        return count_tokens(text), embedding
 
     async def _inner_predict(self, request: LengthRequest) -> Prediction | None:
         if self.inner is None:
@@ -221,15 +202,12 @@ class LearnedPredictor:
         except Exception as exc:  # a predictor must not raise, but don't trust it
             return _fallback(f"wrapped predictor raised {exc!r}", time.perf_counter())
 
-    async def _inner_or_fallback(self, request: LengthRequest, reason: str) -> Prediction:
-        return await self._inner_predict(request) or _fallback(reason, time.perf_counter())
-
     # -- learning -------------------------------------------------------------
 
-    def _remember(self, request: LengthRequest, text: str, vector: np.ndarray, inner: Prediction | None) -> None:
+    def _remember(self, request: LengthRequest, text: str, vector: np.ndarray | None, inner: Prediction | None) -> None:
         with self._lock:
             key = _request_key(request, text)
-            self._seen[key] = (vector, inner)
+            self._seen[key] = (vector, inner)  # type: ignore[assignment]
             self._seen.move_to_end(key)
             while len(self._seen) > 4 * (self._X.maxlen or 1000):
                 self._seen.popitem(last=False)
@@ -249,13 +227,11 @@ class LearnedPredictor:
                 log.warning("learned predictor: wrapped observe raised %r", exc)
         if actual_tokens < 0:
             return
-        self_block = self_vector(inner if vector is not None else prediction)
-        pending = _Pending(text, self_block, vector, int(actual_tokens))
+        self_block = self_vector(inner or prediction)
         with self._lock:
-            self._pending.append(pending)
+            self._pending.append(_Pending(text, self_block, vector, int(actual_tokens)))
             self.observed += 1
-            due = len(self._pending) >= self.retrain_every and (self._training is None or self._training.done())
-            if due:
+            if len(self._pending) >= self.retrain_every and (self._training is None or self._training.done()):
                 self._training = self._train_pool.submit(self._retrain)
 
     def _retrain(self) -> None:
@@ -263,10 +239,7 @@ class LearnedPredictor:
             with self._lock:
                 pending, self._pending = self._pending, []
             for item in pending:
-                vector = item.vector
-                if vector is None:
-                    prompt_tokens, embedding = self._prompt_features(item.text)
-                    vector = self.layout.vector(prompt_tokens, item.self_block, embedding)
+                vector = item.vector if item.vector is not None else self.featurize(item.text, item.self_block)
                 with self._lock:
                     self._X.append(vector)
                     self._y.append(math.log1p(item.actual))
@@ -278,18 +251,16 @@ class LearnedPredictor:
         with self._lock:
             X = np.stack(self._X) if self._X else None
             y = np.asarray(self._y)
-        if X is None or len(y) < self.min_observations:
-            self._save_state()
-            return
-        if self.pretrained is not None:
-            X = np.column_stack([self._pretrained_score(X), X])
-        model = self._fit(X, y, online_penalties(self.layout, self.pretrained is not None))
-        self._online = model  # one reference swap: readers see the old or the new model
-        self.fits += 1
+        if X is not None and len(y) >= self.min_observations:
+            penalties = np.ones(self.width)
+            if self.pretrained is not None:
+                penalties[0] = PRETRAINED_PENALTY
+            self._online = self._fit(X, y, penalties)  # one reference swap: readers see old or new
+            self.fits += 1
         self._save_state()
 
     def wait_idle(self, timeout: float | None = None) -> None:
-        """Block until the queued fit (if any) is done and nothing is pending; for tools and tests."""
+        """Learn from everything observed so far, and return when that fit is done."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
@@ -298,44 +269,50 @@ class LearnedPredictor:
                     training = self._training = self._train_pool.submit(self._retrain)
             if training is None or (training.done() and not self._pending):
                 return
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            training.result(timeout=remaining)
+            training.result(timeout=None if deadline is None else max(deadline - time.monotonic(), 0.0))
 
     def close(self) -> None:
-        self._embed_pool.shutdown(wait=False, cancel_futures=True)
+        self._feature_pool.shutdown(wait=False, cancel_futures=True)
         self._train_pool.shutdown(wait=True)
 
     # -- persistence ------------------------------------------------------------
+
+    def _identity(self) -> dict[str, object]:
+        """What the saved columns depend on: the layout and the pretrained model."""
+        return {**self.layout.to_json(), "pretrained": self.pretrained.meta if self.pretrained else None}
 
     def _save_state(self) -> None:
         if self.state_path is None:
             return
         with self._lock:
-            X = np.stack(self._X).astype(np.float32) if self._X else np.zeros((0, self.layout.width), np.float32)
+            X = np.stack(self._X).astype(np.float32) if self._X else np.zeros((0, self.width), np.float32)
             y = np.asarray(self._y, dtype=np.float32)
         meta = {
-            "layout": self.layout.to_json(),
-            "with_pretrained": self.pretrained is not None,
+            "identity": self._identity(),
             "online": self._online.to_json() if self._online else None,
             "observed": self.observed,
             "fits": self.fits,
         }
         buffer = io.BytesIO()
         np.savez_compressed(buffer, X=X, y=y, meta=np.array(json.dumps(meta)))
-        _atomic_write(self.state_path, buffer.getvalue())
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_name(f".{self.state_path.name}.tmp")
+        tmp.write_bytes(buffer.getvalue())
+        tmp.replace(self.state_path)
 
     def _load_state(self, path: Path) -> None:
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
-            if Layout(**meta["layout"]) != self.layout:
-                raise ValueError(f"{path}: saved for features {meta['layout']}, not {self.layout.to_json()}")
+            if meta["identity"] != json.loads(json.dumps(self._identity())):
+                raise ValueError(
+                    f"{path} was saved with other features ({meta['identity']}); "
+                    "move it away or choose another state path"
+                )
             self._X.extend(data["X"].astype(np.float64))
             self._y.extend(data["y"].astype(np.float64).tolist())
         self.observed = int(meta.get("observed", len(self._y)))
         self.fits = int(meta.get("fits", 0))
-        if meta.get("online") and meta.get("with_pretrained") == (self.pretrained is not None):
-            self._online = LinearModel.from_json(meta["online"])
-        # else: the saved model used other columns; the observations refit it on the next retrain
+        self._online = LinearModel.from_json(meta["online"]) if meta.get("online") else None
 
 
 def _request_key(request: LengthRequest, text: str) -> str:

@@ -1,0 +1,101 @@
+"""Data for the learned predictor: labelled prompts, the proxy-labelled dev pool, cached embeddings.
+
+Two kinds of labels:
+- *actual*: the embedded model's own output tokens for a prompt, from `predict eval`
+  JSONL (with the self-prediction variants) or `benchmarks/learned_collect.py`;
+- *proxy*: the token count of ShareGPT's recorded answer (ChatGPT's), available for
+  every dev record; it says which prompts ask for long answers, on another model's
+  scale.
+The proxy pool excludes every labelled prompt, so pretraining never sees a prompt
+that is evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.progress import Progress
+
+from lengthwise.predict.embedding import PromptEmbedder, prompt_key
+from lengthwise.predict.report import variant_features
+from lengthwise.predict.tokencount import count_tokens
+from lengthwise.workload.sharegpt import Prompt, load_sharegpt
+
+CACHE_DIR = Path.home() / ".cache" / "lengthwise" / "learned"
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A dev prompt with the embedded model's actual output length."""
+
+    id: str
+    text: str
+    actual: int
+    max_tokens: int
+    #: Self-prediction features per postfix variant (None: that query fell back).
+    variants: Mapping[str, Mapping[str, float] | None] = field(default_factory=dict)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return count_tokens(self.text)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn last line of a run still being written
+    return records
+
+
+def load_labelled(paths: Iterable[Path], prompts: Mapping[str, Prompt] | None = None) -> list[Labelled]:
+    """Labelled prompts from eval / collect JSONLs (first occurrence of an id wins)."""
+    by_id = prompts if prompts is not None else {p.id: p for p in load_sharegpt("dev")}
+    seen: dict[str, Labelled] = {}
+    for path in paths:
+        for record in read_jsonl(path):
+            prompt = by_id.get(record.get("id", ""))
+            actual = record.get("actual_tokens", record.get("actual"))
+            if prompt is None or prompt.id in seen or not isinstance(actual, int) or actual <= 0:
+                continue
+            variants = {name: variant_features(record, name) for name in record.get("variants") or {}}
+            seen[prompt.id] = Labelled(prompt.id, prompt.text, actual, int(record.get("max_tokens", 512)), variants)
+    return list(seen.values())
+
+
+def proxy_pool(exclude: Iterable[str], limit: int | None = None) -> list[Prompt]:
+    """Dev prompts with a recorded answer, minus the excluded (labelled) ids."""
+    excluded = set(exclude)
+    pool = [p for p in load_sharegpt("dev") if p.id not in excluded and p.reference.strip()]
+    return pool[:limit] if limit is not None else pool
+
+
+def embed_all(embedder: PromptEmbedder, texts: Sequence[str], cache: Path | None = None) -> np.ndarray:
+    """Embeddings of `texts`, reusing and extending an on-disk cache keyed by prompt hash."""
+    known: dict[str, np.ndarray] = {}
+    if cache is not None and cache.exists():
+        with np.load(cache) as data:
+            known = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
+    keys = [prompt_key(t) for t in texts]
+    missing = [i for i, key in enumerate(keys) if key not in known]
+    if missing:
+        with Progress(transient=True) as progress:
+            task = progress.add_task("embedding prompts", total=len(missing))
+            for i in missing:
+                known[keys[i]] = embedder.embed(texts[i])
+                progress.advance(task)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cache, keys=np.array(list(known)), vectors=np.stack(list(known.values())))
+    return np.stack([known[k] for k in keys]) if keys else np.zeros((0, embedder.dimension), np.float32)
+
+
+def embedding_cache(embedder: PromptEmbedder) -> Path:
+    return CACHE_DIR / f"minilm-int8-{embedder.max_length}.npz"
