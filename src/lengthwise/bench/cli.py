@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +28,8 @@ bench_app = typer.Typer(
     help="Replay real prompts against a server and measure latency (`vllm bench serve`-style); "
     "`compare` runs FCFS, LLM-guided and oracle scheduling on the same load.",
 )
-console = Console(highlight=False, soft_wrap=True)
+#: Wide enough for the comparison table when the output is a log file, not a terminal.
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 Workload = Annotated[str, typer.Option(help="sharegpt (dev split), sharegpt:test, or a .jsonl file of {'prompt': ...}.")]
 MaxTokens = Annotated[int, typer.Option(help="Answer length cap per request.")]

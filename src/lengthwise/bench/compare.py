@@ -170,9 +170,11 @@ def run_compare(
     """Calibrate, set the rate, then run every arm `settings.rounds` times, interleaved."""
     calibration = calibrate(settings, console)
     rate = settings.rate or settings.load * calibration.capacity_rps
+    span_min = len(settings.prompts) / rate / 60
     console.print(
         f"capacity {calibration.capacity_rps:.3f} req/s on these prompts; arrivals at {rate:.3f} req/s"
         + ("" if settings.rate else f" (load {settings.load:.2f})")
+        + f": {len(arms) * settings.rounds} runs of about {span_min:.1f} min each"
     )
     arrivals = gamma_arrivals(len(settings.prompts), rate, settings.burstiness, settings.seed)
     plan = build_plan(settings.prompts, arrivals, settings.max_tokens)

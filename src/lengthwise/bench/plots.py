@@ -89,5 +89,5 @@ def predicted_vs_actual(points: Mapping[str, tuple[np.ndarray, np.ndarray]], pat
     ax.plot([0, top], [0, top], color="black", linewidth=0.7, linestyle=":")
     ax.set(xlabel="actual output tokens", ylabel="predicted output tokens", title="Predicted vs actual length")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
+    ax.legend(loc="lower right", framealpha=0.8)
     return _save(fig, path)

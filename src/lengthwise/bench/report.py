@@ -177,6 +177,17 @@ def _spread(values: Sequence[float]) -> str:
     return f"{np.mean(values):.2f} (rounds: {each}; spread {max(values) - min(values):.2f})"
 
 
+def _meta_lines(meta: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for key, value in meta.items():
+        if isinstance(value, Mapping):
+            lines.append(f"- {key}:")
+            lines += [f"  - {k}: {v}" for k, v in value.items()]
+        else:
+            lines.append(f"- {key}: {value}")
+    return lines
+
+
 def write_report(
     out_dir: Path,
     runs: Sequence[BenchRun],
@@ -194,7 +205,7 @@ def write_report(
     lines = [
         "# lengthwise: FCFS vs LLM-guided vs oracle",
         "",
-        *(f"- {k}: {v}" for k, v in meta.items()),
+        *_meta_lines(meta),
         "",
         "## Per arm (mean over rounds, [min–max] across rounds)",
         "",
