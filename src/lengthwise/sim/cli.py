@@ -316,7 +316,7 @@ def validate(
     max_num_seqs: MaxSeqs = 4,
     max_batched_tokens: Budget = 2048,
     block_size: BlockSize = 128,
-    num_blocks: Blocks = 8192,
+    num_blocks: Blocks = 682,
 ) -> None:
     """Replay a measured run (same arrivals, prompt and output lengths) and compare mean E2E latency."""
     from lengthwise.sim.validation import compare_to_measured
