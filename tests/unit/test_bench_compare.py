@@ -45,6 +45,6 @@ def test_compare_runs_every_arm_and_writes_the_report(tmp_path: Path) -> None:
     fcfs = load_run(out / "runs" / "round1-fcfs.json")
     assert all(r.ok and r.predicted_tokens is None for r in fcfs.records)
     assert [r.id for r in fcfs.records] == [r.id for r in guided.records]
-    for name in ("report.md", "summary.json", "e2e_cdf.png", "predicted_vs_actual.png", "calibration.json"):
+    for name in ("report.md", "summary.json", "e2e_cdf.png", "predicted_vs_actual.png", "calibration.json", "plan.json"):
         assert (out / name).exists(), name
     assert "guided / fcfs mean E2E" in result.output

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,9 +82,7 @@ class Comparison:
     arms: list[Arm]
     calibration: Calibration
     rate: float
-    plan: list[PlannedRequest]
-    #: Runs in the order they ran, with their labels (file stems under runs/).
-    runs: list[BenchRun] = field(default_factory=list)
+    #: The runs' labels (file stems under runs/) in the order they ran.
     labels: list[str] = field(default_factory=list)
 
     def meta(self) -> dict[str, Any]:
@@ -150,8 +148,8 @@ def _run(plan: Sequence[PlannedRequest], target: Target, label: str, extra: dict
 def run_arm(arm: Arm, plan: Sequence[PlannedRequest], settings: Settings, calibration: Calibration, label: str) -> BenchRun:
     """One arm over the plan: straight to the engine, or through a gateway started for it."""
     extra: dict[str, object] = {"arm": arm.name, "gateway_args": list(arm.gateway_args or [])}
-    if arm.oracle:
-        plan = with_priorities(plan, calibration.lengths)
+    if arm.oracle:  # a prompt whose calibration failed counts as long
+        plan = with_priorities(plan, {r.id: calibration.lengths.get(r.id, r.max_tokens) for r in plan})
     if arm.gateway_args is None:
         return _run(plan, Target(settings.engine_url, settings.model), label, extra)
     port = free_port()
@@ -161,13 +159,12 @@ def run_arm(arm: Arm, plan: Sequence[PlannedRequest], settings: Settings, calibr
         return _run(plan, Target(url, settings.model), label, extra)
 
 
-def run_compare(
-    settings: Settings,
-    arms: Sequence[Arm],
-    console: Console,
-    on_run: Callable[[Comparison], None] | None = None,
-) -> Comparison:
-    """Calibrate, set the rate, then run every arm `settings.rounds` times, interleaved."""
+def run_compare(settings: Settings, arms: Sequence[Arm], console: Console) -> Comparison:
+    """Calibrate, set the rate, then run every arm `settings.rounds` times, interleaved.
+
+    Writes plan.json (prompts and arrival times), runs/<label>.json and comparison.json
+    under `settings.out_dir` as it goes, so an interrupted comparison keeps its runs.
+    """
     calibration = calibrate(settings, console)
     rate = settings.rate or settings.load * calibration.capacity_rps
     span_min = len(settings.prompts) / rate / 60
@@ -178,7 +175,8 @@ def run_compare(
     )
     arrivals = gamma_arrivals(len(settings.prompts), rate, settings.burstiness, settings.seed)
     plan = build_plan(settings.prompts, arrivals, settings.max_tokens)
-    comparison = Comparison(settings, list(arms), calibration, rate, plan)
+    (settings.out_dir / "plan.json").write_text(json.dumps([r.to_dict() for r in plan], indent=1))
+    comparison = Comparison(settings, list(arms), calibration, rate)
     for r, order in enumerate(interleaved(arms, settings.rounds)):
         for arm in order:
             wait_idle(settings.engine_url)
@@ -186,9 +184,6 @@ def run_compare(
             run = run_arm(arm, plan, settings, calibration, label)
             run.config.update(round=r + 1, rate=rate, burstiness=settings.burstiness, seed=settings.seed)
             save_run(settings.out_dir / "runs" / f"{label}.json", run)
-            comparison.runs.append(run)
             comparison.labels.append(label)
             comparison.save()
-            if on_run:
-                on_run(comparison)
     return comparison
