@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ class PatternEmbedder:
     def embed(self, text: str) -> np.ndarray:
         self.calls += 1
         k = int(text.split()[1])
-        rng = np.random.default_rng(abs(hash(text)) % 2**32)
+        rng = np.random.default_rng(zlib.crc32(text.encode()))
         vector = rng.normal(scale=0.1, size=DIM)
         vector[0] = np.log(k)
         return vector
@@ -212,10 +213,11 @@ async def test_pretrained_stage_predicts_before_any_observation(tmp_path) -> Non
     embedder = PatternEmbedder()
     predictor = LearnedPredictor(ConstantSelf(), embedder=embedder, pretrained=pretrained_on_pattern(embedder))
     assert (await predictor.predict(request(3, 0))).source == "learned:pretrained"
-    assert await held_out_tau(predictor) > 0.8
+    cold = await held_out_tau(predictor)
+    assert cold > 0.6  # the proxy's order carries over before any completion
     await feed(predictor, 40)  # the online stage stacks on the pretrained score
     assert (await predictor.predict(request(3, 0))).source == "learned:online"
-    assert await held_out_tau(predictor) > 0.8
+    assert await held_out_tau(predictor) > max(cold, 0.8)
 
 
 def test_loo_selection_matches_brute_force_leave_one_out() -> None:

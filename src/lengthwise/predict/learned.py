@@ -253,9 +253,15 @@ class LearnedPredictor:
             y = np.asarray(self._y)
         if X is not None and len(y) >= self.min_observations:
             penalties = np.ones(self.width)
-            if self.pretrained is not None:
+            if self.pretrained is None:
+                model = self._fit(X, y, penalties)
+            else:
                 penalties[0] = PRETRAINED_PENALTY
-            self._online = self._fit(X, y, penalties)  # one reference swap: readers see old or new
+                # The full model must beat the pretrained score merely rescaled, by LOO error.
+                full = self._fit(X, y, penalties)
+                rescaled = _padded(self._fit(X[:, :1], y, penalties[:1]), X)
+                model = full if full.loo_rmse <= rescaled.loo_rmse else rescaled
+            self._online = model  # one reference swap: readers see the old model or the new one
             self.fits += 1
         self._save_state()
 
@@ -313,6 +319,14 @@ class LearnedPredictor:
         self.observed = int(meta.get("observed", len(self._y)))
         self.fits = int(meta.get("fits", 0))
         self._online = LinearModel.from_json(meta["online"]) if meta.get("online") else None
+
+
+def _padded(model: LinearModel, X: np.ndarray) -> LinearModel:
+    """A model of X's first column as a model of all of X (zero weight elsewhere)."""
+    width = X.shape[1]
+    mean, scale, weights = np.zeros(width), np.ones(width), np.zeros(width)
+    mean[0], scale[0], weights[0] = model.mean[0], model.scale[0], model.weights[0]
+    return LinearModel(mean, scale, weights, model.bias, model.loo_rmse)
 
 
 def _request_key(request: LengthRequest, text: str) -> str:

@@ -1,0 +1,151 @@
+"""`lengthwise predict learned ...`: pretrain the learned predictor and compare it with the baselines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+learned_app = typer.Typer(help="The learned predictor: pretrain on ShareGPT dev, compare on labelled prompts.",
+                          no_args_is_help=True)
+console = Console(stderr=True)
+
+PRETRAINED = Path(__file__).with_name("learned_pretrained.npz")
+EVAL_JSONL = Path("docs/results/predict_eval/eval.jsonl")
+ACTUALS_JSONL = Path("docs/results/learned/actuals.jsonl")
+OUT_DIR = Path("docs/results/learned")
+
+Labels = Annotated[list[Path], typer.Option("--labels", help="JSONLs of actual lengths (predict eval, collect); excluded from pretraining.")]
+Embedding = Annotated[bool, typer.Option(help="Use the MiniLM prompt embedding (else TF-IDF and prompt length only).")]
+MaxLength = Annotated[int, typer.Option(help="Embedding: prompt truncation (model tokens).")]
+
+
+def _embedder(embedding: bool, max_length: int) -> Any:
+    from lengthwise.predict.embedding import PromptEmbedder
+
+    return PromptEmbedder(max_length=max_length, cache_size=50_000) if embedding else None
+
+
+def _pretrain(labels: list[Path], embedder: Any, indices: range | None = None):
+    """The pretrained stage on the dev pool (records in `indices`) minus every labelled prompt (id or text)."""
+    from lengthwise.predict.learned_data import embed_all, embedding_cache, load_labelled, proxy_pool
+    from lengthwise.predict.learned_eval import dense_rows
+    from lengthwise.predict.pretrained import Pretrained
+    from lengthwise.predict.tokencount import count_tokens
+
+    labelled = load_labelled([p for p in labels if p.exists()])
+    texts = {item.text.strip() for item in labelled}
+    pool = [
+        p for p in proxy_pool({item.id for item in labelled})
+        if p.text.strip() not in texts and (indices is None or p.index in indices)
+    ]
+    pool_texts = [p.text for p in pool]
+    embeddings = embed_all(embedder, pool_texts, embedding_cache(embedder)) if embedder else None
+    dense = dense_rows(pool_texts, embeddings)
+    lengths = [count_tokens(p.reference) for p in pool]
+    meta = {"label": "sharegpt dev reference answer tokens (cl100k)", "embedding": bool(embedder),
+            "embedding_max_length": embedder.max_length if embedder else None,
+            "dev_indices": [indices.start, indices.stop] if indices else None}
+    console.print(f"pretraining on {len(pool)} dev prompts ({len(labelled)} labelled prompts excluded)")
+    return Pretrained.fit(pool_texts, dense, lengths, meta=meta), pool_texts, dense, lengths, labelled
+
+
+@learned_app.command("train")
+def train_command(
+    labels: Labels = [EVAL_JSONL, ACTUALS_JSONL],  # noqa: B006 (typer reads the default)
+    out: Annotated[Path, typer.Option(help="Where to write the pretrained model.")] = PRETRAINED,
+    embedding: Embedding = True,
+    max_length: MaxLength = 128,
+    first: Annotated[int, typer.Option(help="First dev record index used (the benchmarks and predict eval draw from the head).")] = 2000,
+    stop: Annotated[int, typer.Option(help="Dev record index to stop at (benchmarks/learned_collect.py labels the tail).")] = 10_000,
+) -> None:
+    """Fit the pretrained stage on ShareGPT dev proxy lengths and save it."""
+    model, *_ = _pretrain(labels, _embedder(embedding, max_length), range(first, stop))
+    model.save(out)
+    console.print(f"wrote {out} ({out.stat().st_size // 1024} KiB): {model.meta}")
+
+
+@learned_app.command("compare")
+def compare_command(
+    labels: Labels = [EVAL_JSONL, ACTUALS_JSONL],  # noqa: B006
+    variant: Annotated[str, typer.Option(help="Self-prediction variant to wrap (as recorded by predict eval).")] = "seed",
+    folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
+    repeats: Annotated[int, typer.Option(help="Shuffled repeats of the folds.")] = 2,
+    embedding: Embedding = True,
+    max_length: MaxLength = 128,
+    out_dir: Annotated[Path, typer.Option(help="Metrics, plot and replay JSONLs go here.")] = OUT_DIR,
+) -> None:
+    """Self-prediction vs prompt length vs the LTR baseline vs the learned predictor (cold and online)."""
+    import numpy as np
+    from rich.progress import Progress
+
+    from lengthwise.predict.learned_eval import Setup, compare
+    from lengthwise.predict.ranker import ListMLERanker
+
+    embedder = _embedder(embedding, max_length)
+    pretrained, pool_texts, dense, lengths, labelled = _pretrain(labels, embedder)
+    labelled = [item for item in labelled if item.text.strip()]
+    if len(labelled) < 2 * folds:
+        raise typer.BadParameter(f"only {len(labelled)} labelled prompts in {[str(p) for p in labels]}")
+    chosen = variant if any(variant in item.variants for item in labelled) else None
+    if chosen is None:
+        console.print(f"[yellow]no {variant!r} self-predictions recorded: comparing without self-prediction")
+    console.print(f"{len(labelled)} labelled prompts; wrapped self-prediction variant: {chosen}")
+    console.print("fitting the LTR baseline (ListMLE) on the dev proxy lengths")
+    ranker = ListMLERanker.fit(dense, np.log1p(np.minimum(lengths, 512)), lists=3000)
+    ablations = {}
+    if embedder is not None:
+        no_embedding, *_ = _pretrain(labels, None)
+        ablations["learned, online, no embedding"] = (None, no_embedding)
+    setup = Setup(embedder, pretrained, ranker, chosen, ablations)
+    with Progress(console=console) as progress:
+        task = progress.add_task("folds", total=folds * repeats)
+        result = compare(setup, labelled, folds, repeats, on_fold=lambda r, f: progress.advance(task))
+    write_outputs(result, labelled, out_dir)
+
+
+def write_outputs(result: dict[str, Any], labelled: list, out_dir: Path) -> None:
+    """compare.json, a table on the console, the learning curve plot, replay JSONLs for `lengthwise sim`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lengthwise.predict.tokencount import count_tokens
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_of_fold = result.pop("out_of_fold")
+    (out_dir / "compare.json").write_text(json.dumps(result, indent=1) + "\n")
+    table = Table(title=f"{result['n']} labelled prompts, {result['folds']}-fold x {result['repeats']}")
+    for column in ("method", "Kendall tau", "Spearman", "MAE", "within 2x"):
+        table.add_column(column)
+    for name, m in result["metrics"].items():
+        cells = [f"{m[k]['mean']:.3f} ± {m[k]['sd']:.3f}" for k in ("kendall_tau", "spearman")]
+        table.add_row(name, *cells, f"{m['mae']['mean']:.0f}", f"{m['within_2x']['mean']:.2f}")
+    Console().print(table)
+    replay_dir = out_dir / "replay"
+    replay_dir.mkdir(exist_ok=True)
+    for i, (name, values) in enumerate(out_of_fold.items()):
+        with (replay_dir / f"{i}.jsonl").open("w") as f:
+            for item, value in zip(labelled, values, strict=True):
+                record = {"method": name, "id": item.id, "predicted": value, "actual": item.actual,
+                          "prompt_tokens": count_tokens(item.text)}
+                f.write(json.dumps(record) + "\n")
+    (replay_dir / "index.json").write_text(json.dumps({str(i): n for i, n in enumerate(out_of_fold)}, indent=1) + "\n")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, curve in result["curves"].items():
+        xs = [int(n) for n in curve]
+        ax.plot(xs, list(curve.values()), marker="o", label=name)
+    for name, m in result["metrics"].items():
+        if "learned" not in name:
+            ax.axhline(m["kendall_tau"]["mean"], linestyle=":", linewidth=1, label=name, color=None)
+    ax.set_xlabel("completions observed")
+    ax.set_ylabel("held-out Kendall tau")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out_dir / "learning_curve.png", dpi=120)
+    console.print(f"wrote {out_dir}/compare.json, learning_curve.png, replay/*.jsonl")

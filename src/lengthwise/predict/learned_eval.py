@@ -1,0 +1,192 @@
+"""Compare the learned predictor with self-prediction and the learning-to-rank baseline.
+
+Protocol (no prompt is both trained on and tested): the labelled prompts (the
+embedded model's actual lengths) are split in K folds, repeated with different
+shuffles; the proxy pool used for pretraining holds no labelled prompt text. For
+each fold the online learner starts from the pretrained model, is streamed the
+other folds' completions through `predict` and `observe` exactly as the gateway
+would, and then predicts the held-out fold. Out-of-fold predictions are pooled per
+repeat for Kendall tau, Spearman and MAE; the learning curve is the held-out tau
+after n observed completions, averaged over folds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.stats import kendalltau
+
+from lengthwise.predict.base import LengthRequest, Prediction
+from lengthwise.predict.features import self_vector
+from lengthwise.predict.learned import LearnedPredictor
+from lengthwise.predict.learned_data import Labelled
+from lengthwise.predict.pretrained import Pretrained
+from lengthwise.predict.ranker import ListMLERanker, ScoreToLength
+from lengthwise.predict.report import FALLBACK_TOKENS, accuracy
+from lengthwise.predict.tokencount import count_tokens
+
+CHECKPOINTS = (0, 10, 20, 40, 80, 160, 320, 640)
+
+
+class ReplaySelf:
+    """The self-predictor as recorded by `predict eval`, replayed by prompt text."""
+
+    def __init__(self, labelled: Sequence[Labelled], variant: str) -> None:
+        self.name = f"self:{variant}"
+        self._by_text = {item.text: item.variants.get(variant) for item in labelled}
+
+    async def predict(self, request: LengthRequest) -> Prediction:
+        features = self._by_text.get(request.body["messages"][-1]["content"])
+        if not features:
+            return Prediction(FALLBACK_TOKENS, self.name, fallback_reason="no recorded self-prediction")
+        return Prediction(features["expect"], self.name, raw=features["expect"], features=dict(features))
+
+    def observe(self, request: LengthRequest, prediction: Prediction, actual_tokens: int) -> None:
+        """Replayed: nothing to learn."""
+
+
+def as_request(item: Labelled) -> LengthRequest:
+    body = {"messages": [{"role": "user", "content": item.text}], "max_tokens": item.max_tokens}
+    return LengthRequest("chat", body, request_id=item.id)
+
+
+@dataclass
+class Setup:
+    """What every fold shares: pretrained models and the embedder (None: no embedding)."""
+
+    embedder: Any
+    pretrained: Pretrained
+    ranker: ListMLERanker
+    variant: str | None
+    ablations: Mapping[str, tuple[Any, Pretrained]] = field(default_factory=dict)
+
+
+def dense_rows(texts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
+    """[log prompt tokens, embedding] rows, the pretrained stage's dense input."""
+    lengths = np.log1p([count_tokens(t) for t in texts])[:, None]
+    return lengths if embeddings is None else np.hstack([lengths, embeddings])
+
+
+def ranker_rows(setup: Setup, items: Sequence[Labelled], with_self: bool) -> np.ndarray:
+    embeddings = np.stack([setup.embedder.embed(i.text) for i in items]) if setup.embedder else None
+    dense = dense_rows([i.text for i in items], embeddings)
+    if not with_self or setup.variant is None:
+        return dense
+    blocks = [self_vector(_recorded(i, setup.variant)) for i in items]
+    return np.hstack([dense[:, :1], np.stack(blocks), dense[:, 1:]])
+
+
+def _recorded(item: Labelled, variant: str) -> Prediction | None:
+    features = item.variants.get(variant)
+    return None if not features else Prediction(features["expect"], "self", raw=features["expect"], features=dict(features))
+
+
+async def _online(
+    setup: Setup, embedder: Any, pretrained: Pretrained, train: Sequence[Labelled], test: Sequence[Labelled],
+    replay: ReplaySelf | None, curve: dict[int, list[float]] | None,
+) -> np.ndarray:
+    predictor = LearnedPredictor(replay, embedder=embedder, pretrained=pretrained, min_observations=10)
+    actual = np.array([t.actual for t in test], dtype=float)
+
+    async def held_out() -> np.ndarray:
+        return np.array([(await predictor.predict(as_request(t))).tokens for t in test])
+
+    try:
+        for n, item in enumerate(train):
+            if curve is not None and n in CHECKPOINTS:
+                predictor.wait_idle()
+                curve.setdefault(n, []).append(_tau(await held_out(), actual))
+            request = as_request(item)
+            predictor.observe(request, await predictor.predict(request), item.actual)
+        predictor.wait_idle()
+        final = await held_out()
+        if curve is not None:
+            curve.setdefault(len(train), []).append(_tau(final, actual))
+        return final
+    finally:
+        predictor.close()
+
+
+def _tau(predicted: np.ndarray, actual: np.ndarray) -> float:
+    return float(kendalltau(predicted, actual).statistic) if np.ptp(predicted) > 0 else 0.0
+
+
+def _ranked(scores_train: np.ndarray, train: Sequence[Labelled], scores_test: np.ndarray) -> np.ndarray:
+    """Ranker scores → lengths by the training fold's quantiles (keeps the order)."""
+    return ScoreToLength.fit(scores_train, np.array([t.actual for t in train], dtype=float))(scores_test)
+
+
+async def fold_predictions(
+    setup: Setup, train: Sequence[Labelled], test: Sequence[Labelled], curves: dict[str, dict[int, list[float]]]
+) -> dict[str, np.ndarray]:
+    """Every method's predictions for the held-out fold."""
+    texts = [t.text for t in test]
+    out: dict[str, np.ndarray] = {}
+    replay = None
+    if setup.variant is not None:
+        replay = ReplaySelf([*train, *test], setup.variant)
+        out[f"self-prediction ({setup.variant}, expectation)"] = np.array(
+            [(t.variants.get(setup.variant) or {}).get("expect", FALLBACK_TOKENS) for t in test]
+        )
+    out["prompt length"] = np.array([count_tokens(t) for t in texts], dtype=float)
+    ranker_train, ranker_test = ranker_rows(setup, train, False), ranker_rows(setup, test, False)
+    out["LTR baseline: ListMLE on dev proxy lengths"] = _ranked(
+        setup.ranker.score(ranker_train), train, setup.ranker.score(ranker_test)
+    )
+    rows_train, rows_test = ranker_rows(setup, train, True), ranker_rows(setup, test, True)
+    fitted = ListMLERanker.fit(rows_train, np.array([t.actual for t in train], dtype=float), lists=1000)
+    out["LTR baseline: ListMLE on the train folds' actual lengths"] = _ranked(
+        fitted.score(rows_train), train, fitted.score(rows_test)
+    )
+    embeddings = np.stack([setup.embedder.embed(t) for t in texts]) if setup.embedder else None
+    out["learned, cold (pretrained only)"] = np.expm1(setup.pretrained.score(texts, dense_rows(texts, embeddings)))
+    name = "learned, online (after the train folds)"
+    out[name] = await _online(setup, setup.embedder, setup.pretrained, train, test, replay, curves.setdefault(name, {}))
+    for label, (embedder, pretrained) in setup.ablations.items():
+        out[label] = await _online(setup, embedder, pretrained, train, test, replay, None)
+    return out
+
+
+def compare(
+    setup: Setup, labelled: Sequence[Labelled], folds: int = 5, repeats: int = 2, seed: int = 0,
+    on_fold: Callable[[int, int], None] = lambda r, f: None,
+) -> dict[str, Any]:
+    """Pooled out-of-fold metrics per method (mean and sd over repeats) and learning curves."""
+    actual = np.array([t.actual for t in labelled], dtype=float)
+    per_repeat: dict[str, list[dict[str, float]]] = {}
+    curves: dict[str, dict[int, list[float]]] = {}
+    first_repeat: dict[str, np.ndarray] = {}
+    for repeat in range(repeats):
+        order = np.random.default_rng(seed + repeat).permutation(len(labelled))
+        predicted: dict[str, np.ndarray] = {}
+        for f, held in enumerate(np.array_split(order, folds)):
+            held_set = set(held.tolist())
+            train = [labelled[i] for i in order if i not in held_set]
+            test = [labelled[i] for i in held]
+            for name, values in asyncio.run(fold_predictions(setup, train, test, curves)).items():
+                predicted.setdefault(name, np.empty(len(labelled)))[held] = values
+            on_fold(repeat, f)
+        for name, values in predicted.items():
+            per_repeat.setdefault(name, []).append(accuracy(values, actual))
+        if repeat == 0:
+            first_repeat = predicted
+    summary = {
+        name: {
+            key: {"mean": float(np.mean([m[key] for m in runs])), "sd": float(np.std([m[key] for m in runs]))}
+            for key in runs[0]
+        }
+        for name, runs in per_repeat.items()
+    }
+    return {
+        "n": len(labelled),
+        "folds": folds,
+        "repeats": repeats,
+        "variant": setup.variant,
+        "metrics": summary,
+        "curves": {name: {str(n): float(np.mean(v)) for n, v in sorted(c.items())} for name, c in curves.items()},
+        "out_of_fold": {name: values.tolist() for name, values in first_repeat.items()},
+    }
