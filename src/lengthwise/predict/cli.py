@@ -79,4 +79,4 @@ def report_command(
     """Kendall tau, Spearman, MAE, within-2x, raw and cross-validated calibrated; the seed's plot."""
     from lengthwise.predict.report import write_report
 
-    write_report(jsonl, out_dir or jsonl.parent, folds=folds, console=Console())
+    write_report(jsonl, out_dir or jsonl.parent, folds=folds, console=Console(width=max(Console().width, 130)))

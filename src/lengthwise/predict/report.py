@@ -40,18 +40,21 @@ def accuracy(predicted: Sequence[float], actual: Sequence[float]) -> dict[str, f
     }
 
 
+def fold_split(n: int, folds: int, seed: int = 0) -> list[np.ndarray]:
+    """The same shuffled k-fold split for every row of a report."""
+    return np.array_split(np.random.default_rng(seed).permutation(n), min(folds, n))
+
+
 def cross_validated(
     features: Sequence[Mapping[str, float] | None],
     actual: Sequence[float],
     make: Callable[[], Calibrator],
     folds: int = 5,
-    seed: int = 0,
 ) -> np.ndarray:
     """Out-of-fold calibrated predictions; rows lacking features get the fold's prior (median)."""
     n = len(actual)
-    order = np.random.default_rng(seed).permutation(n)
     predicted = np.empty(n)
-    for fold in np.array_split(order, min(folds, n)):
+    for fold in fold_split(n, folds):
         held_out = set(fold.tolist())
         calibrator = make()
         train = [(calibrator.row(features[i]), actual[i]) for i in range(n) if i not in held_out and features[i]]
@@ -60,6 +63,17 @@ def cross_validated(
         for i in fold:
             predicted[i] = calibrator.predict(features[i] or {}, calibrator.prior(FALLBACK_TOKENS))
     return predicted
+
+
+def tau_within_folds(predicted: np.ndarray, actual: np.ndarray, folds: int) -> float:
+    """Mean Kendall tau inside each held-out fold: how well one calibrator orders one queue.
+
+    Pooling out-of-fold predictions mixes the scales of k different calibrators; a
+    scheduler ranks its queue with a single one, which this measures.
+    """
+    taus = [accuracy(predicted[fold], actual[fold])["kendall_tau"] for fold in fold_split(len(actual), folds)]
+    taus = [t for t in taus if not math.isnan(t)]
+    return float(np.mean(taus)) if taus else float("nan")
 
 
 def prompt_features(record: Mapping[str, Any]) -> dict[str, float]:
@@ -88,8 +102,14 @@ class Row:
     fallbacks: int
     calibrated: bool
 
-    def metrics(self, actual: np.ndarray) -> dict[str, Any]:
-        return {"name": self.name, "fallbacks": self.fallbacks, "calibrated": self.calibrated, **accuracy(self.predicted, actual)}
+    def metrics(self, actual: np.ndarray, folds: int) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "fallbacks": self.fallbacks,
+            "calibrated": self.calibrated,
+            **accuracy(self.predicted, actual),
+            "kendall_tau_within_folds": tau_within_folds(self.predicted, actual, folds),
+        }
 
 
 def evaluate(records: Sequence[Mapping[str, Any]], variants: Sequence[str], folds: int) -> tuple[list[Row], np.ndarray]:
@@ -239,20 +259,26 @@ def write_report(jsonl: Path, out_dir: Path, folds: int = 5, console: Console | 
         raise ValueError(f"{jsonl}: {len(records)} complete records; need at least {folds}")
     variants = list(records[0]["variants"])
     rows, actual = evaluate(records, variants, folds)
-    metrics = [row.metrics(actual) for row in rows]
+    metrics = [row.metrics(actual, folds) for row in rows]
     costs = overhead(records, variants)
     table = Table(title=f"Length prediction on {len(records)} prompts ({jsonl.name}); calibrated rows: {folds}-fold CV")
-    for column in ("predictor", "fallbacks", "Kendall τ", "Spearman", "MAE", "within 2×"):
-        table.add_column(column, justify="left" if column == "predictor" else "right")
+    for column in ("predictor", "fallbacks", "Kendall τ", "τ within folds", "Spearman", "MAE", "within 2×"):
+        table.add_column(column, justify="left" if column == "predictor" else "right", overflow="fold")
     for m in metrics:
         table.add_row(
-            m["name"], str(m["fallbacks"]), _fmt(m["kendall_tau"]), _fmt(m["spearman"]), f"{m['mae']:.0f}", f"{m['within_2x']:.0%}"
+            m["name"],
+            str(m["fallbacks"]),
+            _fmt(m["kendall_tau"]),
+            _fmt(m["kendall_tau_within_folds"]),
+            _fmt(m["spearman"]),
+            f"{m['mae']:.0f}",
+            f"{m['within_2x']:.0%}",
         )
     console.print(table)
     console.print_json(json.dumps(costs))
     plot(records, variants, rows, out_dir / "predict_eval.png")
     report = {"records": len(records), "folds": folds, "accuracy": metrics, "overhead": costs}
-    (out_dir / "report.json").write_text(json.dumps(report, indent=1, default=_nan_to_none))
+    (out_dir / "report.json").write_text(json.dumps(_without_nan(report), indent=1))
     console.print(f"wrote {out_dir / 'report.json'} and {out_dir / 'predict_eval.png'}")
     return report
 
@@ -261,5 +287,12 @@ def _fmt(value: float) -> str:
     return "—" if math.isnan(value) else f"{value:+.3f}"
 
 
-def _nan_to_none(value: Any) -> Any:
-    return None
+def _without_nan(value: Any) -> Any:
+    """NaN (an undefined correlation) → null, which JSON can hold."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _without_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nan(v) for v in value]
+    return value
