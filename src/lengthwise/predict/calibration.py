@@ -28,13 +28,15 @@ from scipy.optimize import isotonic_regression, least_squares
 from lengthwise.predict.base import LengthRequest, Prediction, Predictor
 
 Method = Literal["huber", "isotonic"]
-#: Features used as they are; every other feature is a count, used as log(1 + x).
+#: Features used as they are (with the `cdf_*` probabilities); every other feature is
+#: a count, used as log(1 + x).
 LINEAR_FEATURES = frozenset({"entropy", "mass", "p_top"})
 QUANTILES = (0.1, 0.5, 0.9)
 
 
 def transform(name: str, value: float) -> float:
-    return value if name in LINEAR_FEATURES else math.log1p(max(value, 0.0))
+    linear = name in LINEAR_FEATURES or name.startswith("cdf_")
+    return value if linear else math.log1p(max(value, 0.0))
 
 
 @dataclass

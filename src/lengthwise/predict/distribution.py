@@ -20,6 +20,10 @@ from typing import Any
 import numpy as np
 
 
+#: Lengths at which the summary reports the CDF.
+CDF_POINTS = (10, 30, 100, 300)
+
+
 @dataclass(frozen=True)
 class Position:
     """One generated token: the greedy choice and its top alternatives (token → logprob)."""
@@ -100,8 +104,13 @@ class LengthDistribution:
     def top(self) -> float:
         return float(self.values[int(np.argmax(self.probs))])
 
+    def cdf(self, value: float) -> float:
+        """P(predicted length <= value)."""
+        return float(sum(p for v, p in zip(self.values, self.probs, strict=True) if v <= value))
+
     def summary(self) -> dict[str, float]:
-        """The features a calibrator or a report uses."""
+        """The features a calibrator or a report uses: moments, quantiles, shape, and the
+        CDF at a few lengths (how much the model leans to a 1-, 2- or 3-digit answer)."""
         return {
             "expect": self.mean(),
             "expect_log": math.expm1(self.mean_log()),
@@ -111,6 +120,7 @@ class LengthDistribution:
             "entropy": self.entropy(),
             "mass": self.mass,
             "p_top": max(self.probs),
+            **{f"cdf_{t}": self.cdf(t) for t in CDF_POINTS},
         }
 
     def to_json(self, min_prob: float = 1e-4) -> dict[str, Any]:

@@ -20,11 +20,14 @@ from rich.table import Table
 from scipy.stats import kendalltau, spearmanr
 
 from lengthwise.predict.calibration import Calibrator
+from lengthwise.predict.distribution import CDF_POINTS, LengthDistribution
 from lengthwise.predict.eval import read_records
 
 FALLBACK_TOKENS = 256.0
-#: Multi-feature calibration of one variant: the distribution plus the prompt length.
+#: Multi-feature calibrations of one variant: a few moments plus the prompt length,
+#: and the distribution's shape (its CDF at a few lengths).
 RICH_FEATURES = ("expect", "entropy", "prompt_tokens")
+SHAPE_FEATURES = ("expect", *(f"cdf_{t}" for t in CDF_POINTS), "entropy", "prompt_tokens")
 
 
 def accuracy(predicted: Sequence[float], actual: Sequence[float]) -> dict[str, float]:
@@ -86,8 +89,9 @@ def variant_features(record: Mapping[str, Any], variant: str) -> dict[str, float
     features = prompt_features(record)
     if entry.get("parsed") is not None:
         features["greedy"] = min(max(float(entry["parsed"]), 1.0), float(record["max_tokens"]))
-    if entry.get("summary"):
-        features.update(entry["summary"])
+    dist = LengthDistribution.from_json(entry["distribution"]) if entry.get("distribution") else None
+    if dist is not None:  # recomputed, so new summary features apply to old runs too
+        features.update(dist.clipped(1.0, features["max_tokens"]).summary())
     elif "greedy" in features:
         features["expect"] = features["greedy"]
     else:
@@ -130,6 +134,7 @@ def evaluate(records: Sequence[Mapping[str, Any]], variants: Sequence[str], fold
         cv(f"{variant}: expect → isotonic", feats, ("expect",), "isotonic")
         cv(f"{variant}: expect → huber", feats, ("expect",))
         cv(f"{variant}: expect+entropy+prompt → huber", feats, RICH_FEATURES)
+        cv(f"{variant}: distribution shape+prompt → huber", feats, SHAPE_FEATURES)
     prompt = [prompt_features(r) for r in records]
     rows.append(Row("prompt length (raw)", np.array([f["prompt_tokens"] for f in prompt]), 0, False))
     cv("prompt length → huber", prompt, ("prompt_tokens",))
