@@ -21,9 +21,8 @@ import numpy as np
 from lengthwise.predict.base import LengthRequest, Prediction
 from lengthwise.predict.embedding import PromptEmbedder
 from lengthwise.predict.learned import LearnedPredictor
-from lengthwise.predict.learned_cli import PRETRAINED
 from lengthwise.predict.learned_eval import dense_rows
-from lengthwise.predict.pretrained import Pretrained
+from lengthwise.predict.pretrained import SHIPPED, Pretrained
 from lengthwise.predict.tokencount import count_tokens
 from lengthwise.workload.sharegpt import load_sharegpt
 
@@ -76,10 +75,10 @@ def main() -> None:
     pool = [p for p in load_sharegpt("dev", limit=3000) if p.reference.strip()]
     texts = [p.text for p in pool]
     pretrained = {
-        True: Pretrained.load(PRETRAINED),
+        True: Pretrained.load(SHIPPED),
         False: Pretrained.fit(texts, dense_rows(texts, None), [count_tokens(p.reference) for p in pool]),
     }
-    print(f"{args.n} prompts (ShareGPT test split, unseen); pretrained: {PRETRAINED} / TF-IDF only on 3,000 dev")
+    print(f"{args.n} prompts (ShareGPT test split, unseen); pretrained: {SHIPPED} / TF-IDF only on 3,000 dev")
     for inner_ms in args.inner_ms or [0.0]:
         for embedding in (True, False):
             ms = asyncio.run(run(prompts, embedding, inner_ms, pretrained[embedding]))

@@ -6,8 +6,7 @@ import pytest
 from lengthwise.predict import LengthRequest, SelfPredictor
 from lengthwise.predict.embedding import PromptEmbedder
 from lengthwise.predict.learned import LearnedPredictor
-from lengthwise.predict.learned_cli import PRETRAINED
-from lengthwise.predict.pretrained import Pretrained
+from lengthwise.predict.pretrained import SHIPPED, Pretrained
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +23,7 @@ async def test_learned_over_real_self_prediction(engine, tmp_path) -> None:
     async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
         self_predictor = SelfPredictor(client, engine.url, engine.model, timeout_s=TIMEOUT_S)
         predictor = LearnedPredictor(
-            self_predictor, embedder=PromptEmbedder(), pretrained=Pretrained.load(PRETRAINED),
+            self_predictor, embedder=PromptEmbedder(), pretrained=Pretrained.load(SHIPPED),
             state_path=tmp_path / "learned.npz", min_observations=3, retrain_every=3,
         )
         for i, text in enumerate(prompts):

@@ -10,11 +10,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lengthwise.predict.pretrained import SHIPPED
+
 learned_app = typer.Typer(help="The learned predictor: pretrain on ShareGPT dev, compare on labelled prompts.",
                           no_args_is_help=True)
 console = Console(stderr=True)
 
-PRETRAINED = Path(__file__).with_name("learned_pretrained.npz")
 EVAL_JSONL = Path("docs/results/predict_eval/eval.jsonl")
 ACTUALS_JSONL = Path("docs/results/learned/actuals.jsonl")
 OUT_DIR = Path("docs/results/learned")
@@ -57,7 +58,7 @@ def _pretrain(labels: list[Path], embedder: Any, indices: range | None = None):
 @learned_app.command("train")
 def train_command(
     labels: Labels = [EVAL_JSONL, ACTUALS_JSONL],  # noqa: B006 (typer reads the default)
-    out: Annotated[Path, typer.Option(help="Where to write the pretrained model.")] = PRETRAINED,
+    out: Annotated[Path, typer.Option(help="Where to write the pretrained model.")] = SHIPPED,
     embedding: Embedding = True,
     max_length: MaxLength = 128,
     first: Annotated[int, typer.Option(help="First dev record index used (the benchmarks and predict eval draw from the head).")] = 2000,
