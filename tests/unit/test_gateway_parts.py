@@ -11,7 +11,7 @@ from lengthwise.gateway.backends import BackendPool
 from lengthwise.gateway.config import GatewayConfig
 from lengthwise.gateway.errors import GatewayError
 from lengthwise.gateway.priority import BOUND, PriorityMap
-from lengthwise.gateway.proxy import UsageTap
+from lengthwise.gateway.proxy import StreamTap
 from lengthwise.gateway.scheduler import BackendGone, QueueFull, Scheduler
 from lengthwise.gateway.validation import parse_body
 from lengthwise.policy import Job, make_policy
@@ -156,35 +156,42 @@ async def test_a_slot_granted_to_a_cancelled_waiter_is_given_back() -> None:
     assert sched.running(backend) == 0
 
 
-# ---- usage tap --------------------------------------------------------------------------------
+# ---- stream tap --------------------------------------------------------------------------------
 
-CHUNK = {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": '"usage" x'}}]}
-USAGE = {"id": "c", "object": "chat.completion.chunk", "choices": [], "usage": {"completion_tokens": 3}}
+ROLE = {"id": "c", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+CHUNK = {"id": "c", "choices": [{"index": 0, "delta": {"content": '"usage" x'}, "finish_reason": None}]}
+LAST = {"id": "c", "choices": [{"index": 0, "delta": {"content": "!"}, "finish_reason": "length"}]}
+USAGE = {"id": "c", "choices": [], "usage": {"completion_tokens": 3}}
 
 
 def _sse(*objs: object) -> bytes:
     return b"".join(f"data: {json.dumps(o)}\n\n".encode() for o in objs) + b"data: [DONE]\n\n"
 
 
-@given(st.lists(st.integers(min_value=1, max_value=40), max_size=30), st.booleans())
-def test_tap_strips_only_the_usage_event_whatever_the_chunking(cuts: list[int], strip: bool) -> None:
-    stream = _sse(CHUNK, CHUNK, USAGE)
+def _chunked(stream: bytes, cuts: list[int]) -> list[bytes]:
     pieces, pos = [], 0
     for cut in cuts:
         pieces.append(stream[pos : pos + cut])
         pos += cut
-    pieces.append(stream[pos:])
-    tap = UsageTap(strip=strip)
-    out = b"".join(tap.feed(p) for p in pieces) + tap.flush()
-    assert out == (_sse(CHUNK, CHUNK) if strip else stream)
-    assert tap.usage == {"completion_tokens": 3}
+    return [*pieces, stream[pos:]]
 
 
-def test_tap_keeps_usage_riding_on_a_content_chunk() -> None:
-    chunk = {**CHUNK, "usage": {"completion_tokens": 1}}
-    tap = UsageTap(strip=True)
-    assert tap.feed(_sse(chunk)) == _sse(chunk)
-    assert tap.usage == {"completion_tokens": 1}
+@given(st.lists(st.integers(min_value=1, max_value=40), max_size=30), st.booleans())
+def test_tap_reads_usage_or_counts_tokens_whatever_the_chunking(cuts: list[int], with_usage: bool) -> None:
+    events = (ROLE, CHUNK, CHUNK, LAST, USAGE) if with_usage else (ROLE, CHUNK, CHUNK, LAST)
+    tap = StreamTap()
+    for piece in _chunked(_sse(*events), cuts):
+        tap.feed(piece)
+    assert tap.result() == {"completion_tokens": 3}
+
+
+def test_tap_counts_per_choice_for_completions_and_nothing_without_content() -> None:
+    tap = StreamTap()
+    tap.feed(_sse(*({"choices": [{"index": i, "text": "a"}]} for i in (0, 1, 0, 1, 1))))
+    assert tap.result() == {"completion_tokens": 5}
+    empty = StreamTap()
+    empty.feed(b"data: not json\n\n" + _sse(ROLE))
+    assert empty.result() is None
 
 
 # ---- validation ----------------------------------------------------------------------------------
@@ -215,3 +222,21 @@ def test_bad_bodies_are_400_naming_the_field(endpoint: str, raw: bytes, param: s
 def test_good_bodies_pass_untouched() -> None:
     body = {"prompt": [[1, 2], [3]], "max_tokens": 4, "stream": None, "whatever": {"x": [1.5]}}
     assert parse_body("completion", json.dumps(body).encode()) == body
+
+
+# ---- command line ------------------------------------------------------------------------------------
+
+
+def test_serve_rejects_bad_flags_with_a_clear_message() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from lengthwise.gateway.cli import serve
+
+    app = typer.Typer()
+    app.command()(serve)
+    for args, words in ((["--backend", "http://h:1/v1"], "without /v1"),
+                        (["--backend", "http://h:1", "--engine", "openai"], "queue"),
+                        (["--backend", "http://h:1", "--policy", "nope"], "unknown policy")):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and words in result.output, result.output

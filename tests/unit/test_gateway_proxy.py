@@ -55,8 +55,8 @@ async def test_streams_are_the_backends_bytes_and_still_teach_the_predictor(env:
     assert proxied.headers["content-type"].startswith("text/event-stream")
     assert _normalize(proxied.content) == _normalize(direct.content)
     assert (b'"usage"' in proxied.content) == client_asks_usage
-    assert stub.received[-1].body["stream_options"] == {"include_usage": True}  # asked upstream either way
-    assert predictor.observed[-1][2] == 5
+    assert stub.received[-1].body == {**body, "priority": 5}  # nothing asked on the client's behalf
+    assert predictor.observed[-1][2] == 5  # from the usage, or counted
 
 
 async def test_the_openai_client_streams_through_unchanged(env: tuple) -> None:

@@ -39,7 +39,7 @@ from lengthwise.gateway.flight import Flight
 from lengthwise.gateway.metrics import GatewayMetrics
 from lengthwise.gateway.predictors import build_predictor
 from lengthwise.gateway.priority import PriorityMap
-from lengthwise.gateway.proxy import UpstreamFailed, UsageTap, forward_headers, open_upstream, response_headers
+from lengthwise.gateway.proxy import StreamTap, UpstreamFailed, forward_headers, open_upstream, response_headers
 from lengthwise.gateway.scheduler import BackendGone, QueueFull, Scheduler
 from lengthwise.gateway.validation import parse_body
 from lengthwise.policy import Job, Policy, make_policy
@@ -136,7 +136,7 @@ class Gateway:
     async def _probe_all(self) -> None:
         assert self._session is not None
         await self.pool.probe_all(self._session, self.config.health_path, self._backend_headers,
-                                  self.config.connect_timeout_s)
+                                  self.config.health_timeout_s)
 
     async def _health_loop(self) -> None:
         while True:
@@ -333,8 +333,6 @@ class Gateway:
         if self.config.sends_priority and self.engine_priority is not None:
             f.priority = self.engine_priority(self.policy.key(f.job, self.clock()))
             changes["priority"] = f.priority
-        if f.strip_usage:
-            changes["stream_options"] = {**(f.body.get("stream_options") or {}), "include_usage": True}
         payload = json.dumps({**f.body, **changes}, separators=(",", ":")).encode() if changes else f.raw
         url = f.backend.url + ("/v1/chat/completions" if f.endpoint == "chat" else "/v1/completions")
         headers = forward_headers(f.headers, self.config.backend_api_key)
@@ -378,24 +376,23 @@ class Gateway:
     async def _relay_stream(self, f: Flight, send: Any) -> None:
         upstream = f.upstream
         assert upstream is not None
-        tap = UsageTap(strip=f.strip_usage)
+        tap = StreamTap()
         f.status = 200
         f.response_started = True
         await send({"type": "http.response.start", "status": 200,
                     "headers": response_headers(upstream) + f.lengthwise_headers()})
         try:
             async for chunk in upstream.content.iter_any():
-                out = tap.feed(chunk)
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                tap.feed(chunk)
         except (aiohttp.ClientError, TimeoutError) as e:
             assert f.backend is not None
             self.metrics.upstream_errors.labels(f.backend.url, "cut").inc()
             log.warning("request %s: backend %d cut the stream (%s)", f.id, f.backend.index, type(e).__name__)
             raise GatewayError(502, "the backend ended the stream early", code="upstream_stream_cut") from e
-        await send({"type": "http.response.body", "body": tap.flush(), "more_body": False})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
         f.response_complete = True
-        self._learn(f, tap.usage)
+        self._learn(f, tap.result())
 
     async def _send_error(self, f: Flight, send: Any, e: GatewayError) -> None:
         if f.response_complete:

@@ -46,6 +46,8 @@ class GatewayConfig:
     fallback_tokens: float = 256.0
     health_interval_s: float = 5.0
     health_path: str = "/health"
+    #: A health check slower than this fails (a loaded engine answers slowly).
+    health_timeout_s: float = 10.0
     connect_timeout_s: float = 5.0
     #: Longest silence from a backend while a response is under way.
     read_timeout_s: float = 600.0
@@ -73,7 +75,8 @@ class GatewayConfig:
         for name in ("max_inflight", "max_queue", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("prediction_timeout_s", "health_interval_s", "connect_timeout_s", "read_timeout_s"):
+        for name in ("prediction_timeout_s", "health_interval_s", "health_timeout_s", "connect_timeout_s",
+                     "read_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.priority_scale <= 0:

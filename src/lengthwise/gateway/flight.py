@@ -49,12 +49,6 @@ class Flight:
     def model(self) -> str | None:
         return self.body.get("model")
 
-    @property
-    def strip_usage(self) -> bool:
-        """The gateway asks a stream for usage on the client's behalf (and hides it again)."""
-        options = self.body.get("stream_options") or {}
-        return self.stream and not options.get("include_usage") and not options.get("continuous_usage_stats")
-
     def lengthwise_headers(self) -> list[tuple[bytes, bytes]]:
         """The x-lengthwise-* headers: what the gateway decided for this request."""
         headers = [(b"x-lengthwise-request-id", self.id.encode())]

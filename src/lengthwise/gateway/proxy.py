@@ -75,47 +75,57 @@ async def open_upstream(
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
 
-class UsageTap:
-    """Reads `usage` from an OpenAI SSE stream as it passes, event by event.
+class StreamTap:
+    """Watches an OpenAI SSE stream pass, unchanged, for what the gateway learns from.
 
-    With `strip`, the usage-only event (`"choices": []`), which the gateway asked for
-    on the client's behalf, is dropped; every other byte passes unchanged.
+    The stream's `usage` if the client asked for it; else output tokens are counted as
+    the content-bearing chunks per choice (vLLM sends one per token; text the detokenizer
+    holds back, e.g. half a multi-byte character, makes the count a little low). Asking
+    the engine for usage instead would change the client's bytes: vLLM then moves
+    `system_fingerprint` from the last chunk to the usage chunk.
     """
 
-    def __init__(self, strip: bool) -> None:
-        self.strip = strip
+    def __init__(self) -> None:
         self.usage: dict[str, Any] | None = None
+        self._chunks: dict[int, int] = {}
         self._tail = b""
 
-    def feed(self, chunk: bytes) -> bytes:
-        """The bytes to pass on now (an incomplete last event is held until it completes)."""
-        if not self._tail and b'"usage"' not in chunk and chunk.endswith(b"\n\n"):
-            return chunk
-        data = self._tail + chunk
-        out = []
-        start = 0
-        for match in _EVENT_END.finditer(data):
-            event = data[start : match.end()]
-            start = match.end()
-            if not (b'"usage"' in event and self._take_usage(event) and self.strip):
-                out.append(event)
-        self._tail = data[start:]
-        return b"".join(out)
+    def feed(self, chunk: bytes) -> None:
+        *events, self._tail = _EVENT_END.split(self._tail + chunk)
+        for event in events:
+            self._read(event)
 
-    def flush(self) -> bytes:
-        tail, self._tail = self._tail, b""
-        return tail
+    def result(self) -> dict[str, Any] | None:
+        """The usage, or one with only `completion_tokens` counted per choice (None: no content seen)."""
+        if self._tail:
+            self._read(self._tail)
+            self._tail = b""
+        if self.usage is not None:
+            return self.usage
+        if not self._chunks:
+            return None
+        return {"completion_tokens": sum(self._chunks.values())}
 
-    def _take_usage(self, event: bytes) -> bool:
-        """Record the event's usage; True if the event carries nothing else."""
+    def _read(self, event: bytes) -> None:
         for line in event.splitlines():
-            if not line.startswith(b"data:"):
+            if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
                 continue
             try:
                 obj = json.loads(line[5:])
             except ValueError:
-                return False
-            if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
+                continue
+            if not isinstance(obj, dict):
+                continue
+            if isinstance(obj.get("usage"), dict):
                 self.usage = obj["usage"]
-                return obj.get("choices") == []
-        return False
+            for choice in obj.get("choices") or ():
+                if isinstance(choice, dict) and _carries_token(choice):
+                    index = choice.get("index", 0)
+                    self._chunks[index] = self._chunks.get(index, 0) + 1
+
+
+def _carries_token(choice: dict[str, Any]) -> bool:
+    delta = choice.get("delta")
+    if isinstance(delta, dict):  # chat
+        return bool(delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content"))
+    return bool(choice.get("text"))
