@@ -178,6 +178,8 @@ def run(
     """Simulate one workload at one load under each policy arm (same arrivals) and print a table."""
     with _clear_errors():
         arms = [Arm(p) for p in (policy or ["fcfs", "sjf", "sjf@oracle"])]
+        for arm in arms:
+            arm.validate()
         slos = [s for g in goodput or [] for s in g.split()] or None
         if slos:
             parse_goodput(slos)
@@ -232,6 +234,7 @@ def sweep(
 
     with _clear_errors():
         arms = [Arm("fcfs"), Arm("sjf"), Arm("sjf@oracle"), Arm(aging)]
+        arms[-1].validate()
         config = EngineConfig(max_num_seqs, max_batched_tokens, block_size, num_blocks)
         cost = build_cost(profile, overhead_ms)
         base = build_workload(workload, n, arrivals=arrivals, burstiness=burstiness, seed=seed)

@@ -1,0 +1,76 @@
+"""The `lengthwise sim` commands end to end on small inputs, and the validation plumbing."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lengthwise.bench.metrics import save_records
+from lengthwise.cli import app
+from lengthwise.policy import make_policy
+from lengthwise.sim.cost import LinearCost
+from lengthwise.sim.engine import EngineConfig, Simulator
+from lengthwise.sim.validation import compare_to_measured
+from lengthwise.sim.workload import Workload
+
+COEF = {"c0": 0.02, "c_token": 1e-4, "c_seq": 1e-3, "c_ctx": 1e-7, "c_pair": 1e-9}
+runner = CliRunner()
+
+
+@pytest.fixture
+def measured(tmp_path: Path) -> tuple[Path, Path]:
+    """A 'measured' run made by the simulator itself with a known cost model."""
+    rng = np.random.default_rng(0)
+    n = 40
+    out = rng.integers(1, 200, n)
+    w = Workload(np.sort(rng.uniform(0, 60, n)), rng.integers(10, 600, n), out, out.astype(float))
+    config = EngineConfig(max_num_seqs=4, max_num_batched_tokens=2048, block_size=128, num_blocks=682)
+    records = Simulator(config, LinearCost(**COEF), make_policy("fcfs")).run(w).records
+    save_records(records, tmp_path / "run.jsonl")
+    (tmp_path / "profile.json").write_text(json.dumps({"kind": "linear", "coef": COEF}))
+    return tmp_path / "run.jsonl", tmp_path / "profile.json"
+
+
+def test_replaying_a_run_with_its_own_cost_model_has_no_error(measured: tuple[Path, Path]) -> None:
+    run, _ = measured
+    config = EngineConfig(max_num_seqs=4, max_num_batched_tokens=2048, block_size=128, num_blocks=682)
+    report = compare_to_measured(run, LinearCost(**COEF), config)
+    assert report["requests"] == 40
+    assert abs(report["mean_e2el_error"]) < 1e-9
+
+
+def test_sim_validate_prints_the_comparison(measured: tuple[Path, Path]) -> None:
+    run, profile = measured
+    result = runner.invoke(app, ["sim", "validate", str(run), "--profile", str(profile)])
+    assert result.exit_code == 0, result.output
+    assert "mean_e2el_ms" in result.output and "+0.0%" in result.output
+
+
+def test_sim_run_compares_arms_on_a_replayed_workload(measured: tuple[Path, Path], tmp_path: Path) -> None:
+    run, profile = measured
+    save = tmp_path / "out.json"
+    args = ["sim", "run", "--workload", f"records:{run}", "--profile", str(profile), "--rate", "2",
+            "--max-num-seqs", "2", "--policy", "fcfs", "--policy", "sjf@oracle", "--predictions", "oracle",
+            "--save", str(save)]  # fmt: skip
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "sjf@oracle / fcfs" in result.output
+    metrics = json.loads(save.read_text())
+    assert metrics["sjf@oracle"]["mean_e2el_ms"] < metrics["fcfs"]["mean_e2el_ms"]
+    assert (tmp_path / "out-sjf_oracle.jsonl").exists()
+
+
+def test_sim_run_rejects_a_bad_policy_with_one_line() -> None:
+    result = runner.invoke(app, ["sim", "run", "--policy", "lifo", "--rate", "1"])
+    assert result.exit_code == 1
+    assert "unknown policy 'lifo'" in result.output
+
+
+def test_sim_os_prints_the_three_charts(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["sim", "os", "--out", str(tmp_path / "os.png")])
+    assert result.exit_code == 0, result.output
+    for line in ("FCFS  (average waiting time 3.5)", "RR  (average waiting time 5.75)", "SRT  (average waiting time 3.25)"):
+        assert line in result.output
+    assert (tmp_path / "os.png").stat().st_size > 10_000
