@@ -39,6 +39,8 @@ class Labelled:
     max_tokens: int
     #: Self-prediction features per postfix variant (None: that query fell back).
     variants: Mapping[str, Mapping[str, float] | None] = field(default_factory=dict)
+    #: Tokens of ShareGPT's recorded answer: the proxy label (never a serving-time feature).
+    reference_tokens: int = 0
 
     @property
     def prompt_tokens(self) -> int:
@@ -66,7 +68,9 @@ def load_labelled(paths: Iterable[Path], prompts: Mapping[str, Prompt] | None = 
             if prompt is None or prompt.id in seen or not isinstance(actual, int) or actual <= 0:
                 continue
             variants = {name: variant_features(record, name) for name in record.get("variants") or {}}
-            seen[prompt.id] = Labelled(prompt.id, prompt.text, actual, int(record.get("max_tokens", 512)), variants)
+            max_tokens = int(record.get("max_tokens", 512))
+            reference = count_tokens(prompt.reference)
+            seen[prompt.id] = Labelled(prompt.id, prompt.text, actual, max_tokens, variants, reference)
     return list(seen.values())
 
 

@@ -89,7 +89,7 @@ async def _online(
     setup: Setup, embedder: Any, pretrained: Pretrained, train: Sequence[Labelled], test: Sequence[Labelled],
     replay: ReplaySelf | None, curve: dict[int, list[float]] | None,
 ) -> np.ndarray:
-    predictor = LearnedPredictor(replay, embedder=embedder, pretrained=pretrained, min_observations=10)
+    predictor = LearnedPredictor(replay, embedder=embedder, pretrained=pretrained)
     actual = np.array([t.actual for t in test], dtype=float)
 
     async def held_out() -> np.ndarray:
@@ -133,12 +133,15 @@ async def fold_predictions(
             [(t.variants.get(setup.variant) or {}).get("expect", FALLBACK_TOKENS) for t in test]
         )
     out["prompt length"] = np.array([count_tokens(t) for t in texts], dtype=float)
+    out["proxy label itself: ShareGPT's answer length (not a feature)"] = np.array(
+        [min(t.reference_tokens, t.max_tokens) for t in test], dtype=float
+    )
     ranker_train, ranker_test = ranker_rows(setup, train, False), ranker_rows(setup, test, False)
     out["LTR baseline: ListMLE on dev proxy lengths"] = _ranked(
         setup.ranker.score(ranker_train), train, setup.ranker.score(ranker_test)
     )
     rows_train, rows_test = ranker_rows(setup, train, True), ranker_rows(setup, test, True)
-    fitted = ListMLERanker.fit(rows_train, np.array([t.actual for t in train], dtype=float), lists=1000)
+    fitted = ListMLERanker.fit(rows_train, np.array([t.actual for t in train], dtype=float), lists=500)
     out["LTR baseline: ListMLE on the train folds' actual lengths"] = _ranked(
         fitted.score(rows_train), train, fitted.score(rows_test)
     )

@@ -1,0 +1,70 @@
+"""Scheduling gain of each predictor in `lengthwise predict learned compare`, through the simulator.
+
+For each method's replay JSONL (held-out predictions with the embedded model's
+actual lengths), `lengthwise sim run --predictions replay:FILE` schedules the
+ShareGPT dev workload shortest-predicted-first; FCFS and SJF on the true lengths
+(oracle) run on the same arrivals. Seeds change the arrivals and the replay draws;
+the table shows mean E2E relative to FCFS, mean and spread over seeds.
+
+    python benchmarks/learned_sim.py --seeds 5 --n 2000 --load 0.9 --max-num-seqs 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPLAY = Path(__file__).resolve().parents[1] / "docs/results/learned/replay"
+
+
+def simulate(policies: list[str], predictions: str, seed: int, args: argparse.Namespace) -> dict[str, float]:
+    """Mean E2E (s) per policy arm for one seed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        save = Path(tmp) / "run"
+        command = [
+            str(Path(sys.executable).with_name("lengthwise")), "sim", "run", "--workload", "sharegpt", "--n", str(args.n),
+            "--load", str(args.load), "--max-num-seqs", str(args.max_num_seqs), "--predictions", predictions,
+            "--seed", str(seed), "--no-buckets", "--save", str(save),
+        ]
+        for policy in policies:
+            command += ["--policy", policy]
+        subprocess.run(command, check=True, capture_output=True)
+        metrics = json.loads(save.read_text())
+    return {arm: m["mean_e2el_ms"] / 1000 for arm, m in metrics.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--load", type=float, default=0.9)
+    parser.add_argument("--max-num-seqs", type=int, default=8)
+    parser.add_argument("--policy", default="sjf", help="policy that uses the predictions")
+    parser.add_argument("--out", type=Path, default=REPLAY.parent / "sim.json")
+    args = parser.parse_args()
+    methods = json.loads((REPLAY / "index.json").read_text())
+    first = REPLAY / f"{next(iter(methods))}.jsonl"
+    base = [simulate(["fcfs", f"{args.policy}@oracle"], f"replay:{first}", s, args) for s in range(args.seeds)]
+    fcfs = np.array([b["fcfs"] for b in base])
+    rows = {f"{args.policy} on the true lengths (oracle)": np.array([b[f"{args.policy}@oracle"] for b in base])}
+    for key, name in methods.items():
+        runs = [simulate([args.policy], f"replay:{REPLAY / f'{key}.jsonl'}", s, args) for s in range(args.seeds)]
+        rows[name] = np.array([r[args.policy] for r in runs])
+    print(f"ShareGPT dev workload, n={args.n}, load {args.load}, max-num-seqs {args.max_num_seqs}, "
+          f"H200 profile, {args.seeds} seeds; FCFS mean E2E {fcfs.mean():.3f} s")
+    result = {"config": vars(args) | {"out": str(args.out)}, "fcfs_mean_e2e_s": fcfs.tolist(), "rows": {}}
+    for name, values in rows.items():
+        ratio = values / fcfs
+        result["rows"][name] = {"mean_e2e_s": values.tolist(), "ratio_to_fcfs": ratio.tolist()}
+        print(f"{name:60s} mean E2E / FCFS {ratio.mean():.3f} ± {ratio.std():.3f}")
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
