@@ -240,3 +240,12 @@ def test_serve_rejects_bad_flags_with_a_clear_message() -> None:
                         (["--backend", "http://h:1", "--policy", "nope"], "unknown policy")):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2 and words in result.output, result.output
+
+
+@pytest.mark.parametrize("raw", [b'{"a": 1}', b'{"a": {"b": "}"}}  \n', b'{"priority": 5, "a": [1]}', b"{}",
+                                 '{"a": "é"}'.encode("utf-16"), b'\xef\xbb\xbf{"a": 2}'])
+def test_priority_is_added_to_the_clients_bytes(raw: bytes) -> None:
+    from lengthwise.gateway.app import _with_priority
+
+    body = json.loads(raw)
+    assert json.loads(_with_priority(raw, body, -7)) == {**body, "priority": -7}

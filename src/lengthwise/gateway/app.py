@@ -221,9 +221,7 @@ class Gateway:
     async def _serve(self, f: Flight, send: Any) -> None:
         try:
             await self._dispatch(f)
-            assert f.upstream is not None
-            if f.stream and f.upstream.status == 200 and \
-                    f.upstream.headers.get("content-type", "").startswith("text/event-stream"):
+            if f.relays_stream:
                 await self._relay_stream(f, send)
             else:
                 await self._relay_body(f, send)
@@ -329,11 +327,10 @@ class Gateway:
     async def _open(self, f: Flight) -> None:
         """Send the request upstream; for a plain response, read and check all of it too."""
         assert self._session is not None and f.backend is not None
-        changes: dict[str, Any] = {}
+        payload = f.raw
         if self.config.sends_priority and self.engine_priority is not None:
             f.priority = self.engine_priority(self.policy.key(f.job, self.clock()))
-            changes["priority"] = f.priority
-        payload = json.dumps({**f.body, **changes}, separators=(",", ":")).encode() if changes else f.raw
+            payload = _with_priority(f.raw, f.body, f.priority)
         url = f.backend.url + ("/v1/chat/completions" if f.endpoint == "chat" else "/v1/completions")
         headers = forward_headers(f.headers, self.config.backend_api_key)
         f.backend.inflight += 1
@@ -342,9 +339,7 @@ class Gateway:
         except UpstreamFailed:
             f.backend.inflight -= 1
             raise
-        streamed = f.stream and f.upstream.status == 200 and \
-            f.upstream.headers.get("content-type", "").startswith("text/event-stream")
-        if not streamed:
+        if not f.relays_stream:
             await self._read_whole(f)
 
     async def _read_whole(self, f: Flight) -> None:
@@ -469,6 +464,16 @@ class _RawASGI:
 def create_app(config: GatewayConfig, **overrides: Any) -> Starlette:
     """The gateway's ASGI app (see `Gateway` for `predictor=` and `policy=`)."""
     return Gateway(config, **overrides).app
+
+
+def _with_priority(raw: bytes, body: dict[str, Any], priority: int) -> bytes:
+    """The client's body with `priority` set: appended to its bytes (cheaper than re-encoding a
+    long prompt), or re-encoded when the client sent a priority of its own."""
+    if "priority" in body or not raw.lstrip().startswith(b"{"):  # or not UTF-8 (json reads UTF-16/32 too)
+        return json.dumps({**body, "priority": priority}, separators=(",", ":")).encode()
+    end = raw.rstrip().rindex(b"}")  # the body parsed as a JSON object: it ends with its closing brace
+    separator = b"," if body else b""
+    return b"%s%s\"priority\":%d}" % (raw[:end], separator, priority)
 
 
 async def _read_body(scope: Scope, receive: Any, limit: int) -> bytes:

@@ -46,6 +46,13 @@ class Flight:
         return self.body.get("stream") is True
 
     @property
+    def relays_stream(self) -> bool:
+        """The upstream answer is an event stream to relay as it comes (else it is read whole first)."""
+        up = self.upstream
+        return self.stream and up is not None and up.status == 200 and \
+            up.headers.get("content-type", "").startswith("text/event-stream")
+
+    @property
     def model(self) -> str | None:
         return self.body.get("model")
 
