@@ -7,9 +7,9 @@ when the OS allows; on a shared machine the CPU time is the steadier figure. Run
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
-import sys
 import time
 
 from lengthwise.policy import make_policy
@@ -22,8 +22,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def main(n: int = 100_000) -> None:
-    if hasattr(os, "sched_setaffinity"):
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--pin", action="store_true", help="pin the process to one core")
+    args = ap.parse_args()
+    n = args.n
+    if args.pin and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     config, cost = EngineConfig(), build_cost()
     t0 = time.perf_counter()
@@ -42,4 +47,4 @@ def main(n: int = 100_000) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000)
+    main()
