@@ -104,11 +104,15 @@ class PromptEmbedder:
         if self._session is None:
             self._load()
         vector = self._compute(text)
+        self.remember(text, vector)
+        return vector
+
+    def remember(self, text: str, vector: np.ndarray) -> None:
+        """Put a known embedding (e.g. from a disk cache) in the in-memory cache."""
         with self._lock:
-            self._cache[key] = vector
+            self._cache[prompt_key(text)] = vector
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return vector
 
     def embed_many(self, texts: Sequence[str]) -> np.ndarray:
         return np.stack([self.embed(t) for t in texts]) if texts else np.zeros((0, DIMENSION), np.float32)

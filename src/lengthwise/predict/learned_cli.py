@@ -122,11 +122,13 @@ def write_outputs(result: dict[str, Any], labelled: list, out_dir: Path) -> None
     out_of_fold = result.pop("out_of_fold")
     (out_dir / "compare.json").write_text(json.dumps(result, indent=1) + "\n")
     table = Table(title=f"{result['n']} labelled prompts, {result['folds']}-fold x {result['repeats']}")
-    for column in ("method", "Kendall tau", "Spearman", "MAE", "within 2x"):
+    for column in ("method", "tau per fold", "Spearman per fold", "MAE", "within 2x", "tau pooled"):
         table.add_column(column)
     for name, m in result["metrics"].items():
         cells = [f"{m[k]['mean']:.3f} ± {m[k]['sd']:.3f}" for k in ("kendall_tau", "spearman")]
-        table.add_row(name, *cells, f"{m['mae']['mean']:.0f}", f"{m['within_2x']['mean']:.2f}")
+        pooled = result["pooled"][name]["kendall_tau"]
+        table.add_row(name, *cells, f"{m['mae']['mean']:.0f}", f"{m['within_2x']['mean']:.2f}",
+                      f"{pooled['mean']:.3f} ± {pooled['sd']:.3f}")
     Console().print(table)
     replay_dir = out_dir / "replay"
     replay_dir.mkdir(exist_ok=True)

@@ -82,7 +82,7 @@ def proxy_pool(exclude: Iterable[str], limit: int | None = None) -> list[Prompt]
 
 
 def embed_all(embedder: PromptEmbedder, texts: Sequence[str], cache: Path | None = None) -> np.ndarray:
-    """Embeddings of `texts`, reusing and extending an on-disk cache keyed by prompt hash."""
+    """Embeddings of `texts` (on-disk cache by prompt hash, extended), also put in `embedder`'s memory cache."""
     known: dict[str, np.ndarray] = {}
     if cache is not None and cache.exists():
         with np.load(cache) as data:
@@ -98,6 +98,8 @@ def embed_all(embedder: PromptEmbedder, texts: Sequence[str], cache: Path | None
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cache, keys=np.array(list(known)), vectors=np.stack(list(known.values())))
+    for text, key in zip(texts, keys, strict=True):
+        embedder.remember(text, known[key])
     return np.stack([known[k] for k in keys]) if keys else np.zeros((0, embedder.dimension), np.float32)
 
 

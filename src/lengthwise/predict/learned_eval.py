@@ -5,9 +5,11 @@ embedded model's actual lengths) are split in K folds, repeated with different
 shuffles; the proxy pool used for pretraining holds no labelled prompt text. For
 each fold the online learner starts from the pretrained model, is streamed the
 other folds' completions through `predict` and `observe` exactly as the gateway
-would, and then predicts the held-out fold. Out-of-fold predictions are pooled per
-repeat for Kendall tau, Spearman and MAE; the learning curve is the held-out tau
-after n observed completions, averaged over folds.
+would, and then predicts the held-out fold. Metrics are computed per held-out fold
+and averaged (each fold's model is one predictor, as a gateway would run it), and
+also on the out-of-fold predictions pooled per repeat (which mixes folds' models, so
+a method that refits per fold loses a little there). The learning curve is the
+held-out tau after n observed completions, averaged over folds.
 """
 
 from __future__ import annotations
@@ -161,6 +163,7 @@ def compare(
     """Pooled out-of-fold metrics per method (mean and sd over repeats) and learning curves."""
     actual = np.array([t.actual for t in labelled], dtype=float)
     per_repeat: dict[str, list[dict[str, float]]] = {}
+    per_fold: dict[str, list[dict[str, float]]] = {}
     curves: dict[str, dict[int, list[float]]] = {}
     first_repeat: dict[str, np.ndarray] = {}
     for repeat in range(repeats):
@@ -172,24 +175,28 @@ def compare(
             test = [labelled[i] for i in held]
             for name, values in asyncio.run(fold_predictions(setup, train, test, curves)).items():
                 predicted.setdefault(name, np.empty(len(labelled)))[held] = values
+                per_fold.setdefault(name, []).append(accuracy(values, actual[held]))
             on_fold(repeat, f)
         for name, values in predicted.items():
             per_repeat.setdefault(name, []).append(accuracy(values, actual))
         if repeat == 0:
             first_repeat = predicted
-    summary = {
-        name: {
-            key: {"mean": float(np.mean([m[key] for m in runs])), "sd": float(np.std([m[key] for m in runs]))}
-            for key in runs[0]
-        }
-        for name, runs in per_repeat.items()
-    }
     return {
         "n": len(labelled),
         "folds": folds,
         "repeats": repeats,
         "variant": setup.variant,
-        "metrics": summary,
+        "metrics": _summary(per_fold),
+        "pooled": _summary(per_repeat),
         "curves": {name: {str(n): float(np.mean(v)) for n, v in sorted(c.items())} for name, c in curves.items()},
         "out_of_fold": {name: values.tolist() for name, values in first_repeat.items()},
     }
+
+
+def _summary(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean and sd of each metric over runs (NaN tau of a constant predictor counts as 0)."""
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for name, ms in runs.items():
+        values = {key: np.nan_to_num([m[key] for m in ms]) for key in ms[0]}
+        summary[name] = {key: {"mean": float(v.mean()), "sd": float(v.std())} for key, v in values.items()}
+    return summary

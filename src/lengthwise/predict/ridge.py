@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 #: Overall shrinkage candidates (multiplying the per-column penalties).
-SCALES = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+SCALES = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5)
 
 
 @dataclass(frozen=True)
