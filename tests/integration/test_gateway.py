@@ -90,7 +90,7 @@ async def test_the_default_self_predictor_end_to_end_shares_the_prefix_cache(eng
     request then finds the prompt in the engine's prefix cache."""
     config = GatewayConfig(backends=(engine.url,))
     prompt = f"[{uuid.uuid4()}] " + "Explain, step by step, how a hash map handles collisions. " * 40
-    async with running_gateway(config) as (gateway, url), httpx.AsyncClient(timeout=120) as client:
+    async with running_gateway(config) as (gateway, url), httpx.AsyncClient(timeout=600) as client:
         assert gateway.predictor.name.startswith("self")
         r = await client.post(url + "/v1/chat/completions", json=_body(engine, 8, prompt))
         assert r.status_code == 200
@@ -116,7 +116,7 @@ async def test_streams_are_byte_identical_to_the_engines(engine, stream_options:
     if stream_options:
         body["stream_options"] = stream_options
     async with running_gateway(config, predictor=FunctionPredictor(lambda r: 12)) as (gateway, url), \
-            httpx.AsyncClient(timeout=120) as client:
+            httpx.AsyncClient(timeout=600) as client:
         direct = await client.post(engine.url + "/v1/chat/completions", json=body)
         proxied = await client.post(url + "/v1/chat/completions", json=body)
         assert _normalize(proxied.content) == _normalize(direct.content)

@@ -71,6 +71,7 @@ def serve(
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per prediction query otherwise
     if host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
         logging.getLogger("lengthwise.gateway").warning("listening on %s without --api-key", host)
     typer.echo(f"lengthwise gateway on http://{host}:{port}/v1 → {', '.join(config.backends)} "
