@@ -184,3 +184,19 @@ async def test_health_checks_take_a_backend_out_and_back() -> None:
             a.fault = None
             await asyncio.sleep(0.3)
             assert all(x.healthy for x in gateway.pool.backends)
+
+
+async def test_requests_queued_for_a_backend_that_leaves_move_to_another() -> None:
+    async with running_stub(latency_s=0.5) as (a, a_url), running_stub() as (b, b_url):
+        config = GatewayConfig(backends=(a_url, b_url), mode="queue", max_inflight=1, health_interval_s=3600)
+        async with running_gateway(config, predictor=_oracle()) as (gateway, url), httpx.AsyncClient() as client:
+            first, second = gateway.pool.backends
+            gateway.pool.assign(second, 1e9)  # everything goes to the first backend...
+            tasks = [asyncio.create_task(client.post(url + "/v1/chat/completions", json=CHAT)) for _ in range(3)]
+            await asyncio.sleep(0.2)
+            assert gateway.scheduler.waiting(first) == 2
+            gateway.pool.mark_down(first, "test")  # ... until it leaves the pool
+            responses = await asyncio.gather(*tasks)
+            assert sorted(r.headers["x-lengthwise-backend"] for r in responses) == ["0", "1", "1"]
+            assert all(r.status_code == 200 for r in responses)
+            assert len(a.received) == 1 and len(b.received) == 2
