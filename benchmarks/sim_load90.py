@@ -16,6 +16,9 @@ from lengthwise.sim.engine import EngineConfig, QueryConfig
 from lengthwise.sim.experiment import Arm, build_cost, build_workload, reduction_captured, run_arms, scale_to_load
 
 AGING = ("sjf+aging:rate=10", "sjf+aging:rate=30", "sjf+aging:rate=60", "sjf+aging:max_wait=30", "sjf+aging:max_wait=60")
+#: SJF that also counts the prompt (prefill is most of the work in this trace), and shortest prompt first.
+PROMPT_AWARE = ("sjf:prompt_weight=0.2@oracle", "sjf:prompt_weight=0.2", "sjf:prompt_weight=0.2+aging:max_wait=60",
+                "sjf:prompt_weight=1000")
 
 
 def main() -> None:
@@ -30,14 +33,14 @@ def main() -> None:
         f"Azure conv trace, {len(workload):,} requests at {args.load:g} x FCFS capacity ({cap:.2f} req/s); "
         f"H200 Llama-3-8B cost model; max_num_seqs {config.max_num_seqs}, budget {config.max_num_batched_tokens}"
     )
-    arms = [Arm("fcfs"), Arm("sjf@oracle"), Arm("sjf"), *(Arm(a) for a in AGING)]
+    arms = [Arm("fcfs"), Arm("sjf@oracle"), Arm("sjf"), *(Arm(a) for a in AGING + PROMPT_AWARE)]
     results = {r.arm.spec: r.metrics for r in run_arms(workload, arms, config, cost, "lognormal:tau=0.5", seed=0)}
     fcfs = results["fcfs"]
-    print(f"\n{'arm (predictions: log-normal, tau 0.5)':40s} {'mean E2E':>9s} {'/FCFS':>6s} {'p50':>7s} {'p99':>8s} "
+    print(f"\n{'arm (predictions: log-normal, tau 0.5)':42s} {'mean E2E':>9s} {'/FCFS':>6s} {'p50':>7s} {'p99':>8s} "
           f"{'TTFT':>7s} {'long10 p99':>10s} {'/FCFS':>6s} {'max wait':>9s}")  # fmt: skip
     for spec, m in results.items():
         print(
-            f"{spec:40s} {m['mean_e2el_ms'] / 1e3:8.2f}s {m['mean_e2el_ms'] / fcfs['mean_e2el_ms']:6.3f} "
+            f"{spec:42s} {m['mean_e2el_ms'] / 1e3:8.2f}s {m['mean_e2el_ms'] / fcfs['mean_e2el_ms']:6.3f} "
             f"{m['median_e2el_ms'] / 1e3:6.2f}s {m['p99_e2el_ms'] / 1e3:7.1f}s {m['mean_ttft_ms'] / 1e3:6.2f}s "
             f"{m['p99_e2el_longest10_ms'] / 1e3:9.1f}s {m['p99_e2el_longest10_ms'] / fcfs['p99_e2el_longest10_ms']:6.2f} "
             f"{m['max_wait_ms'] / 1e3:8.1f}s"

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from lengthwise.policy import make_policy, parse_policy
+from lengthwise.policy import Job, make_policy, parse_policy
 from lengthwise.policy.aging import Aging
 from lengthwise.policy.mlfq import SkipJoinMLFQ
 from lengthwise.policy.spec import parse_spec
@@ -42,3 +42,9 @@ def test_keyword_params_go_to_the_base_policy() -> None:
 def test_bad_specs_say_what_is_wrong(spec: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make_policy(spec)
+
+
+def test_sjf_can_count_the_prompt_as_work() -> None:
+    job = Job("j", 0.0, predicted_tokens=100, prompt_tokens=1000)
+    assert make_policy("sjf").key(job, 0) == 100
+    assert make_policy("sjf:prompt_weight=0.2").key(job, 0) == 300
