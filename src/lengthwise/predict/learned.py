@@ -34,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -209,7 +209,7 @@ class LearnedPredictor:
             key = _request_key(request, text)
             self._seen[key] = (vector, inner)  # type: ignore[assignment]
             self._seen.move_to_end(key)
-            while len(self._seen) > 4 * (self._X.maxlen or 1000):
+            while len(self._seen) > (self._X.maxlen or 1000):  # predictions never observed
                 self._seen.popitem(last=False)
 
     def observe(self, request: LengthRequest, prediction: Prediction, actual_tokens: int) -> None:
@@ -264,6 +264,17 @@ class LearnedPredictor:
             self._online = model  # one reference swap: readers see the old model or the new one
             self.fits += 1
         self._save_state()
+
+    def status(self) -> dict[str, Any]:
+        """What predictions come from now, and how much has been learned (for status pages)."""
+        online = self._online
+        stage = "online" if online else "pretrained" if self.pretrained else "cold"
+        with self._lock:
+            window, pending = len(self._y), len(self._pending)
+        return {
+            "stage": stage, "observed": self.observed, "window": window, "pending": pending, "fits": self.fits,
+            "loo_rmse_log": None if online is None else online.loo_rmse,
+        }
 
     def wait_idle(self, timeout: float | None = None) -> None:
         """Learn from everything observed so far, and return when that fit is done."""
