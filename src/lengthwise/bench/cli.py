@@ -192,7 +192,7 @@ def compare(
     engine_port: Annotated[int, typer.Option(help="Port of the embedded engine when no --url is given.")] = 8200,
     max_num_seqs: Annotated[int, typer.Option(help="The embedded engine's --max-num-seqs (small: requests queue).")] = 2,
     keep_engine: Annotated[bool, typer.Option(help="Leave an engine this command started running (faster reruns).")] = False,
-    out: Annotated[Path, typer.Option(help="Folder for the runs, the report and its plots.")] = Path("bench-results/compare"),
+    out: Annotated[Path, typer.Option(help="Folder for the runs, the report and its plots.")] = Path("runs/compare"),
 ) -> None:
     """The same prompts and arrival times through FCFS, LLM-guided and oracle scheduling, in rounds."""
     from lengthwise.bench.compare import DEFAULT_GATEWAY_ARGS, Settings, run_compare, standard_arms
