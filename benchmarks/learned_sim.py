@@ -36,7 +36,7 @@ def simulate(policies: list[str], predictions: str, seed: int, args: argparse.Na
             command += ["--policy", policy]
         subprocess.run(command, check=True, capture_output=True)
         metrics = json.loads(save.read_text())
-    return {arm: m["mean_e2el_ms"] / 1000 for arm, m in metrics.items()}
+    return {arm: m["mean_e2el_ms"] / 1000 for arm, m in metrics.items() if arm != "config"}
 
 
 def main() -> None:
@@ -46,19 +46,22 @@ def main() -> None:
     parser.add_argument("--load", type=float, default=0.9)
     parser.add_argument("--max-num-seqs", type=int, default=8)
     parser.add_argument("--policy", default="sjf", help="policy that uses the predictions")
-    parser.add_argument("--out", type=Path, default=REPLAY.parent / "sim.json")
+    parser.add_argument("--replay", type=Path, default=REPLAY, help="replay/ folder written by compare")
+    parser.add_argument("--out", type=Path, help="default: sim.json next to the replay folder")
     args = parser.parse_args()
-    methods = json.loads((REPLAY / "index.json").read_text())
-    first = REPLAY / f"{next(iter(methods))}.jsonl"
+    args.out = args.out or args.replay.parent / "sim.json"
+    methods = json.loads((args.replay / "index.json").read_text())
+    first = args.replay / f"{next(iter(methods))}.jsonl"
     base = [simulate(["fcfs", f"{args.policy}@oracle"], f"replay:{first}", s, args) for s in range(args.seeds)]
     fcfs = np.array([b["fcfs"] for b in base])
     rows = {f"{args.policy} on the true lengths (oracle)": np.array([b[f"{args.policy}@oracle"] for b in base])}
     for key, name in methods.items():
-        runs = [simulate([args.policy], f"replay:{REPLAY / f'{key}.jsonl'}", s, args) for s in range(args.seeds)]
+        runs = [simulate([args.policy], f"replay:{args.replay / f'{key}.jsonl'}", s, args) for s in range(args.seeds)]
         rows[name] = np.array([r[args.policy] for r in runs])
     print(f"ShareGPT dev workload, n={args.n}, load {args.load}, max-num-seqs {args.max_num_seqs}, "
           f"H200 profile, {args.seeds} seeds; FCFS mean E2E {fcfs.mean():.3f} s")
-    result = {"config": vars(args) | {"out": str(args.out)}, "fcfs_mean_e2e_s": fcfs.tolist(), "rows": {}}
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    result = {"config": config, "fcfs_mean_e2e_s": fcfs.tolist(), "rows": {}}
     for name, values in rows.items():
         ratio = values / fcfs
         result["rows"][name] = {"mean_e2e_s": values.tolist(), "ratio_to_fcfs": ratio.tolist()}

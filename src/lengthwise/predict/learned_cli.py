@@ -143,9 +143,9 @@ def write_outputs(result: dict[str, Any], labelled: list, out_dir: Path) -> None
     for name, curve in result["curves"].items():
         xs = [int(n) for n in curve]
         ax.plot(xs, list(curve.values()), marker="o", label=name)
-    for name, m in result["metrics"].items():
-        if "learned" not in name:
-            ax.axhline(m["kendall_tau"]["mean"], linestyle=":", linewidth=1, label=name, color=None)
+    others = [(name, m) for name, m in result["metrics"].items() if "learned" not in name]
+    for i, (name, m) in enumerate(others, start=1):
+        ax.axhline(m["kendall_tau"]["mean"], linestyle=":", linewidth=1.2, label=name, color=f"C{i}")
     ax.set_xlabel("completions observed")
     ax.set_ylabel("held-out Kendall tau")
     ax.legend(fontsize=6)
