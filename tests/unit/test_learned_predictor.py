@@ -95,7 +95,9 @@ async def test_online_learning_ranks_a_pattern_the_wrapped_predictor_misses() ->
     after = await held_out_tau(predictor)
     assert np.isnan(before) or before < 0.1  # constant predictions carry no order
     assert after > 0.8
-    assert (await predictor.predict(request(5, 1))).source == "learned:online"
+    prediction = await predictor.predict(request(5, 1))
+    assert prediction.source == "learned:online"
+    assert prediction.quantiles[0.1] < prediction.quantiles[0.5] < prediction.quantiles[0.9]
     status = predictor.status()
     assert status["stage"] == "online" and status["observed"] == 120 and status["window"] == 120
     assert status["fits"] >= 1 and status["pending"] == 0 and status["loo_rmse_log"] < 0.3

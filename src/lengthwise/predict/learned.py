@@ -49,6 +49,8 @@ from lengthwise.predict.tokencount import count_tokens
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 512
+#: Standard normal quantiles of the quantiles reported with online predictions.
+QUANTILE_Z = {0.1: -1.2816, 0.5: 0.0, 0.9: 1.2816}
 #: Penalty of the pretrained-score column relative to the others (1).
 PRETRAINED_PENALTY = 1e-2
 
@@ -181,14 +183,19 @@ class LearnedPredictor:
             score, stage = float(online.score(vector)), "online"
         else:
             score, stage = float(vector[0]), "pretrained"
-        cap = request.max_tokens or DEFAULT_MAX_TOKENS
-        tokens = min(max(math.expm1(score), 1.0), float(cap))
+        cap = float(request.max_tokens or DEFAULT_MAX_TOKENS)
+        tokens = min(max(math.expm1(score), 1.0), cap)
+        # Online: log-normal quantiles with the leave-one-out error as the spread.
+        quantiles = {} if online is None or not math.isfinite(online.loo_rmse) else {
+            q: min(max(math.expm1(score + z * online.loo_rmse), 1.0), cap) for q, z in QUANTILE_Z.items()
+        }
         features = dict(inner.features) if inner is not None else {}
         features.update(learned_log=score, observed=float(self.observed))
         inner_cost = inner.cost if inner is not None else PredictionCost()
         return Prediction(
             tokens=tokens,
             source=f"{self.name}:{stage}",
+            quantiles=quantiles,
             raw=inner.raw if inner is not None else None,
             cost=replace(inner_cost, latency_s=max(inner_cost.latency_s, time.perf_counter() - start)),
             features=features,
