@@ -139,3 +139,12 @@ def test_fast_forward_matches_stepping_one_decode_at_a_time(cfg: EngineConfig, r
     for a, b in zip(fast.records, slow.records, strict=True):
         assert a.finish_time == pytest.approx(b.finish_time, rel=1e-9)
         assert a.first_token_time == pytest.approx(b.first_token_time, rel=1e-9)
+
+
+def test_admission_stops_at_the_first_request_that_does_not_fit() -> None:
+    """vLLM does not skip ahead: a small request waits behind a head that lacks KV space."""
+    w = _workload([0.0, 0.1, 0.2], [20, 30, 4], [10, 2, 2])
+    cfg = EngineConfig(max_num_seqs=3, max_num_batched_tokens=64, block_size=4, num_blocks=10, prefix_caching=False)
+    r0, r1, r2 = Simulator(cfg, ConstantCost(1.0), make_policy("fcfs")).run(w).records
+    assert r1.scheduled_time >= r0.finish_time  # r1's 8 blocks fit only once r0 is done
+    assert r2.scheduled_time >= r1.scheduled_time  # r2 fit long before, but waited its turn
