@@ -116,12 +116,13 @@ def main() -> None:
             print(f"pass-through rate, {args.concurrency} concurrent clients, {args.throughput_seconds:g} s:")
             gateway_cpu = psutil.Process(gateway_proc.pid)
             for path in ("gateway", "direct"):
-                cpu0 = sum(gateway_cpu.cpu_times()[:2])
+                before = gateway_cpu.cpu_times()
                 rate = uvloop.run(max_rate(urls[path], args.concurrency, args.throughput_seconds))
                 line = f"  {path:8} {rate:8.0f} req/s"
                 if path == "gateway":
-                    cpu = sum(gateway_cpu.cpu_times()[:2]) - cpu0
-                    line += f"   gateway CPU {1e6 * cpu / (rate * args.throughput_seconds):.0f} us/request"
+                    after, n = gateway_cpu.cpu_times(), rate * args.throughput_seconds
+                    line += (f"   gateway CPU per request: {1e6 * (after.user - before.user) / n:.0f} us user + "
+                             f"{1e6 * (after.system - before.system) / n:.0f} us system")
                 print(line)
 
 

@@ -16,6 +16,7 @@ def _config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
     # httptools + uvloop: the fastest parser and loop uvicorn[standard] ships.
     options.setdefault("http", "httptools")
     options.setdefault("loop", "uvloop")
+    options.setdefault("proxy_headers", False)  # X-Forwarded-* rewriting: not needed, and costs per request
     return uvicorn.Config(app, host=host, port=port, **options)
 
 
