@@ -8,7 +8,7 @@ lengths instead of the predictions: ``fcfs``, ``sjf``, ``sjf@oracle``,
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lengthwise.bench.metrics import load_records, summarize
@@ -110,8 +110,12 @@ def run_arms(
 
 
 def scale_to_load(workload: Workload, load: float, config: EngineConfig, cost: CostModel) -> tuple[Workload, float]:
-    """The workload at `load` × the engine's FCFS capacity for its length mix; also that capacity."""
-    cap = capacity(workload, config, cost)
+    """The workload at `load` × the engine's FCFS capacity for its length mix; also that capacity.
+
+    Capacity is measured without prediction queries, so a load means the same
+    arrival rate with and without them.
+    """
+    cap = capacity(workload, replace(config, query=None), cost)
     return at_load(workload, load, cap), cap
 
 
