@@ -55,7 +55,7 @@ _FAILURES = {
     "connect": (503, "could not be reached"),
     "timeout": (504, "did not answer in time"),
     "disconnect": (502, "closed the connection before answering"),
-    "invalid": (502, "sent an answer that is not valid JSON"),
+    "invalid": (502, "sent an answer that is not valid HTTP or JSON"),
 }
 
 
@@ -336,7 +336,7 @@ class Gateway:
         f.backend.inflight += 1
         try:
             f.upstream = await open_upstream(self._session, url, payload, headers, self._timeout)
-        except UpstreamFailed:
+        except (UpstreamFailed, asyncio.CancelledError):  # or the client left while the headers were awaited
             f.backend.inflight -= 1
             raise
         if not f.relays_stream:

@@ -70,6 +70,8 @@ async def open_upstream(
         raise UpstreamFailed("timeout", "no response in time") from exc
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
         raise UpstreamFailed("disconnect", f"connection lost before the response: {type(exc).__name__}") from exc
+    except aiohttp.ClientResponseError as exc:  # what came back is not HTTP
+        raise UpstreamFailed("invalid", f"the answer is not HTTP: {exc.message[:100]!r}") from exc
 
 
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
