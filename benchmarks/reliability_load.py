@@ -1,0 +1,156 @@
+"""Load reliability: many concurrent streaming clients through the gateway lose nothing.
+
+Starts the stub engine and `lengthwise serve` (queue mode, constant predictor) as
+processes on loopback, then
+1. `--clients` concurrent streaming chat requests, `--rounds` times: every request must
+   get exactly one complete stream (its tokens, then `data: [DONE]`) or one clear error;
+   request ids (the gateway's `x-lengthwise-request-id`, the engine's stream id) must be
+   unique, and each stream must carry one engine id only (no mixed-up streams);
+   the gateway's RSS is read after a warm-up and after each round;
+2. a burst of `--clients` requests against a gateway with a small queue (`--burst-queue`):
+   each one is a complete stream or a 429 with Retry-After, and none hangs.
+
+    python benchmarks/reliability_load.py [--clients 1000] [--rounds 3] [--tokens 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import sys
+import time
+from dataclasses import dataclass
+
+import aiohttp
+import psutil
+import uvloop
+
+from gateway_common import free_port, process, running_stub
+
+
+@dataclass
+class Outcome:
+    status: int
+    gateway_id: str | None
+    stream_ids: set[str]
+    tokens: int
+    done: bool
+    retry_after: str | None
+    error: str | None
+    seconds: float
+
+
+async def _one(session: aiohttp.ClientSession, url: str, i: int, tokens: int) -> Outcome:
+    body = {"model": "stub-model", "stream": True, "max_tokens": tokens, "user": f"client-{i}",
+            "messages": [{"role": "user", "content": f"client {i}: tell me about queues"}]}
+    started = time.perf_counter()
+    try:
+        async with session.post(url + "/v1/chat/completions", json=body) as r:
+            if r.status != 200:
+                text = await r.text()
+                return Outcome(r.status, r.headers.get("x-lengthwise-request-id"), set(), 0, False,
+                               r.headers.get("retry-after"), json.loads(text)["error"]["message"],
+                               time.perf_counter() - started)
+            raw = await r.read()
+    except (aiohttp.ClientError, TimeoutError) as e:
+        return Outcome(-1, None, set(), 0, False, None, f"{type(e).__name__}: {e}", time.perf_counter() - started)
+    ids, count, done, error = set(), 0, False, None
+    for line in raw.decode().split("\n\n"):
+        data = line.removeprefix("data: ").strip()
+        if not data:
+            continue
+        if data == "[DONE]":
+            done = True
+            continue
+        event = json.loads(data)
+        if "error" in event:
+            error = event["error"]["message"]
+            continue
+        ids.add(event["id"])
+        count += sum(1 for c in event["choices"] if c.get("delta", {}).get("content"))
+    return Outcome(200, r.headers.get("x-lengthwise-request-id"), ids, count, done, None, error,
+                   time.perf_counter() - started)
+
+
+async def _round(url: str, clients: int, tokens: int, timeout_s: float) -> list[Outcome]:
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        return await asyncio.gather(*(_one(session, url, i, tokens) for i in range(clients)))
+
+
+def _check(outcomes: list[Outcome], tokens: int) -> dict[str, object]:
+    """What a round proves: counts by kind, and every violation of exactly-once found."""
+    complete = [o for o in outcomes if o.status == 200 and o.done and o.error is None and o.tokens == tokens
+                and len(o.stream_ids) == 1]
+    errors = collections.Counter(o.status for o in outcomes if o not in complete)
+    gateway_ids = [o.gateway_id for o in outcomes if o.gateway_id]
+    stream_ids = [i for o in outcomes for i in o.stream_ids]
+    no_retry_after = sum(1 for o in outcomes if o.status == 429 and not o.retry_after)
+    latencies = sorted(o.seconds for o in outcomes)
+    return {
+        "requests": len(outcomes), "complete": len(complete), "other": dict(errors),
+        "duplicate_gateway_ids": len(gateway_ids) - len(set(gateway_ids)),
+        "duplicate_stream_ids": len(stream_ids) - len(set(stream_ids)),
+        "missing_gateway_id": sum(1 for o in outcomes if o.status in (200, 429) and not o.gateway_id),
+        "429_without_retry_after": no_retry_after,
+        "p50_s": round(latencies[len(latencies) // 2], 3), "max_s": round(latencies[-1], 3),
+        "sample_errors": sorted({o.error for o in outcomes if o.error})[:3],
+    }
+
+
+def _gateway(stub_url: str, port: int, *flags: str) -> list[str]:
+    return [sys.executable, "-c", "from lengthwise.cli import app; app()", "serve", "--backend", stub_url, "--port", str(port),
+            "--mode", "queue", "--predictor", "constant:tokens=16", "--log-level", "warning", *flags]
+
+
+async def main(args: argparse.Namespace) -> int:
+    failures = 0
+    with running_stub("--token-interval-ms", str(args.token_interval_ms)) as stub_url:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        with process(_gateway(stub_url, port, "--max-inflight", str(args.max_inflight), "--max-queue",
+                              str(args.clients)), url + "/health") as gw:
+            rss = psutil.Process(gw.pid)
+            await _round(url, 50, args.tokens, args.timeout)  # warm-up: imports, connection pools
+            print(f"gateway RSS after warm-up: {rss.memory_info().rss / 2**20:.1f} MiB")
+            for n in range(args.rounds):
+                started = time.perf_counter()
+                outcomes = await _round(url, args.clients, args.tokens, args.timeout)
+                wall = time.perf_counter() - started
+                report = _check(outcomes, args.tokens)
+                print(f"round {n + 1}: {args.clients} concurrent streams in {wall:.1f} s "
+                      f"({args.clients / wall:.0f} req/s); gateway RSS {rss.memory_info().rss / 2**20:.1f} MiB")
+                print("  " + json.dumps(report))
+                failures += report["complete"] != args.clients or report["duplicate_gateway_ids"] \
+                    or report["duplicate_stream_ids"] or report["missing_gateway_id"]
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        with process(_gateway(stub_url, port, "--max-inflight", "8", "--max-queue", str(args.burst_queue)),
+                     url + "/health"):
+            started = time.perf_counter()
+            outcomes = await _round(url, args.clients, args.tokens, args.timeout)
+            wall = time.perf_counter() - started
+            report = _check(outcomes, args.tokens)
+            print(f"burst: {args.clients} streams at once, max_queue {args.burst_queue}, max_inflight 8: "
+                  f"{wall:.1f} s")
+            print("  " + json.dumps(report))
+            accounted = report["complete"] + report["other"].get(429, 0)  # type: ignore[union-attr]
+            failures += accounted != args.clients or report["429_without_retry_after"] \
+                or report["duplicate_gateway_ids"] or report["duplicate_stream_ids"]
+    print("OK: nothing lost, nothing duplicated" if not failures else f"FAILED checks: {failures}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=16, help="streamed tokens per request")
+    parser.add_argument("--token-interval-ms", type=float, default=5.0, help="the stub's delay between tokens")
+    parser.add_argument("--max-inflight", type=int, default=256, help="the gateway's slots per backend")
+    parser.add_argument("--burst-queue", type=int, default=100, help="max_queue of the burst phase")
+    parser.add_argument("--timeout", type=float, default=300.0, help="a client gives up after this many s")
+    sys.exit(uvloop.run(main(parser.parse_args())))
