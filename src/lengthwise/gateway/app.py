@@ -189,6 +189,9 @@ class Gateway:
         endpoint = "chat" if scope["path"].endswith("/chat/completions") else "completion"
         arrival = self.clock()
         try:
+            if sum(len(k) + len(v) for k, v in scope["headers"]) > self.config.max_header_bytes:
+                raise GatewayError(431, f"the request headers are larger than {self.config.max_header_bytes} bytes",
+                                   code="headers_too_large")
             self._authorize(scope)
             raw = await _read_body(scope, receive, self.config.max_body_bytes)
             body = parse_body(endpoint, raw)

@@ -43,6 +43,8 @@ def serve(
     fallback_tokens: Annotated[float, typer.Option(help="Predicted tokens when a prediction fails.")] =
         _D["fallback_tokens"],
     max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get 413.")] = _D["max_body_bytes"],
+    max_header_bytes: Annotated[int, typer.Option(help="Larger request headers (in all) get 431.")] =
+        _D["max_header_bytes"],
     health_interval: Annotated[float, typer.Option(help="Seconds between backend health checks.")] =
         _D["health_interval_s"],
     health_path: Annotated[str, typer.Option(help="Backend path answering 200 when healthy.")] = _D["health_path"],
@@ -64,6 +66,7 @@ def serve(
             max_inflight=max_inflight, max_queue=max_queue, host=host, port=port, api_keys=tuple(api_key or ()),
             backend_api_key=backend_api_key, sglang_low_first=sglang_low_first, priority_scale=priority_scale,
             prediction_timeout_s=prediction_timeout, fallback_tokens=fallback_tokens, max_body_bytes=max_body_bytes,
+            max_header_bytes=max_header_bytes,
             health_interval_s=health_interval, health_path=health_path, read_timeout_s=read_timeout,
             affinity_slack_tokens=affinity_slack,
         )

@@ -40,6 +40,9 @@ class GatewayConfig:
     #: Policy keys are multiplied by this before rounding to the engine's integer priority.
     priority_scale: float = 1.0
     max_body_bytes: int = 8 * 1024 * 1024
+    #: Request headers (names and values) larger than this in all get 431; the HTTP parser
+    #: (httptools) has no limit of its own, and the headers are forwarded to the backend.
+    max_header_bytes: int = 64 * 1024
     #: A prediction slower than this is abandoned for the fallback.
     prediction_timeout_s: float = 10.0
     #: Predicted tokens of a request whose prediction failed.
@@ -72,7 +75,7 @@ class GatewayConfig:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         if self.engine == "openai" and self.mode != "queue":
             raise ValueError("engine 'openai' has no priority field: use --mode queue")
-        for name in ("max_inflight", "max_queue", "max_body_bytes"):
+        for name in ("max_inflight", "max_queue", "max_body_bytes", "max_header_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("prediction_timeout_s", "health_interval_s", "health_timeout_s", "connect_timeout_s",
