@@ -4,7 +4,8 @@ A spec is `name[:key=value,key=value]`, e.g. `self`, `self:postfix=fewshot,timeo
 `constant:tokens=200`, `prompt-length`, `oracle:path=docs/results/predict_eval/eval.jsonl`.
 Any spec takes `calibration=PATH` (learned online, persisted there) and
 `calibrate=huber|isotonic`, `features=expect+prompt_tokens` to wrap it in a
-CalibratedPredictor. Objects and defaults from the caller come as keyword `deps`:
+CalibratedPredictor. `auto:candidates=self|prompt-length,sample=0.1` chooses among
+candidate specs (`|` between them, `;` for their commas) by measured ranking quality. Objects and defaults from the caller come as keyword `deps`:
 `client` (the shared httpx.AsyncClient), `base_url`, `model`, `priority` (of the
 prediction queries) and `fallback_tokens`; spec options override them.
 """
@@ -95,6 +96,19 @@ def _oracle(path: str | None = None, default: float = 256.0) -> OraclePredictor:
     if path is None:
         raise ValueError("oracle needs path=FILE (JSON {prompt_hash: tokens} or eval JSONL)")
     return OraclePredictor.from_file(path, default=default)
+
+
+def _auto(options: dict[str, str], deps: dict[str, Any]) -> Predictor:
+    from lengthwise.predict.selector import AutoPredictor
+
+    specs = options.pop("candidates", "self|prompt-length").split("|")
+    kwargs = _options_only({"sample": float, "window": int, "min_requests": int, "confidence": float,
+                            "margin": float, "fallback_tokens": float})(options)
+    candidates = [make_predictor(spec.replace(";", ","), **deps) for spec in specs if spec.strip()]
+    return AutoPredictor(candidates, **{**_deps(deps, "fallback_tokens"), **kwargs})
+
+
+_BUILDERS["auto"] = _auto
 
 
 def make_predictor(spec: str, **deps: Any) -> Predictor:

@@ -1,0 +1,145 @@
+"""Do no harm: schedule by the predictor that measurably ranks best, or by arrival when none does.
+
+`AutoPredictor` is a predictor made of candidates. Every request is predicted by the
+cheap candidates, and by the costly ones (those that query the engine: the self-prediction)
+when they are the chosen one or on a `sample` fraction of requests otherwise. Each
+completed request feeds every candidate that predicted it and its `QualityWindow`.
+
+The choice is the candidate whose tau-b has the highest lower confidence bound, if that
+bound is above 0; otherwise "none": every request gets the same `fallback_tokens`, so a
+length-ordered policy ties everywhere and serves by arrival (FCFS, aging included).
+A chosen candidate stays until another's lower bound beats its own by `margin`, so the
+choice does not flap between two equally good predictors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lengthwise.predict.base import LengthRequest, Prediction, PredictionCost, Predictor
+from lengthwise.predict.quality import QualityWindow, RankQuality
+
+log = logging.getLogger("lengthwise.predict.auto")
+
+NONE = "none"
+
+
+def is_costly(predictor: Predictor) -> bool:
+    """A predictor costs engine time if it says so (`costly`), or if it is a self-prediction."""
+    flag = getattr(predictor, "costly", None)
+    return bool(flag) if flag is not None else predictor.name.startswith("self")
+
+
+@dataclass
+class _Candidate:
+    predictor: Predictor
+    window: QualityWindow
+    costly: bool
+    predicted: int = 0
+
+
+class AutoPredictor:
+    """Predicts with the candidate that ranks best so far; see the module docstring."""
+
+    name = "auto"
+
+    def __init__(self, candidates: Sequence[Predictor], *, sample: float = 0.1, window: int = 200,
+                 min_requests: int = 30, confidence: float = 0.95, margin: float = 0.02,
+                 fallback_tokens: float = 256.0, pending_limit: int = 10_000,
+                 rng: random.Random | None = None) -> None:
+        names = [c.name for c in candidates]
+        if not candidates:
+            raise ValueError("auto needs at least one candidate predictor")
+        if len(set(names)) != len(names) or NONE in names:
+            raise ValueError(f"auto candidates need distinct names other than {NONE!r}: {names}")
+        if not 0 <= sample <= 1:
+            raise ValueError("sample must be between 0 and 1")
+        if min_requests < 3:
+            raise ValueError("min_requests must be at least 3")
+        self.candidates = {c.name: _Candidate(c, QualityWindow(window, confidence), is_costly(c))
+                           for c in candidates}
+        self.sample = sample
+        self.min_requests = min_requests
+        self.margin = margin
+        self.fallback_tokens = float(fallback_tokens)
+        self.pending_limit = pending_limit
+        self.choice = NONE
+        self.requests = 0
+        self._rng = rng or random.Random()
+        #: request id → each candidate's prediction, until the request completes.
+        self._pending: OrderedDict[str, dict[str, Prediction]] = OrderedDict()
+
+    async def predict(self, request: LengthRequest) -> Prediction:
+        self.requests += 1
+        chosen = [c for name, c in self.candidates.items()
+                  if not c.costly or name == self.choice or self._rng.random() < self.sample]
+        results = await asyncio.gather(*(c.predictor.predict(request) for c in chosen))
+        predictions = {c.predictor.name: p for c, p in zip(chosen, results)}
+        for c in chosen:
+            c.predicted += 1
+        self._remember(request.request_id, predictions)
+        if self.choice in predictions:
+            return predictions[self.choice]
+        features: dict[str, float] = {}
+        for p in predictions.values():
+            features = p.features | features  # the first candidate's value wins
+        cost = PredictionCost(max((p.cost.latency_s for p in results), default=0.0),
+                              sum(p.cost.prompt_tokens for p in results),
+                              sum(p.cost.completion_tokens for p in results),
+                              sum(p.cost.cached_tokens for p in results))
+        return Prediction(self.fallback_tokens, f"{self.name}:{NONE}", raw=self.fallback_tokens, cost=cost,
+                          features=features)
+
+    def observe(self, request: LengthRequest, prediction: Prediction, actual_tokens: int) -> None:
+        """Feed each candidate that predicted this request, then choose again."""
+        predictions = self._pending.pop(request.request_id, None)
+        if predictions is None:
+            return
+        for name, p in predictions.items():
+            candidate = self.candidates[name]
+            candidate.window.add(p.tokens, actual_tokens)
+            try:
+                candidate.predictor.observe(request, p, actual_tokens)
+            except Exception:  # one candidate's bug must not stop the others learning
+                log.exception("auto: candidate %s failed to observe", name)
+        self._choose()
+
+    def qualities(self) -> dict[str, RankQuality]:
+        return {name: c.window.quality() for name, c in self.candidates.items()}
+
+    def status(self) -> dict[str, Any]:
+        """The choice and its evidence, JSON-able (for /lengthwise/status and the metrics)."""
+        return {
+            "choice": self.choice,
+            "requests": self.requests,
+            "sample": self.sample,
+            "min_requests": self.min_requests,
+            "candidates": {
+                name: {**c.window.quality().to_dict(), "costly": c.costly,
+                       "sampled_fraction": round(c.predicted / self.requests, 4) if self.requests else 0.0}
+                for name, c in self.candidates.items()
+            },
+        }
+
+    def _remember(self, request_id: str, predictions: dict[str, Prediction]) -> None:
+        self._pending[request_id] = predictions
+        while len(self._pending) > self.pending_limit:  # requests that never completed
+            self._pending.popitem(last=False)
+
+    def _choose(self) -> None:
+        bounds = {name: q.low for name, q in self.qualities().items()
+                  if q.n >= self.min_requests and q.significant and q.low is not None}
+        best = max(bounds, key=bounds.__getitem__, default=NONE)
+        incumbent = bounds.get(self.choice)
+        if incumbent is not None and best != self.choice and bounds[best] < incumbent + self.margin:
+            best = self.choice
+        if best != self.choice:
+            evidence = "; ".join(f"{name} {q.to_dict()}" for name, q in self.qualities().items())
+            log.info("auto predictor: %s → %s (%s)", self.choice, best, evidence)
+            self.choice = best

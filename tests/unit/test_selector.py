@@ -1,0 +1,104 @@
+"""The automatic choice: the candidate that ranks the actual lengths, or none (FCFS)."""
+
+import logging
+import random
+
+import pytest
+
+from lengthwise.gateway.testing import FunctionPredictor
+from lengthwise.predict.base import LengthRequest, Prediction
+from lengthwise.predict.registry import make_predictor
+from lengthwise.predict.selector import AutoPredictor
+
+
+def _request(i: int, length: int) -> LengthRequest:
+    return LengthRequest("chat", {"messages": [{"role": "user", "content": "x"}], "max_tokens": length}, f"r{i}")
+
+
+def _signal() -> FunctionPredictor:
+    """Knows the length up to noise: has signal."""
+    rng = random.Random(1)
+    return FunctionPredictor(lambda r: r.max_tokens * rng.uniform(0.5, 2.0), name="signal")
+
+
+def _noise(name: str = "noise", seed: int = 2) -> FunctionPredictor:
+    rng = random.Random(seed)
+    return FunctionPredictor(lambda r: rng.uniform(1, 1000), name=name)
+
+
+async def _run(auto: AutoPredictor, requests: int, seed: int = 3) -> list[Prediction]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(requests):
+        request = _request(i, rng.randint(1, 1000))  # the actual length is max_tokens
+        prediction = await auto.predict(request)
+        out.append(prediction)
+        auto.observe(request, prediction, request.max_tokens)
+    return out
+
+
+async def test_it_chooses_the_candidate_with_signal_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    auto = AutoPredictor([_noise(), _signal()], min_requests=20, fallback_tokens=77)
+    with caplog.at_level(logging.INFO, "lengthwise.predict.auto"):
+        predictions = await _run(auto, 60)
+    assert auto.choice == "signal"
+    assert predictions[0].tokens == 77 and predictions[0].source == "auto:none"  # nothing measured yet
+    assert predictions[-1].source == "signal"
+    assert any("none → signal" in r.getMessage() for r in caplog.records)
+    status = auto.status()
+    assert status["choice"] == "signal" and status["requests"] == 60
+    assert status["candidates"]["signal"]["ci_low"] > 0 and status["candidates"]["signal"]["n"] == 60
+    assert status["candidates"]["noise"]["sampled_fraction"] == 1.0
+
+
+async def test_it_falls_back_to_fcfs_when_every_candidate_is_noise() -> None:
+    auto = AutoPredictor([_noise("a", 4), _noise("b", 5), make_predictor("constant:tokens=9")],
+                         min_requests=20, fallback_tokens=50)
+    predictions = await _run(auto, 150)
+    assert auto.choice == "none"
+    assert {p.tokens for p in predictions} == {50.0}  # all tie: the policy serves by arrival
+    assert auto.status()["candidates"]["constant"]["tau"] is None
+
+
+async def test_a_costly_candidate_runs_on_a_sample_until_chosen() -> None:
+    costly = _signal()
+    costly.name = "self:plain"  # self-predictions cost engine time
+    auto = AutoPredictor([_noise(), costly], sample=0.25, min_requests=10, rng=random.Random(0))
+    await _run(auto, 80)
+    sampled = len(costly.observed)
+    assert 10 <= sampled < 40 and auto.status()["candidates"]["self:plain"]["costly"]
+    assert auto.choice == "self:plain"  # its sampled window already shows the signal
+    await _run(auto, 20, seed=9)
+    assert len(costly.observed) == sampled + 20  # chosen: it predicts every request
+
+
+async def test_the_choice_moves_when_a_predictor_loses_its_signal() -> None:
+    flip = {"on": True}
+    rng = random.Random(6)
+    fading = FunctionPredictor(lambda r: r.max_tokens if flip["on"] else rng.random(), name="fading")
+    auto = AutoPredictor([fading], window=40, min_requests=20)
+    await _run(auto, 40)
+    assert auto.choice == "fading"
+    flip["on"] = False
+    await _run(auto, 60, seed=8)
+    assert auto.choice == "none"
+
+
+async def test_requests_that_never_complete_are_forgotten() -> None:
+    auto = AutoPredictor([_signal()], pending_limit=5)
+    for i in range(10):
+        await auto.predict(_request(i, 10))
+    auto.observe(_request(0, 10), Prediction(1, "x"), 10)  # too old: dropped
+    assert len(auto._pending) == 5 and auto.status()["candidates"]["signal"]["n"] == 0
+
+
+def test_the_spec_builds_candidates_and_checks_options() -> None:
+    auto = make_predictor("auto:candidates=prompt-length|constant:tokens=5;calibrate=huber,sample=0.5,window=50",
+                          fallback_tokens=33)
+    assert isinstance(auto, AutoPredictor)
+    assert list(auto.candidates) == ["prompt-length", "constant+cal"]
+    assert auto.sample == 0.5 and auto.fallback_tokens == 33
+    with pytest.raises(ValueError, match="unknown options"):
+        make_predictor("auto:candidates=prompt-length,bogus=1")
+    with pytest.raises(ValueError, match="distinct"):
+        make_predictor("auto:candidates=prompt-length|prompt-length")
