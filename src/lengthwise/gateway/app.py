@@ -88,6 +88,9 @@ class Gateway:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
         urgent = self.engine_priority.urgent if self.engine_priority else None
         self.predictor: Predictor = predictor or build_predictor(config, self._predict_client, urgent)
+        self._predictor_status = getattr(self.predictor, "status", None)
+        if callable(self._predictor_status):
+            self.metrics.watch_predictor(self._predictor_status)
         self._epoch = time.monotonic()
         self._ids = itertools.count()
         self._id_prefix = secrets.token_hex(4)
@@ -100,6 +103,7 @@ class Gateway:
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/health", self._health, methods=["GET"]),
                 Route("/metrics", self._metrics, methods=["GET"]),
+                Route("/lengthwise/status", self._status, methods=["GET"]),
             ],
             lifespan=self._lifespan,
             exception_handlers={HTTPException: _http_exception},
@@ -167,6 +171,12 @@ class Gateway:
 
     async def _metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def _status(self, request: Request) -> Response:
+        """What schedules: mode, policy, predictor, and a choosing predictor's evidence."""
+        status = self._predictor_status() if callable(self._predictor_status) else None
+        return JSONResponse({"mode": self.config.mode, "policy": self.policy.name, "predictor": self.predictor.name,
+                             "selection": status})
 
     def _authorize(self, scope: Scope) -> None:
         if not self._api_keys:

@@ -8,7 +8,8 @@ scrape time, so the request path never maintains them.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -58,6 +59,32 @@ class _StateCollector(Collector):
         yield from gauges.values()
 
 
+class _PredictorCollector(Collector):
+    """The automatic predictor choice and each candidate's measured ranking quality."""
+
+    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+        self.status = status
+
+    def collect(self) -> Iterator[Metric]:
+        status = self.status()
+        chosen = GaugeMetricFamily("lengthwise_predictor_chosen", "1 for the predictor that schedules "
+                                   "(none: FCFS), 0 for the other candidates.", labels=["predictor"])
+        tau = GaugeMetricFamily("lengthwise_predictor_tau", "Kendall tau-b of predicted against actual "
+                                "output tokens over the candidate's window.", labels=["predictor"])
+        low = GaugeMetricFamily("lengthwise_predictor_tau_ci_low", "Lower confidence bound of the tau.",
+                                labels=["predictor"])
+        window = GaugeMetricFamily("lengthwise_predictor_window_requests", "Completed requests in the "
+                                   "candidate's quality window.", labels=["predictor"])
+        candidates = status.get("candidates", {})
+        for name in [*candidates, "none"]:
+            chosen.add_metric([name], 1.0 if status.get("choice") == name else 0.0)
+        for name, quality in candidates.items():
+            window.add_metric([name], quality["n"])
+            tau.add_metric([name], math.nan if quality["tau"] is None else quality["tau"])
+            low.add_metric([name], math.nan if quality["ci_low"] is None else quality["ci_low"])
+        yield from (chosen, tau, low, window)
+
+
 class GatewayMetrics:
     def __init__(self, pool: BackendPool, scheduler: Scheduler | None) -> None:
         self.registry = CollectorRegistry()
@@ -93,6 +120,10 @@ class GatewayMetrics:
         self.usage_missing = Counter("lengthwise_usage_missing", "Completed responses without usage "
                                      "(nothing to learn from).", registry=r)
         r.register(_StateCollector(pool, scheduler))
+
+    def watch_predictor(self, status: Callable[[], dict[str, Any]]) -> None:
+        """Export a choosing predictor's `status()` (see lengthwise.predict.selector) at scrape time."""
+        self.registry.register(_PredictorCollector(status))
 
     def completed(self, predicted: float, usage: dict[str, object], queue_wait_s: float, n: int = 1) -> int | None:
         """Record a completed response's usage; returns its output tokens per choice (None if unusable)."""
