@@ -27,11 +27,11 @@ async def test_status_and_metrics_report_the_choice_after_a_few_dozen_requests()
         config = GatewayConfig(backends=(stub_url,), mode="queue", max_inflight=2)
         async with running_gateway(config, predictor=auto) as (_, url), httpx.AsyncClient() as client:
             before = (await client.get(url + "/lengthwise/status")).json()
-            assert before["selection"]["choice"] == "none" and before["predictor"] == "auto"
+            assert before["status"]["choice"] == "none" and before["predictor"] == "auto"
             await _drive(url, 36)
             status = (await client.get(url + "/lengthwise/status")).json()
             metrics = (await client.get(url + "/metrics")).text
-    selection = status["selection"]
+    selection = status["status"]
     assert selection["choice"] == "signal" and status["policy"] == "sjf"
     assert selection["candidates"]["signal"]["n"] == 36 and selection["candidates"]["signal"]["ci_low"] > 0
     assert selection["candidates"]["noise"]["ci_low"] <= 0
@@ -40,12 +40,14 @@ async def test_status_and_metrics_report_the_choice_after_a_few_dozen_requests()
     assert 'lengthwise_predictor_window_requests{predictor="noise"} 36.0' in metrics
 
 
-async def test_status_of_a_plain_predictor_has_no_selection() -> None:
+async def test_status_of_a_predictor_that_does_not_choose() -> None:
+    plain, reporting = FunctionPredictor(lambda r: 1.0), FunctionPredictor(lambda r: 1.0, name="learning")
+    reporting.status = lambda: {"stage": "cold"}  # type: ignore[attr-defined]  # as LearnedPredictor reports
     async with running_stub() as (_, stub_url):
         config = GatewayConfig(backends=(stub_url,))
-        async with running_gateway(config, predictor=FunctionPredictor(lambda r: 1.0)) as (_, url), \
-                httpx.AsyncClient() as client:
-            status = (await client.get(url + "/lengthwise/status")).json()
-            metrics = (await client.get(url + "/metrics")).text
-    assert status == {"mode": "priority", "policy": "sjf", "predictor": "function", "selection": None}
-    assert "lengthwise_predictor_chosen" not in metrics
+        for predictor, expected in ((plain, None), (reporting, {"stage": "cold"})):
+            async with running_gateway(config, predictor=predictor) as (_, url), httpx.AsyncClient() as client:
+                status = (await client.get(url + "/lengthwise/status")).json()
+                metrics = (await client.get(url + "/metrics")).text
+            assert status == {"mode": "priority", "policy": "sjf", "predictor": predictor.name, "status": expected}
+            assert "lengthwise_predictor_chosen" not in metrics

@@ -173,10 +173,11 @@ class Gateway:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def _status(self, request: Request) -> Response:
-        """What schedules: mode, policy, predictor, and a choosing predictor's evidence."""
+        """What schedules: mode, policy, predictor, and the predictor's own status if it has one
+        (an automatic choice gives its evidence there)."""
         status = self._predictor_status() if callable(self._predictor_status) else None
         return JSONResponse({"mode": self.config.mode, "policy": self.policy.name, "predictor": self.predictor.name,
-                             "selection": status})
+                             "status": status})
 
     def _authorize(self, scope: Scope) -> None:
         if not self._api_keys:

@@ -67,6 +67,8 @@ class _PredictorCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         status = self.status()
+        if "choice" not in status:  # a predictor that reports, but does not choose
+            return
         chosen = GaugeMetricFamily("lengthwise_predictor_chosen", "1 for the predictor that schedules "
                                    "(none: FCFS), 0 for the other candidates.", labels=["predictor"])
         tau = GaugeMetricFamily("lengthwise_predictor_tau", "Kendall tau-b of predicted against actual "
@@ -122,7 +124,7 @@ class GatewayMetrics:
         r.register(_StateCollector(pool, scheduler))
 
     def watch_predictor(self, status: Callable[[], dict[str, Any]]) -> None:
-        """Export a choosing predictor's `status()` (see lengthwise.predict.selector) at scrape time."""
+        """Export a predictor's `status()` at scrape time, if it is a choice (lengthwise.predict.selector)."""
         self.registry.register(_PredictorCollector(status))
 
     def completed(self, predicted: float, usage: dict[str, object], queue_wait_s: float, n: int = 1) -> int | None:

@@ -122,7 +122,8 @@ class AutoPredictor:
             "min_requests": self.min_requests,
             "candidates": {
                 name: {**c.window.quality().to_dict(), "costly": c.costly,
-                       "sampled_fraction": round(c.predicted / self.requests, 4) if self.requests else 0.0}
+                       "sampled_fraction": round(c.predicted / self.requests, 4) if self.requests else 0.0,
+                       **({"detail": c.predictor.status()} if callable(getattr(c.predictor, "status", None)) else {})}
                 for name, c in self.candidates.items()
             },
         }
