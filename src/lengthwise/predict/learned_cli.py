@@ -130,6 +130,8 @@ def write_outputs(result: dict[str, Any], labelled: list, out_dir: Path) -> None
         table.add_row(name, *cells, f"{m['mae']['mean']:.0f}", f"{m['within_2x']['mean']:.2f}",
                       f"{pooled['mean']:.3f} ± {pooled['sd']:.3f}")
     Console().print(table)
+    for name, d in result["tau_minus_cold"].items():
+        console.print(f"tau - cold tau, paired by fold: {name}: {d['mean']:+.3f} ± {d['se']:.3f} (se)")
     replay_dir = out_dir / "replay"
     replay_dir.mkdir(exist_ok=True)
     for i, (name, values) in enumerate(out_of_fold.items()):

@@ -32,6 +32,7 @@ from lengthwise.predict.report import FALLBACK_TOKENS, accuracy
 from lengthwise.predict.tokencount import count_tokens
 
 CHECKPOINTS = (0, 10, 20, 40, 80, 160, 320, 640)
+COLD = "learned, cold (pretrained only)"
 
 
 class ReplaySelf:
@@ -106,8 +107,8 @@ async def _online(
             predictor.observe(request, await predictor.predict(request), item.actual)
         predictor.wait_idle()
         final = await held_out()
-        if curve is not None:
-            curve.setdefault(len(train), []).append(_tau(final, actual))
+        if curve is not None:  # -1: after all the train folds (their sizes differ by one)
+            curve.setdefault(-1, []).append(_tau(final, actual))
         return final
     finally:
         predictor.close()
@@ -148,7 +149,7 @@ async def fold_predictions(
         fitted.score(rows_train), train, fitted.score(rows_test)
     )
     embeddings = np.stack([setup.embedder.embed(t) for t in texts]) if setup.embedder else None
-    out["learned, cold (pretrained only)"] = np.expm1(setup.pretrained.score(texts, dense_rows(texts, embeddings)))
+    out[COLD] = np.expm1(setup.pretrained.score(texts, dense_rows(texts, embeddings)))
     name = "learned, online (after the train folds)"
     out[name] = await _online(setup, setup.embedder, setup.pretrained, train, test, replay, curves.setdefault(name, {}))
     for label, (embedder, pretrained) in setup.ablations.items():
@@ -181,6 +182,8 @@ def compare(
             per_repeat.setdefault(name, []).append(accuracy(values, actual))
         if repeat == 0:
             first_repeat = predicted
+    fold_tau = {name: np.nan_to_num([m["kendall_tau"] for m in ms]) for name, ms in per_fold.items()}
+    cold = fold_tau[COLD]
     return {
         "n": len(labelled),
         "folds": folds,
@@ -188,7 +191,17 @@ def compare(
         "variant": setup.variant,
         "metrics": _summary(per_fold),
         "pooled": _summary(per_repeat),
-        "curves": {name: {str(n): float(np.mean(v)) for n, v in sorted(c.items())} for name, c in curves.items()},
+        "per_fold_tau": {name: taus.tolist() for name, taus in fold_tau.items()},
+        # Paired by fold: tau minus the cold (pretrained-only) tau on the same held-out prompts.
+        "tau_minus_cold": {
+            name: {"mean": float((taus - cold).mean()), "se": float((taus - cold).std(ddof=1) / np.sqrt(len(cold)))}
+            for name, taus in fold_tau.items() if name != COLD
+        },
+        "curves": {
+            name: {str(n if n >= 0 else len(labelled) - len(labelled) // folds): float(np.mean(v))
+                   for n, v in sorted(c.items(), key=lambda kv: kv[0] if kv[0] >= 0 else 1 << 30)}
+            for name, c in curves.items()
+        },
         "out_of_fold": {name: values.tolist() for name, values in first_repeat.items()},
     }
 
