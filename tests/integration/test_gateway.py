@@ -21,6 +21,7 @@ import pytest
 
 from lengthwise.gateway.config import GatewayConfig
 from lengthwise.gateway.testing import FunctionPredictor, running_gateway
+from lengthwise.policy import Job, Policy, make_policy
 
 pytestmark = pytest.mark.integration
 
@@ -72,13 +73,27 @@ async def _start_order(engine, gateway_url: str) -> tuple[list[int], list[int]]:
     return firsts, ends
 
 
+class Ahead(Policy):
+    """A policy shifted below priority 0, so that on a shared engine other clients' requests
+    (default priority 0) cannot starve the test's; the order among the test's is the policy's."""
+
+    def __init__(self, name: str) -> None:
+        self.base = make_policy(name)
+        self.name = self.base.name
+        self.time_invariant = self.base.time_invariant
+
+    def key(self, job: Job, now: float) -> float:
+        return self.base.key(job, now) - 1e5
+
+
 @pytest.mark.parametrize("mode", ["priority", "queue"])
 @pytest.mark.parametrize("policy, expected", [("sjf", [4, 16, 64]), ("fcfs", [64, 16, 4])])
 async def test_requests_start_in_policy_order(engine, mode: str, policy: str, expected: list[int]) -> None:
     # priority_scale: FCFS keys are arrival seconds; ×1000 keeps requests 50 ms apart distinct.
     config = GatewayConfig(backends=(engine.url,), mode=mode, policy=policy, max_inflight=engine.max_num_seqs,
                            priority_scale=1000)
-    async with running_gateway(config, predictor=FunctionPredictor(lambda r: r.max_tokens)) as (_, url):
+    oracle = FunctionPredictor(lambda r: r.max_tokens)
+    async with running_gateway(config, predictor=oracle, policy=Ahead(policy)) as (_, url):
         firsts, ends = await _start_order(engine, url)
     assert firsts == expected
     if policy == "sjf":
