@@ -1,5 +1,6 @@
 """The automatic choice: the candidate that ranks the actual lengths, or none (FCFS)."""
 
+import asyncio
 import logging
 import random
 
@@ -70,6 +71,18 @@ async def test_a_costly_candidate_runs_on_a_sample_until_chosen() -> None:
     assert auto.choice == "self:plain"  # its sampled window already shows the signal
     await _run(auto, 20, seed=9)
     assert len(costly.observed) == sampled + 20  # chosen: it predicts every request
+
+
+async def test_a_costly_shadow_does_not_delay_the_request() -> None:
+    slow = FunctionPredictor(lambda r: r.max_tokens, name="self:slow", delay_s=0.3)
+    auto = AutoPredictor([_noise(), slow], sample=1.0, min_requests=3)
+    request = _request(0, 10)
+    started = asyncio.get_running_loop().time()
+    prediction = await auto.predict(request)
+    assert asyncio.get_running_loop().time() - started < 0.2 and prediction.source == "auto:none"
+    await asyncio.sleep(0.5)  # the request runs meanwhile; the shadow's prediction arrives before it ends
+    auto.observe(request, prediction, 10)
+    assert slow.observed == [("r0", 10.0, 10)] and auto.status()["candidates"]["self:slow"]["n"] == 1
 
 
 async def test_the_choice_moves_when_a_predictor_loses_its_signal() -> None:

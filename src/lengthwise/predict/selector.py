@@ -1,8 +1,9 @@
 """Do no harm: schedule by the predictor that measurably ranks best, or by arrival when none does.
 
 `AutoPredictor` is a predictor made of candidates. Every request is predicted by the
-cheap candidates, and by the costly ones (those that query the engine: the self-prediction)
-when they are the chosen one or on a `sample` fraction of requests otherwise. Each
+cheap candidates and the chosen one; costly candidates (those that query the engine: the
+self-prediction) that are not chosen predict a `sample` fraction of requests, in the
+background: the request does not wait for them. Each
 completed request feeds every candidate that predicted it and its `QualityWindow`.
 
 The choice is the candidate whose tau-b has the highest lower confidence bound, if that
@@ -74,27 +75,42 @@ class AutoPredictor:
         self._rng = rng or random.Random()
         #: request id → each candidate's prediction, until the request completes.
         self._pending: OrderedDict[str, dict[str, Prediction]] = OrderedDict()
+        self._shadows: set[asyncio.Task[None]] = set()
 
     async def predict(self, request: LengthRequest) -> Prediction:
         self.requests += 1
-        chosen = [c for name, c in self.candidates.items()
-                  if not c.costly or name == self.choice or self._rng.random() < self.sample]
-        results = await asyncio.gather(*(c.predictor.predict(request) for c in chosen))
-        predictions = {c.predictor.name: p for c, p in zip(chosen, results)}
-        for c in chosen:
-            c.predicted += 1
+        awaited, shadows = [], []
+        for name, c in self.candidates.items():
+            if not c.costly or name == self.choice:
+                awaited.append(c)
+            elif self._rng.random() < self.sample:
+                shadows.append(c)
+        predictions: dict[str, Prediction] = {}
         self._remember(request.request_id, predictions)
+        for c in shadows:  # measured only: the request does not wait for them
+            task = asyncio.create_task(self._shadow(c, request, predictions))
+            self._shadows.add(task)
+            task.add_done_callback(self._shadows.discard)
+        for c in awaited:
+            c.predicted += 1
+        results = await asyncio.gather(*(c.predictor.predict(request) for c in awaited))
+        predictions.update((c.predictor.name, p) for c, p in zip(awaited, results))
         if self.choice in predictions:
             return predictions[self.choice]
         features: dict[str, float] = {}
         for p in predictions.values():
             features = p.features | features  # the first candidate's value wins
-        cost = PredictionCost(max((p.cost.latency_s for p in results), default=0.0),
+        cost = PredictionCost(max((p.cost.latency_s for p in results), default=0.0),  # the awaited ones
                               sum(p.cost.prompt_tokens for p in results),
                               sum(p.cost.completion_tokens for p in results),
                               sum(p.cost.cached_tokens for p in results))
         return Prediction(self.fallback_tokens, f"{self.name}:{NONE}", raw=self.fallback_tokens, cost=cost,
                           features=features)
+
+    async def _shadow(self, c: _Candidate, request: LengthRequest, predictions: dict[str, Prediction]) -> None:
+        """A costly candidate's prediction, kept if it arrives before the request completes."""
+        c.predicted += 1
+        predictions[c.predictor.name] = await c.predictor.predict(request)
 
     def observe(self, request: LengthRequest, prediction: Prediction, actual_tokens: int) -> None:
         """Feed each candidate that predicted this request, then choose again."""
