@@ -103,7 +103,7 @@ def _auto(options: dict[str, str], deps: dict[str, Any]) -> Predictor:
 
     specs = options.pop("candidates", "self|prompt-length").split("|")
     kwargs = _options_only({"sample": float, "window": int, "min_requests": int, "confidence": float,
-                            "margin": float, "fallback_tokens": float})(options)
+                            "margin": float, "recheck": int, "fallback_tokens": float})(options)
     candidates = [make_predictor(spec.replace(";", ","), **deps) for spec in specs if spec.strip()]
     return AutoPredictor(candidates, **{**_deps(deps, "fallback_tokens"), **kwargs})
 

@@ -9,7 +9,8 @@ completed request feeds every candidate that predicted it and its `QualityWindow
 The choice is the candidate whose tau-b has the highest lower confidence bound, if that
 bound is above 0; otherwise "none": every request gets the same `fallback_tokens`, so a
 length-ordered policy ties everywhere and serves by arrival (FCFS, aging included).
-A chosen candidate stays until another's lower bound beats its own by `margin`, so the
+The choice is made again every
+`recheck` completed requests. A chosen candidate stays until another's lower bound beats its own by `margin`, so the
 choice does not flap between two equally good predictors.
 """
 
@@ -51,7 +52,7 @@ class AutoPredictor:
     name = "auto"
 
     def __init__(self, candidates: Sequence[Predictor], *, sample: float = 0.1, window: int = 200,
-                 min_requests: int = 30, confidence: float = 0.95, margin: float = 0.02,
+                 min_requests: int = 30, confidence: float = 0.95, margin: float = 0.02, recheck: int = 10,
                  fallback_tokens: float = 256.0, pending_limit: int = 10_000,
                  rng: random.Random | None = None) -> None:
         names = [c.name for c in candidates]
@@ -68,6 +69,9 @@ class AutoPredictor:
         self.sample = sample
         self.min_requests = min_requests
         self.margin = margin
+        #: Choose again every this many completions: the taus cost O(W²) each.
+        self.recheck = max(1, recheck)
+        self.completed = 0
         self.fallback_tokens = float(fallback_tokens)
         self.pending_limit = pending_limit
         self.choice = NONE
@@ -113,7 +117,7 @@ class AutoPredictor:
         predictions[c.predictor.name] = await c.predictor.predict(request)
 
     def observe(self, request: LengthRequest, prediction: Prediction, actual_tokens: int) -> None:
-        """Feed each candidate that predicted this request, then choose again."""
+        """Feed each candidate that predicted this request; every `recheck` completions, choose again."""
         predictions = self._pending.pop(request.request_id, None)
         if predictions is None:
             return
@@ -124,7 +128,9 @@ class AutoPredictor:
                 candidate.predictor.observe(request, p, actual_tokens)
             except Exception:  # one candidate's bug must not stop the others learning
                 log.exception("auto: candidate %s failed to observe", name)
-        self._choose()
+        self.completed += 1
+        if self.completed % self.recheck == 0:
+            self._choose()
 
     def qualities(self) -> dict[str, RankQuality]:
         return {name: c.window.quality() for name, c in self.candidates.items()}
