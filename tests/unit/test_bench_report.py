@@ -62,6 +62,7 @@ def test_report_writes_markdown_summary_and_plots(results: Path) -> None:
         assert (results / png).stat().st_size > 1000
         assert f"({png})" in text
     assert "| fcfs |" in text and "| oracle |" in text
+    assert "- round 2, guided: 1 failed (1× HTTP 503)" in text
     summary = json.loads((results / "summary.json").read_text())
     ratio = summary["headline"]["guided / fcfs mean E2E"]
     assert len(ratio) == 2 and all(0.6 < x < 0.9 for x in ratio)

@@ -7,6 +7,7 @@ round), so a report can be rebuilt from a results folder alone.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,22 @@ def _spread(values: Sequence[float]) -> str:
     return f"{np.mean(values):.2f} (rounds: {each}; spread {max(values) - min(values):.2f})"
 
 
+def _failure_lines(items: Sequence[ArmRun]) -> list[str]:
+    """Failed requests are left out of every latency figure, which flatters the arm that lost them: say so."""
+    failed = [i for i in items if i.summary["failed"]]
+    if not failed:
+        return []
+    lines = ["**Failed requests** (left out of the latency figures above, so those arms look better than they are):", ""]
+    for i in failed:
+        errors = Counter(_error_kind(r.error) for r in i.run.records if r.error)
+        lines.append(f"- round {i.round}, {i.arm}: {int(i.summary['failed'])} failed ({', '.join(f'{n}× {e}' for e, n in errors.most_common())})")
+    return [*lines, ""]
+
+
+def _error_kind(error: str) -> str:
+    return error.split(":")[0][:60]
+
+
 def _meta_lines(meta: Mapping[str, Any]) -> list[str]:
     lines = []
     for key, value in meta.items():
@@ -211,6 +228,7 @@ def write_report(
         "",
         *_md_table(["arm", *(title for _, title, _ in COLUMNS)], arm_table_rows(items)),
         "",
+        *_failure_lines(items),
         "## Relative to FCFS, per round",
         "",
         *(f"- {k}: {_spread(v)}" for k, v in heads.items()),
