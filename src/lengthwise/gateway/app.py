@@ -460,9 +460,11 @@ class Gateway:
             f.status = 499  # the client went away first
         self.metrics.requests.labels(f.endpoint, str(f.status)).inc()
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("request %s %s model=%s backend=%s predicted=%s queue_ms=%.1f status=%d", f.id, f.endpoint,
-                      f.model, f.backend.index if f.backend else None,
-                      f"{f.prediction.tokens:.1f}" if f.prediction else None, f.queue_wait_s * 1e3, f.status)
+            p = f.prediction
+            log.debug("request %s %s model=%s backend=%s predicted=%s fallback=%s queue_ms=%.1f status=%d", f.id,
+                      f.endpoint, f.model, f.backend.index if f.backend else None,
+                      f"{p.tokens:.1f}" if p else None, p.fallback_reason if p else None, f.queue_wait_s * 1e3,
+                      f.status)
 
 
 class _CompletionsFirst:
