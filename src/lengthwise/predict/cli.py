@@ -10,7 +10,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from lengthwise.predict.learned_cli import learned_app
+
 predict_app = typer.Typer(help="Length prediction: evaluate and report.", no_args_is_help=True)
+predict_app.add_typer(learned_app, name="learned")
 console = Console(stderr=True)
 
 DEFAULT_OUT = Path("docs/results/predict_eval/eval.jsonl")

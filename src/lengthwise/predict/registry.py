@@ -108,7 +108,14 @@ def _auto(options: dict[str, str], deps: dict[str, Any]) -> Predictor:
     return AutoPredictor(candidates, **{**_deps(deps, "fallback_tokens"), **kwargs})
 
 
+def _learned(options: dict[str, str], deps: dict[str, Any]) -> Predictor:
+    from lengthwise.predict.learned_spec import build_learned
+
+    return build_learned(options, deps)
+
+
 _BUILDERS["auto"] = _auto
+_BUILDERS["learned"] = _learned
 
 
 def make_predictor(spec: str, **deps: Any) -> Predictor:
