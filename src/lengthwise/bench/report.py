@@ -7,6 +7,7 @@ round), so a report can be rebuilt from a results folder alone.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -191,7 +192,9 @@ def _failure_lines(items: Sequence[ArmRun]) -> list[str]:
 
 
 def _error_kind(error: str) -> str:
-    return error.split(":")[0][:60]
+    """'HTTP 503', 'timed out after 1800 s', 'stream error upstream_stream_cut', ..."""
+    code = re.search(r'"code": "([^"]+)"', error)
+    return error.split(":")[0][:60] + (f" {code.group(1)}" if code else "")
 
 
 def _meta_lines(meta: Mapping[str, Any]) -> list[str]:
