@@ -31,13 +31,13 @@ class _Stream:
 
     record: RequestRecord
     token_times: list[float] = field(default_factory=list)
-    last_chunk_time: float | None = None
+    first_chunk_time: float | None = None
 
     def finish(self, now: float) -> RequestRecord:
         rec = self.record
         rec.finish_time = now
         # A reply with no text at all (e.g. EOS first) still got its first "token" with its first chunk.
-        rec.first_token_time = self.token_times[0] if self.token_times else self.last_chunk_time
+        rec.first_token_time = self.token_times[0] if self.token_times else self.first_chunk_time
         rec.itl = RequestRecord.itl_from_token_times(self.token_times)
         if rec.error is None and rec.first_token_time is None:
             rec.error = "the stream carried no choices"
@@ -46,7 +46,7 @@ class _Stream:
 
 @dataclass(frozen=True)
 class Target:
-    """Where and how to send: server root URL, model, endpoint kind, extra headers."""
+    """Where and how to send: server root URL, model, endpoint kind, bearer key, per-request timeout."""
 
     url: str
     model: str
@@ -124,7 +124,7 @@ async def _stream_one(client: httpx.AsyncClient, target: Target, req: PlannedReq
                 return
             now = clock.now()
             if chunk.get("choices"):
-                st.last_chunk_time = st.last_chunk_time or now
+                st.first_chunk_time = st.first_chunk_time or now
             if _chunk_text(chunk):
                 st.token_times.append(now)
             if chunk.get("usage"):
