@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,22 @@ def variant_record(result: SelfQuery, order: int) -> dict[str, Any]:
     }
 
 
+async def sse_data(response: httpx.Response) -> AsyncIterator[str]:
+    """The `data:` payloads of a server-sent event stream.
+
+    Lines are split on b"\n" only, as SSE says: httpx's `aiter_lines` also splits on
+    U+2028 and other Unicode separators, which answers may contain inside a JSON string.
+    """
+    buffer = b""
+    async for chunk in response.aiter_bytes():
+        *lines, buffer = (buffer + chunk).split(b"\n")
+        for line in lines:
+            if line.startswith(b"data: "):
+                yield line[6:].rstrip(b"\r").decode()
+    if buffer.startswith(b"data: "):
+        yield buffer[6:].rstrip(b"\r").decode()
+
+
 async def real_answer(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> dict[str, Any]:
     """Stream the real request: output tokens, cached prompt tokens, TTFT and latency."""
     body = {**body, "stream": True, "stream_options": {"include_usage": True}}
@@ -88,10 +104,10 @@ async def real_answer(client: httpx.AsyncClient, url: str, body: dict[str, Any])
     ttft, finish, usage, pieces = None, None, {}, []
     async with client.stream("POST", url, json=body) as response:
         response.raise_for_status()
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
+        async for data in sse_data(response):
+            if data == "[DONE]":
                 continue
-            chunk = json.loads(line[6:])
+            chunk = json.loads(data)
             usage = chunk.get("usage") or usage
             for choice in chunk.get("choices") or []:
                 if content := (choice.get("delta") or {}).get("content"):
