@@ -33,8 +33,9 @@ _SELF_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "url": ("base_url", str),
     "model": ("model", str),
 }
-#: Default calibration features per predictor kind.
-_CAL_FEATURES = {"self": ("expect",), "prompt-length": ("prompt_tokens",)}
+#: Default calibration features per predictor kind; for `self`, the set that ranked
+#: best in the measured eval (docs/PREDICTION.md).
+_CAL_FEATURES = {"self": ("expect", "entropy", "prompt_tokens"), "prompt-length": ("prompt_tokens",)}
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
