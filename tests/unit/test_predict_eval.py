@@ -106,14 +106,3 @@ def test_cli_rejects_unknown_variants(tmp_path) -> None:
     result = CliRunner().invoke(app, ["predict", "eval", "--variants", "seed,bogus", "--out", str(tmp_path / "x.jsonl")])
     assert result.exit_code != 0
     assert "variants must be among" in result.output
-
-
-async def test_sse_lines_split_on_newlines_only() -> None:
-    from lengthwise.predict.eval import sse_data
-
-    text = 'data: {"a": "line\u2028separator"}\r\n\r\ndata: [DONE]'.encode()
-    response = httpx.Response(200, stream=httpx.ByteStream(text))
-    assert [json.loads(d) if d != "[DONE]" else d async for d in sse_data(response)] == [
-        {"a": "line\u2028separator"},
-        "[DONE]",
-    ]

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lengthwise.bench.metrics import RequestRecord
 from lengthwise.bench.plan import PlannedRequest
+from lengthwise.sse import sse_data
 
 Endpoint = Literal["chat", "completions"]
 PREDICTED_HEADER = "x-lengthwise-predicted-tokens"
@@ -112,10 +113,7 @@ async def _stream_one(client: httpx.AsyncClient, target: Target, req: PlannedReq
             body = (await resp.aread()).decode(errors="replace")
             rec.error = f"HTTP {resp.status_code}: {body[:300]}"
             return
-        async for line in resp.aiter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
+        async for data in sse_data(resp):
             if data == "[DONE]":
                 return
             chunk = json.loads(data)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import httpx
 from lengthwise.predict.base import LengthRequest
 from lengthwise.predict.baselines import prompt_hash
 from lengthwise.predict.self_predict import SelfPredictor, SelfQuery, cached_tokens
+from lengthwise.sse import sse_data
 from lengthwise.workload.sharegpt import Prompt
 
 
@@ -79,22 +80,6 @@ def variant_record(result: SelfQuery, order: int) -> dict[str, Any]:
         "completion_tokens": result.cost.completion_tokens,
         "cached_tokens": result.cost.cached_tokens,
     }
-
-
-async def sse_data(response: httpx.Response) -> AsyncIterator[str]:
-    """The `data:` payloads of a server-sent event stream.
-
-    Lines are split on b"\n" only, as SSE says: httpx's `aiter_lines` also splits on
-    U+2028 and other Unicode separators, which answers may contain inside a JSON string.
-    """
-    buffer = b""
-    async for chunk in response.aiter_bytes():
-        *lines, buffer = (buffer + chunk).split(b"\n")
-        for line in lines:
-            if line.startswith(b"data: "):
-                yield line[6:].rstrip(b"\r").decode()
-    if buffer.startswith(b"data: "):
-        yield buffer[6:].rstrip(b"\r").decode()
 
 
 async def real_answer(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> dict[str, Any]:

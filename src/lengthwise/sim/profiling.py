@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from lengthwise.sim.cost import LinearCost
+from lengthwise.sse import sse_data
 
 #: Token ids drawn for prompts: plain vocabulary, away from special tokens.
 TOKEN_RANGE = (1000, 30000)
@@ -88,8 +89,8 @@ class _Engine:
         async with self.client.stream("POST", f"{self.url}/v1/completions", json=body) as resp:
             if resp.status_code != 200:
                 raise RuntimeError(f"engine answered HTTP {resp.status_code}: {(await resp.aread())[:300]!r}")
-            async for line in resp.aiter_lines():
-                if line.startswith("data:") and line[5:].strip() != "[DONE]":
+            async for data in sse_data(resp):
+                if data != "[DONE]":
                     times.append(time.perf_counter())
         return times
 
