@@ -71,3 +71,12 @@ def test_bad_windows_are_refused() -> None:
         QualityWindow(size=2)
     with pytest.raises(ValueError):
         QualityWindow(confidence=1.5)
+
+
+def test_pairs_round_trip_into_a_smaller_window() -> None:
+    window = QualityWindow(size=10)
+    window.extend((float(v), float(2 * v)) for v in range(10))
+    smaller = QualityWindow(size=4)
+    smaller.extend([*window.pairs(), (math.inf, 1.0)])  # the non-finite pair is ignored, as by add
+    assert smaller.pairs() == [(6.0, 12.0), (7.0, 14.0), (8.0, 16.0), (9.0, 18.0)]
+    assert smaller.quality().tau == pytest.approx(1.0)

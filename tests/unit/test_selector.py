@@ -1,8 +1,10 @@
 """The automatic choice: the candidate that ranks the actual lengths, or none (FCFS)."""
 
 import asyncio
+import json
 import logging
 import random
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +117,63 @@ def test_the_spec_builds_candidates_and_checks_options() -> None:
         make_predictor("auto:candidates=prompt-length,bogus=1")
     with pytest.raises(ValueError, match="distinct"):
         make_predictor("auto:candidates=prompt-length|prompt-length")
+
+
+async def test_the_choice_survives_a_restart(tmp_path: Path) -> None:
+    state = tmp_path / "auto" / "state.json"
+    first = AutoPredictor([_noise(), _signal()], min_requests=20, state_path=state)
+    await _run(first, 60)
+    assert first.choice == "signal"
+    restarted = AutoPredictor([_noise(), _signal()], min_requests=20, state_path=state)
+    assert restarted.choice == "signal"  # before any new completion
+    prediction = await restarted.predict(_request(0, 500))
+    assert prediction.source == "signal"
+    assert restarted.status()["state"] == str(state) and restarted.status()["restored"] == 120
+    assert restarted.status()["candidates"]["signal"]["n"] == 60
+    assert AutoPredictor([_noise(), _signal()], min_requests=20).choice == "none"  # without state: cold
+    smaller = AutoPredictor([_signal()], window=10, state_path=state)
+    assert smaller.candidates["signal"].window.pairs() == first.candidates["signal"].window.pairs()[-10:]
+
+
+async def test_the_state_is_saved_at_each_recheck(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    auto = AutoPredictor([_signal()], recheck=10, state_path=state)
+    await _run(auto, 9)
+    assert not state.exists()
+    await _run(auto, 1)
+    saved = json.loads(state.read_text())
+    assert saved["choice"] == "none" and len(saved["windows"]["signal"]) == 10
+    assert [tuple(p) for p in saved["windows"]["signal"]] == auto.candidates["signal"].window.pairs()
+    assert list(tmp_path.iterdir()) == [state]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"windows": {"signal": [[1]]}}',
+                                     '{"windows": {"signal": [["a", 2]]}}', '{"choice": ["signal"]}'])
+async def test_a_corrupt_state_starts_empty(tmp_path: Path, caplog: pytest.LogCaptureFixture, content: str) -> None:
+    state = tmp_path / "state.json"
+    state.write_text(content)
+    with caplog.at_level(logging.WARNING, "lengthwise.predict.auto"):
+        auto = AutoPredictor([_signal()], min_requests=20, state_path=state)
+    assert auto.choice == "none" and auto.status()["restored"] == 0
+    assert any("cannot read state" in r.getMessage() for r in caplog.records)
+    await _run(auto, 30)
+    assert json.loads(state.read_text())["choice"] == "signal"  # overwritten with good evidence
+
+
+async def test_unknown_candidates_in_the_state_are_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    state = tmp_path / "state.json"
+    pairs = [[float(v), float(v)] for v in range(1, 41)]
+    state.write_text(json.dumps({"choice": "gone", "windows": {"gone": pairs, "signal": pairs}}))
+    with caplog.at_level(logging.INFO, "lengthwise.predict.auto"):
+        auto = AutoPredictor([_noise(), _signal()], min_requests=20, state_path=state)
+    assert "gone" not in auto.candidates and auto.status()["restored"] == 40
+    assert auto.choice == "signal" and auto.status()["candidates"]["noise"]["n"] == 0
+    assert any("ignored: gone" in r.getMessage() for r in caplog.records)
+
+
+def test_the_spec_takes_a_state_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    auto = make_predictor("auto:candidates=prompt-length|constant:tokens=5,state=~/cache/auto.json,recheck=5")
+    assert isinstance(auto, AutoPredictor)
+    assert auto.state_path == tmp_path / "cache" / "auto.json" and auto.recheck == 5
+    assert make_predictor("auto:candidates=prompt-length").state_path is None  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +93,15 @@ class QualityWindow:
         if math.isfinite(predicted) and math.isfinite(actual):
             self._pairs.append((predicted, actual))
             self._cached = None
+
+    def pairs(self) -> list[tuple[float, float]]:
+        """The window's (predicted, actual) pairs, oldest first: the evidence to persist."""
+        return list(self._pairs)
+
+    def extend(self, pairs: Iterable[tuple[float, float]]) -> None:
+        """Record many pairs (restored evidence); as with `add`, only the last `size` stay."""
+        for predicted, actual in pairs:
+            self.add(predicted, actual)
 
     def quality(self) -> RankQuality:
         """Tau-b and interval of the window, recomputed only after it changed."""

@@ -100,13 +100,18 @@ def _oracle(path: str | None = None, default: float = 256.0) -> OraclePredictor:
 
 
 def _auto(options: dict[str, str], deps: dict[str, Any]) -> Predictor:
+    """`auto:candidates=A|B,...`; `state=PATH` keeps the choice's evidence across restarts."""
+    from pathlib import Path
+
     from lengthwise.predict.selector import AutoPredictor
 
     specs = options.pop("candidates", "self|prompt-length").split("|")
+    state = options.pop("state", None)
     kwargs = _options_only({"sample": float, "window": int, "min_requests": int, "confidence": float,
                             "margin": float, "recheck": int, "fallback_tokens": float})(options)
     candidates = [make_predictor(spec.replace(";", ","), **deps) for spec in specs if spec.strip()]
-    return AutoPredictor(candidates, **{**_deps(deps, "fallback_tokens"), **kwargs})
+    return AutoPredictor(candidates, state_path=Path(state) if state else None,
+                         **{**_deps(deps, "fallback_tokens"), **kwargs})
 
 
 def _learned(options: dict[str, str], deps: dict[str, Any]) -> Predictor:

@@ -12,16 +12,23 @@ length-ordered policy ties everywhere and serves by arrival (FCFS, aging include
 The choice is made again every
 `recheck` completed requests. A chosen candidate stays until another's lower bound beats its own by `margin`, so the
 choice does not flap between two equally good predictors.
+
+With `state_path`, the windows and the choice are saved (JSON, atomically) at each recheck
+and restored on start, so a restarted gateway schedules by the evidence it had instead of
+running FCFS for `min_requests` completions again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import random
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lengthwise.predict.base import LengthRequest, Prediction, PredictionCost, Predictor
@@ -54,7 +61,7 @@ class AutoPredictor:
     def __init__(self, candidates: Sequence[Predictor], *, sample: float = 0.1, window: int = 200,
                  min_requests: int = 30, confidence: float = 0.95, margin: float = 0.02, recheck: int = 10,
                  fallback_tokens: float = 256.0, pending_limit: int = 10_000,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, state_path: Path | None = None) -> None:
         names = [c.name for c in candidates]
         if not candidates:
             raise ValueError("auto needs at least one candidate predictor")
@@ -80,6 +87,11 @@ class AutoPredictor:
         #: request id → each candidate's prediction, until the request completes.
         self._pending: OrderedDict[str, dict[str, Prediction]] = OrderedDict()
         self._shadows: set[asyncio.Task[None]] = set()
+        self.state_path = Path(state_path).expanduser() if state_path else None
+        #: Pairs restored from `state_path` on start, over all candidates.
+        self.restored = 0
+        if self.state_path is not None:
+            self._load(self.state_path)
 
     async def predict(self, request: LengthRequest) -> Prediction:
         self.requests += 1
@@ -131,6 +143,7 @@ class AutoPredictor:
         self.completed += 1
         if self.completed % self.recheck == 0:
             self._choose()
+            self._save()
 
     def qualities(self) -> dict[str, RankQuality]:
         return {name: c.window.quality() for name, c in self.candidates.items()}
@@ -142,6 +155,8 @@ class AutoPredictor:
             "requests": self.requests,
             "sample": self.sample,
             "min_requests": self.min_requests,
+            "state": str(self.state_path) if self.state_path else None,
+            "restored": self.restored,
             "candidates": {
                 name: {**c.window.quality().to_dict(), "costly": c.costly,
                        "sampled_fraction": round(c.predicted / self.requests, 4) if self.requests else 0.0,
@@ -166,3 +181,42 @@ class AutoPredictor:
             evidence = "; ".join(f"{name} {q.to_dict()}" for name, q in self.qualities().items())
             log.info("auto predictor: %s → %s (%s)", self.choice, best, evidence)
             self.choice = best
+
+    def _load(self, path: Path) -> None:
+        """Restore the saved windows and choice, then choose at once from that evidence.
+
+        An unreadable state only costs the warm start, so it is logged, never raised.
+        """
+        try:
+            saved = json.loads(path.read_text())
+            windows = {name: [(float(p), float(a)) for p, a in pairs] for name, pairs in saved["windows"].items()}
+            choice = str(saved.get("choice", NONE))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+            log.warning("auto predictor: cannot read state %s (%s); starting empty", path, e)
+            return
+        unknown = sorted(set(windows) - set(self.candidates))
+        if unknown:
+            log.info("auto predictor: state %s has evidence for candidates not configured now, ignored: %s",
+                     path, ", ".join(unknown))
+        for name, c in self.candidates.items():
+            c.window.extend(windows.get(name, ()))
+            self.restored += len(c.window)
+        if choice in self.candidates:
+            self.choice = choice  # the incumbent keeps its `margin` across the restart
+        self._choose()
+        log.info("auto predictor: restored %d pairs from %s; choice %s", self.restored, path, self.choice)
+
+    def _save(self) -> None:
+        """Write windows and choice to `state_path` atomically: a crash mid-write keeps the old file."""
+        if self.state_path is None:
+            return
+        state = {"choice": self.choice, "windows": {name: c.window.pairs() for name, c in self.candidates.items()}}
+        tmp = self.state_path.with_name(f".{self.state_path.name}.{os.getpid()}.tmp")
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(state))
+            os.replace(tmp, self.state_path)
+        except OSError as e:
+            log.warning("auto predictor: cannot save state to %s: %s", self.state_path, e)
