@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 LW := $(BIN)/lengthwise
 DEMO_PORT ?= 8000
+DEMO_OUT ?= runs/demo
+DEMO_MAX_TOKENS ?= 64
 
 .PHONY: env engine-setup test unit demo
 
@@ -32,9 +34,8 @@ test: engine-setup
 unit: env
 	$(BIN)/pytest -ra -m "not integration"
 
-# Until the benchmark lands: start the engine, show it, answer one prompt, stop it.
+# FCFS vs LLM-guided (the gateway's default predictor) vs oracle on 60 real ShareGPT prompts, on the
+# embedded engine (started here and stopped at the end unless it was already up): table + runs/demo/report.md.
 demo: engine-setup
-	$(LW) engine up --port $(DEMO_PORT)
-	trap '$(LW) engine down --port $(DEMO_PORT)' EXIT; \
-	$(LW) engine status --port $(DEMO_PORT) && \
-	$(LW) engine chat --port $(DEMO_PORT) --max-tokens 128 "Write a Python function that reverses a string."
+	$(LW) bench compare --n 60 --max-tokens $(DEMO_MAX_TOKENS) --load 0.9 --rounds 1 \
+		--engine-port $(DEMO_PORT) --max-num-seqs 2 --out $(DEMO_OUT)

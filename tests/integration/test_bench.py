@@ -31,3 +31,21 @@ def test_tiny_bench_run_fills_every_record(engine, tmp_path: Path) -> None:
         assert rec.itl is not None and len(rec.itl) <= rec.output_tokens - 1
         assert rec.cached_tokens is not None
     assert run.config["summary"]["completed"] == 4
+
+
+def test_tiny_compare_runs_every_arm_through_the_default_gateway(engine, tmp_path: Path) -> None:
+    """The demo's path end to end: calibration, FCFS, the gateway with its default predictor, oracle."""
+    out = tmp_path / "compare"
+    result = CliRunner().invoke(
+        app,
+        ["bench", "compare", "--url", engine.url, "--model", engine.model, "--n", "4", "--max-tokens", "8",
+         "--max-prompt-tokens", "200", "--load", "0.9", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    runs = {p.stem: load_run(p) for p in (out / "runs").glob("*.json")}
+    assert set(runs) == {"round1-fcfs", "round1-guided", "round1-oracle"}
+    for label, run in runs.items():
+        assert [r.ok for r in run.records] == [True] * 4, (label, [r.error for r in run.records])
+    assert all(r.predicted_tokens is not None for r in runs["round1-guided"].records)
+    assert "auto" in " ".join(runs["round1-guided"].config["gateway_args"])
+    assert (out / "report.md").exists() and (out / "e2e_cdf.png").exists()

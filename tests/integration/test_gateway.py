@@ -100,10 +100,10 @@ async def test_requests_start_in_policy_order(engine, mode: str, policy: str, ex
         assert ends == [4, 16, 64]  # predicted short finishes before long submitted earlier
 
 
-async def test_the_default_self_predictor_end_to_end_shares_the_prefix_cache(engine) -> None:
-    """Self-prediction by default: the prediction query goes first, to the same engine, and the real
+async def test_the_self_predictor_end_to_end_shares_the_prefix_cache(engine) -> None:
+    """Self-prediction: the prediction query goes first, to the same engine, and the real
     request then finds the prompt in the engine's prefix cache."""
-    config = GatewayConfig(backends=(engine.url,))
+    config = GatewayConfig(backends=(engine.url,), predictor="self")
     prompt = f"[{uuid.uuid4()}] " + "Explain, step by step, how a hash map handles collisions. " * 40
     async with running_gateway(config) as (gateway, url), httpx.AsyncClient(timeout=600) as client:
         assert gateway.predictor.name.startswith("self")

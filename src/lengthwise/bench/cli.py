@@ -180,7 +180,7 @@ def compare(
     burstiness: Burstiness = 1.0,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds: A B C, then C B A, ...")] = 1,
     predictor: Annotated[
-        list[str] | None, typer.Option(help="Predictor spec of a gateway arm (repeatable; the first is 'guided').")
+        list[str] | None, typer.Option(help="Predictor spec of a gateway arm (repeatable; the first is 'guided'); default: the gateway's.")
     ] = None,
     gateway_arg: Annotated[
         list[str] | None,
@@ -196,11 +196,12 @@ def compare(
 ) -> None:
     """The same prompts and arrival times through FCFS, LLM-guided and oracle scheduling, in rounds."""
     from lengthwise.bench.compare import DEFAULT_GATEWAY_ARGS, Settings, run_compare, standard_arms
+    from lengthwise.gateway.config import DEFAULT_PREDICTOR
 
     if rounds < 1 or n < 2 or not 0 < load:
         raise typer.BadParameter("need --rounds >= 1, --n >= 2 and --load > 0")
     slos = _goodput(goodput)
-    arms = standard_arms(predictor or ["self"], tuple(gateway_arg) if gateway_arg else DEFAULT_GATEWAY_ARGS)
+    arms = standard_arms(predictor or [DEFAULT_PREDICTOR], tuple(gateway_arg) if gateway_arg else DEFAULT_GATEWAY_ARGS)
     if no_oracle:
         arms = [a for a in arms if not a.oracle]
     with _clear_errors():

@@ -24,6 +24,7 @@ from lengthwise.bench.loadgen import Target, replay
 from lengthwise.bench.plan import PlannedRequest, build_plan, with_priorities
 from lengthwise.bench.runfile import BenchRun, load_run, save_run
 from lengthwise.bench.services import free_port, gateway_command, running_server, wait_idle
+from lengthwise.gateway.config import DEFAULT_PREDICTOR
 from lengthwise.workload.arrivals import gamma_arrivals
 
 #: What the LLM-guided arm asks of the gateway besides its predictor.
@@ -39,7 +40,7 @@ class Arm:
     oracle: bool = False
 
 
-def standard_arms(predictors: Sequence[str] = ("self",), gateway_args: Sequence[str] = DEFAULT_GATEWAY_ARGS) -> list[Arm]:
+def standard_arms(predictors: Sequence[str] = (DEFAULT_PREDICTOR,), gateway_args: Sequence[str] = DEFAULT_GATEWAY_ARGS) -> list[Arm]:
     """FCFS (the engine alone), one gateway arm per predictor (the first is `guided`), oracle."""
     guided = [
         Arm("guided" if i == 0 else f"guided:{spec}", (*gateway_args, "--predictor", spec))

@@ -10,6 +10,9 @@ Engine = Literal["vllm", "sglang", "openai"]
 Mode = Literal["priority", "queue", "both"]
 ENGINES: tuple[Engine, ...] = ("vllm", "sglang", "openai")
 MODES: tuple[Mode, ...] = ("priority", "queue", "both")
+#: The learned prompt model (no engine time), the engine's own self-prediction (costly:
+#: sampled on a tenth of requests until it ranks best) and prompt length.
+DEFAULT_PREDICTOR = "auto:candidates=learned:wrap=none|self|prompt-length"
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,9 @@ class GatewayConfig:
     #: both: hold and admit, and send the priority too.
     mode: Mode = "priority"
     policy: str = "sjf"
-    predictor: str = "self"
+    #: Do no harm by default: schedule by whichever candidate measurably ranks lengths
+    #: best, FCFS until one does (docs/AUTO_PREDICTOR.md).
+    predictor: str = DEFAULT_PREDICTOR
     #: Queue mode: requests in flight per backend at most.
     max_inflight: int = 4
     #: Queue mode: requests waiting in the gateway at most; beyond → 429.

