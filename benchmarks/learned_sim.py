@@ -3,8 +3,12 @@
 For each method's replay JSONL (held-out predictions with the embedded model's
 actual lengths), `lengthwise sim run --predictions replay:FILE` schedules the
 ShareGPT dev workload shortest-predicted-first; FCFS and SJF on the true lengths
-(oracle) run on the same arrivals. Seeds change the arrivals and the replay draws;
-the table shows mean E2E relative to FCFS, mean and spread over seeds.
+(oracle) run on the same arrivals. The workload's outputs are capped at the
+records' longest (the eval's max_tokens), one cap for every run, so that all
+arms serve the same requests. Seeds change the arrivals and the replay draws;
+the table shows mean E2E relative to FCFS, mean and spread over seeds, and
+Kendall's tau of the replayed predictions against the simulated lengths (what
+SJF was told, on the workload's length mix rather than the eval's).
 
     python benchmarks/learned_sim.py --seeds 5 --n 2000 --load 0.9 --max-num-seqs 8
 """
@@ -19,6 +23,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from lengthwise.sim.experiment import build_workload
+from lengthwise.sim.predictions import kendall_tau, make_predictions, output_cap
 
 REPLAY = Path(__file__).resolve().parents[1] / "docs/results/learned/replay"
 
@@ -51,21 +58,30 @@ def main() -> None:
     args = parser.parse_args()
     args.out = args.out or args.replay.parent / "sim.json"
     methods = json.loads((args.replay / "index.json").read_text())
-    first = args.replay / f"{next(iter(methods))}.jsonl"
-    base = [simulate(["fcfs", f"{args.policy}@oracle"], f"replay:{first}", s, args) for s in range(args.seeds)]
+    first = next(iter(methods))
+    cap = output_cap(f"replay:{args.replay / f'{first}.jsonl'}")
+    specs = {key: f"replay:{args.replay / f'{key}.jsonl'},cap={cap}" for key in methods}
+    base = [simulate(["fcfs", f"{args.policy}@oracle"], specs[first], s, args) for s in range(args.seeds)]
     fcfs = np.array([b["fcfs"] for b in base])
     rows = {f"{args.policy} on the true lengths (oracle)": np.array([b[f"{args.policy}@oracle"] for b in base])}
+    taus: dict[str, np.ndarray] = {}
+    outputs = [build_workload("sharegpt", args.n, seed=s, max_output=cap).output_tokens for s in range(args.seeds)]
     for key, name in methods.items():
-        runs = [simulate([args.policy], f"replay:{args.replay / f'{key}.jsonl'}", s, args) for s in range(args.seeds)]
+        runs = [simulate([args.policy], specs[key], s, args) for s in range(args.seeds)]
         rows[name] = np.array([r[args.policy] for r in runs])
-    print(f"ShareGPT dev workload, n={args.n}, load {args.load}, max-num-seqs {args.max_num_seqs}, "
-          f"H200 profile, {args.seeds} seeds; FCFS mean E2E {fcfs.mean():.3f} s")
-    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        taus[name] = np.array([kendall_tau(make_predictions(specs[key], out, s), out) for s, out in enumerate(outputs)])
+    print(f"ShareGPT dev workload, n={args.n}, outputs capped at {cap} tokens, load {args.load}, "
+          f"max-num-seqs {args.max_num_seqs}, H200 profile, {args.seeds} seeds; FCFS mean E2E {fcfs.mean():.3f} s")
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()} | {"output_cap": cap}
     result = {"config": config, "fcfs_mean_e2e_s": fcfs.tolist(), "rows": {}}
     for name, values in rows.items():
         ratio = values / fcfs
         result["rows"][name] = {"mean_e2e_s": values.tolist(), "ratio_to_fcfs": ratio.tolist()}
-        print(f"{name:60s} mean E2E / FCFS {ratio.mean():.3f} ± {ratio.std():.3f}")
+        line = f"{name:60s} mean E2E / FCFS {ratio.mean():.3f} ± {ratio.std():.3f}"
+        if name in taus:
+            result["rows"][name]["replayed_tau"] = taus[name].tolist()
+            line += f"; tau of replayed predictions {taus[name].mean():.3f}"
+        print(line)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
 
 

@@ -62,6 +62,21 @@ def test_sim_run_compares_arms_on_a_replayed_workload(measured: tuple[Path, Path
     assert (tmp_path / "out-sjf_oracle.jsonl").exists()
 
 
+def test_sim_run_caps_outputs_at_the_replay_records_longest(measured: tuple[Path, Path], tmp_path: Path) -> None:
+    run, profile = measured
+    replay = tmp_path / "eval.jsonl"
+    replay.write_text("\n".join(json.dumps({"actual": a, "predicted": a}) for a in (5, 20, 50, 50, 50)))
+    save = tmp_path / "out.json"
+    args = ["sim", "run", "--workload", f"records:{run}", "--profile", str(profile), "--rate", "2",
+            "--policy", "fcfs", "--predictions", f"replay:{replay}", "--save", str(save)]  # fmt: skip
+    result = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "outputs capped at 50 tokens" in result.output
+    records = (tmp_path / "out-fcfs.jsonl").read_text().splitlines()
+    outputs = [json.loads(line)["output_tokens"] for line in records]
+    assert max(outputs) == 50 and len(outputs) == 40
+
+
 def test_sim_run_rejects_a_bad_policy_with_one_line() -> None:
     result = runner.invoke(app, ["sim", "run", "--policy", "lifo", "--rate", "1"])
     assert result.exit_code == 1

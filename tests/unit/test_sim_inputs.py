@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lengthwise.sim.cost import LinearCost, ProfiledCost, load_cost_model
-from lengthwise.sim.predictions import kendall_tau, make_predictions, read_eval_pairs
+from lengthwise.sim.predictions import kendall_tau, make_predictions, output_cap, read_eval_pairs, replayed
 from lengthwise.workload.arrivals import gamma_arrivals, mean_rate, rescale_to_rate, tile_arrivals
 from lengthwise.workload.azure import load_azure
 
@@ -77,6 +77,45 @@ def test_replayed_predictions_keep_a_predictor_without_signal_signal_free(tmp_pa
     calibrated = tmp_path / "cal.jsonl"
     calibrated.write_text(json.dumps({"actual": 100, "predicted": 3, "calibrated": 90}) + "\n")
     assert read_eval_pairs(calibrated)[1].tolist() == [90.0]
+
+
+def test_replay_draws_uniformly_among_all_records_tied_at_the_cap() -> None:
+    """Long requests must not all borrow the predictions of the same few capped records."""
+    actual = np.concatenate([np.arange(10, 210, 10), np.full(40, 512)])
+    predicted = np.arange(actual.size, dtype=float)
+    for length in (512, 900):
+        drawn = replayed(np.full(8000, length), actual, predicted, k=5, seed=3)
+        values, counts = np.unique(drawn, return_counts=True)
+        assert values.tolist() == predicted[20:].tolist()
+        assert counts.min() > 0.7 * 200 and counts.max() < 1.3 * 200  # 8000 draws over 40 records
+
+
+def test_replay_draws_among_the_k_nearest_and_all_tied_with_the_kth() -> None:
+    rng = np.random.default_rng(0)
+    actual = rng.integers(1, 60, 200)  # many ties
+    predicted = np.arange(actual.size, dtype=float)
+    output = np.repeat(np.arange(0, 80), 300)
+    drawn = replayed(output, actual, predicted, k=7, seed=1).astype(int)
+    for x in np.unique(output):
+        dist = np.abs(actual - x)
+        nearest = set(np.flatnonzero(dist <= np.sort(dist)[6]).tolist())
+        assert set(drawn[output == x].tolist()) == nearest
+
+
+def test_replay_is_seeded() -> None:
+    actual, predicted = np.array([5, 5, 5, 5, 9]), np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    draws = [replayed(np.full(50, 5), actual, predicted, k=1, seed=seed) for seed in (7, 7, 8)]
+    assert np.array_equal(draws[0], draws[1]) and not np.array_equal(draws[0], draws[2])
+
+
+def test_output_cap_is_the_replay_records_longest_unless_given(tmp_path: Path) -> None:
+    path = tmp_path / "eval.jsonl"
+    path.write_text("\n".join(json.dumps({"actual": a, "predicted": 10}) for a in (30, 512, 200, 512)))
+    assert output_cap(f"replay:{path}") == 512
+    assert output_cap(f"replay:{path},cap=300") == 300
+    assert output_cap("oracle") is None and output_cap("lognormal:tau=0.5") is None
+    with pytest.raises(ValueError, match="cap must be >= 1"):
+        output_cap(f"replay:{path},cap=0")
 
 
 def test_linear_cost_fit_recovers_its_coefficients() -> None:

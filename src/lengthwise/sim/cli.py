@@ -8,13 +8,15 @@ against load, a PNG), `os` (the seed's FCFS/RR/SRT example as Gantt charts),
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, get_type_hints
 
 import typer
 from rich.console import Console
@@ -22,8 +24,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lengthwise.bench.metrics import parse_goodput, save_records, summarize_by_bucket
+from lengthwise.sim.cost import CostModel
 from lengthwise.sim.engine import EngineConfig, QueryConfig
 from lengthwise.sim.experiment import Arm, ArmResult, build_cost, build_workload, loads, run_arms, scale_to_load
+from lengthwise.sim.predictions import output_cap
+from lengthwise.sim.workload import Workload
 from lengthwise.workload.arrivals import rescale_to_rate
 
 sim_app = typer.Typer(
@@ -48,16 +53,59 @@ Blocks = Annotated[int, typer.Option(help="KV cache capacity in blocks.")]
 Seed = Annotated[int, typer.Option(help="Seed of predictions and sampled arrivals.")]
 
 
-def _engine_config(
-    max_num_seqs: int, max_batched_tokens: int, block_size: int, num_blocks: int, prefix_caching: bool,
-    preemptive: bool, preempt_threshold: float, query: bool, postfix_tokens: int, query_tokens: int, query_delay: float,
-) -> EngineConfig:  # fmt: skip
-    return EngineConfig(
-        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_batched_tokens, block_size=block_size,
-        num_blocks=num_blocks, prefix_caching=prefix_caching, preemptive=preemptive,
-        preempt_threshold=preempt_threshold,
-        query=QueryConfig(postfix_tokens, query_tokens, query_delay) if query else None,
-    )  # fmt: skip
+@dataclass(frozen=True)
+class Scenario:
+    """The options `run` and `sweep` share: what is served, what the scheduler is told, the engine, its cost."""
+
+    workload: WorkloadOpt = "azure"
+    n: N = None
+    arrivals: Arrivals = "trace"
+    burstiness: Burstiness = 1.0
+    predictions: Predictions = "lognormal:tau=0.5"
+    profile: Profile = None
+    overhead_ms: OverheadMs = None
+    max_num_seqs: MaxSeqs = 256
+    max_batched_tokens: Budget = 8192
+    block_size: BlockSize = 16
+    num_blocks: Blocks = 50_000
+    seed: Seed = 0
+
+    def engine(self, **options: Any) -> EngineConfig:
+        return EngineConfig(
+            max_num_seqs=self.max_num_seqs, max_num_batched_tokens=self.max_batched_tokens,
+            block_size=self.block_size, num_blocks=self.num_blocks, **options,
+        )  # fmt: skip
+
+    def cost(self) -> CostModel:
+        return build_cost(self.profile, self.overhead_ms)
+
+    def build_workload(self) -> tuple[Workload, str]:
+        """The workload, capped where a replay needs it (`output_cap`), and a title that says so."""
+        cap = output_cap(self.predictions)
+        w = build_workload(
+            self.workload, self.n, arrivals=self.arrivals, burstiness=self.burstiness, seed=self.seed, max_output=cap
+        )
+        capped = "" if cap is None else f", outputs capped at {cap} tokens for the replay"
+        return w, f"{self.workload}, {len(w)} requests{capped}"
+
+
+def _with_scenario(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with Scenario's fields as options in place of its `scenario` parameter, handed to it as one."""
+    hints = get_type_hints(Scenario, include_extras=True)
+    shared = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints[p.name])
+        for p in inspect.signature(Scenario).parameters.values()
+    ]
+    own = inspect.signature(command, eval_str=True).parameters.values()
+    params = [q for p in own for q in (shared if p.name == "scenario" else [p])]
+
+    @functools.wraps(command)
+    def wrapper(**options: Any) -> None:
+        command(scenario=Scenario(**{p.name: options.pop(p.name) for p in shared}), **options)
+
+    wrapper.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
 
 
 @contextmanager
@@ -143,24 +191,16 @@ def _bucket_table(results: Sequence[ArmResult]) -> Table:
 
 
 @sim_app.command("run")
+@_with_scenario
 def run(
+    *,
     policy: Annotated[
         list[str] | None,
         typer.Option(help="Policy arm (repeatable): a spec such as sjf+aging:rate=30; append @oracle for true lengths."),
     ] = None,
-    workload: WorkloadOpt = "azure",
-    n: N = None,
+    scenario: Scenario,
     load: Annotated[float, typer.Option(help="Arrival rate as a fraction of the engine's FCFS capacity.")] = 0.9,
     rate: Annotated[float | None, typer.Option(help="Arrival rate (req/s); overrides --load.")] = None,
-    arrivals: Arrivals = "trace",
-    burstiness: Burstiness = 1.0,
-    predictions: Predictions = "lognormal:tau=0.5",
-    profile: Profile = None,
-    overhead_ms: OverheadMs = None,
-    max_num_seqs: MaxSeqs = 256,
-    max_batched_tokens: Budget = 8192,
-    block_size: BlockSize = 16,
-    num_blocks: Blocks = 50_000,
     prefix_caching: Annotated[bool, typer.Option(help="Prefix caching (LRU eviction).")] = True,
     preemptive: Annotated[bool, typer.Option(help="Engine preempts: policy quanta (rr, mlfq) and arrivals.")] = False,
     preempt_threshold: Annotated[
@@ -173,7 +213,6 @@ def run(
     goodput: Annotated[list[str] | None, typer.Option(help="SLO NAME:MS, NAME in ttft, tpot, e2el (repeatable).")] = None,
     buckets: Annotated[bool, typer.Option(help="Also show mean E2E per output-length bucket.")] = True,
     save: Annotated[Path | None, typer.Option(help="Write each arm's records to SAVE-<arm>.jsonl and metrics to SAVE.json.")] = None,
-    seed: Seed = 0,
 ) -> None:
     """Simulate one workload at one load under each policy arm (same arrivals) and print a table."""
     with _clear_errors():
@@ -183,19 +222,19 @@ def run(
         slos = [s for g in goodput or [] for s in g.split()] or None
         if slos:
             parse_goodput(slos)
-        config = _engine_config(
-            max_num_seqs, max_batched_tokens, block_size, num_blocks, prefix_caching, preemptive, preempt_threshold,
-            query, postfix_tokens, query_tokens, query_delay,
+        config = scenario.engine(
+            prefix_caching=prefix_caching, preemptive=preemptive, preempt_threshold=preempt_threshold,
+            query=QueryConfig(postfix_tokens, query_tokens, query_delay) if query else None,
         )  # fmt: skip
-        cost = build_cost(profile, overhead_ms)
-        w = build_workload(workload, n, arrivals=arrivals, burstiness=burstiness, seed=seed)
+        cost = scenario.cost()
+        w, title = scenario.build_workload()
         if rate is not None:
             w, where = w.with_arrivals(rescale_to_rate(w.arrival, rate)), f"{rate:g} req/s"
         else:
             w, cap = scale_to_load(w, load, config, cost)
             where = f"load {load:g} of FCFS capacity {cap:.2f} req/s"
-        results = _run_with_progress(w, arms, config, cost, predictions, seed, slos)
-        console.print(_table(f"{workload}, {len(w)} requests, {where}; predictions {predictions}", results))
+        results = _run_with_progress(w, arms, config, cost, scenario.predictions, scenario.seed, slos)
+        console.print(_table(f"{title}, {where}; predictions {scenario.predictions}", results))
         if buckets:
             console.print(_bucket_table(results))
         if save is not None:
@@ -210,24 +249,15 @@ def _slug(text: str) -> str:
 
 
 @sim_app.command("sweep")
+@_with_scenario
 def sweep(
+    *,
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("sim-sweep.png"),
     load_list: Annotated[str, typer.Option("--loads", help="Comma-separated loads (fractions of FCFS capacity).")] = (
         "0.5,0.6,0.7,0.8,0.9,0.95"
     ),
     aging: Annotated[str, typer.Option(help="The aging arm's spec.")] = "sjf+aging:rate=30",
-    workload: WorkloadOpt = "azure",
-    n: N = None,
-    arrivals: Arrivals = "trace",
-    burstiness: Burstiness = 1.0,
-    predictions: Predictions = "lognormal:tau=0.5",
-    profile: Profile = None,
-    overhead_ms: OverheadMs = None,
-    max_num_seqs: MaxSeqs = 256,
-    max_batched_tokens: Budget = 8192,
-    block_size: BlockSize = 16,
-    num_blocks: Blocks = 50_000,
-    seed: Seed = 0,
+    scenario: Scenario,
 ) -> None:
     """Latency against load for FCFS, predicted SJF, oracle SJF and aging; a table and a PNG."""
     from lengthwise.sim.plots import sweep_png
@@ -235,25 +265,25 @@ def sweep(
     with _clear_errors():
         arms = [Arm("fcfs"), Arm("sjf"), Arm("sjf@oracle"), Arm(aging)]
         arms[-1].validate()
-        config = EngineConfig(max_num_seqs, max_batched_tokens, block_size, num_blocks)
-        cost = build_cost(profile, overhead_ms)
-        base = build_workload(workload, n, arrivals=arrivals, burstiness=burstiness, seed=seed)
+        config = scenario.engine()
+        cost = scenario.cost()
+        base, title = scenario.build_workload()
         grid = loads(load_list)
         series: dict[str, dict[str, list[float]]] = {a.spec: {} for a in arms}
-        table = Table(title=f"mean E2E (s) against load; {workload}, {len(base)} requests, predictions {predictions}")
+        table = Table(title=f"mean E2E (s) against load; {title}, predictions {scenario.predictions}")
         table.add_column("load")
         for a in arms:
             table.add_column(a.spec, justify="right")
         for load in grid:
             w, _ = scale_to_load(base, load, config, cost)
-            results = _run_with_progress(w, arms, config, cost, predictions, seed, None)
+            results = _run_with_progress(w, arms, config, cost, scenario.predictions, scenario.seed, None)
             for r in results:
                 for key, value in r.metrics.items():
                     series[r.arm.spec].setdefault(key, []).append(value)
             table.add_row(f"{load:g}", *(f"{r.metrics['mean_e2el_ms'] / 1000:,.2f}" for r in results))
         console.print(table)
-        title = f"{workload} ({len(base)} requests), predictions {predictions}, max_num_seqs {max_num_seqs}"
-        console.print(f"wrote {sweep_png(grid, series, out, title)}")
+        png_title = f"{title}, predictions {scenario.predictions}, max_num_seqs {scenario.max_num_seqs}"
+        console.print(f"wrote {sweep_png(grid, series, out, png_title)}")
 
 
 @sim_app.command("os")

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from lengthwise.bench.metrics import load_records, summarize
 from lengthwise.policy.registry import make_policy
 from lengthwise.sim.cost import CostModel, load_cost_model
@@ -33,12 +35,16 @@ def build_cost(profile: Path | None = None, overhead_ms: float | None = None) ->
     return load_cost_model(profile or h200_profile_path(), None if overhead_ms is None else overhead_ms / 1000)
 
 
-def build_workload(source: str, n: int | None, *, arrivals: str = "trace", burstiness: float = 1.0, seed: int = 0) -> Workload:
+def build_workload(
+    source: str, n: int | None, *, arrivals: str = "trace", burstiness: float = 1.0, seed: int = 0,
+    max_output: int | None = None,
+) -> Workload:  # fmt: skip
     """Requests from ``azure`` (the conversation trace), ``sharegpt`` (dev lengths) or ``records:PATH``.
 
     `arrivals`: ``trace`` keeps the source's own timing (Poisson for ShareGPT),
     ``gamma`` replaces it with gamma arrivals of the given burstiness (1 = Poisson).
-    The rate is set later, from the target load.
+    The rate is set later, from the target load. `max_output` caps output lengths,
+    as an engine's max_tokens would (see `predictions.output_cap`).
     """
     if source == "azure":
         w = azure_workload(n)
@@ -50,6 +56,8 @@ def build_workload(source: str, n: int | None, *, arrivals: str = "trace", burst
             w = w.head(n)
     else:
         raise ValueError(f"unknown workload {source!r}: use azure, sharegpt or records:PATH")
+    if max_output is not None:
+        w = replace(w, output_tokens=np.minimum(w.output_tokens, max_output))
     if arrivals == "gamma":
         return w.with_arrivals(gamma_arrivals(len(w), 1.0, burstiness, seed))
     if arrivals != "trace":

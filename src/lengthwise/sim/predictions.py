@@ -6,11 +6,14 @@ Specs (CLI ``--predictions``):
 - ``lognormal:tau=0.5`` or ``lognormal:sigma=1.0``: true length × exp(σ·Z),
   median-unbiased; with `tau`, σ is tuned so that Kendall's tau between prediction
   and truth is the target.
-- ``replay:PATH`` (``replay:PATH,variant=NAME``): predictions drawn from a
-  `predict eval` JSONL, conditioned on the true length: each request takes the
-  prediction of a random eval record among the `k` whose actual length is closest
-  to its own. This keeps the predictor's real joint behaviour, including a
-  predictor with no signal at all (a ratio model would invent one).
+- ``replay:PATH`` (``replay:PATH,variant=NAME,k=5,cap=N``): predictions drawn
+  from a `predict eval` JSONL, conditioned on the true length: each request takes
+  the prediction of an eval record drawn uniformly among the `k` whose actual
+  length is closest to its own, and every record tied with the k-th. This keeps
+  the predictor's real joint behaviour, including a predictor with no signal at
+  all (a ratio model would invent one). Eval records stop at the eval's
+  max_tokens, so the workload's outputs are capped at the records' longest (or
+  `cap`) first: see `output_cap`.
 """
 
 from __future__ import annotations
@@ -117,14 +120,46 @@ def _number(value: Any) -> float | None:
 
 
 def replayed(output: np.ndarray, actual: np.ndarray, predicted: np.ndarray, k: int = 5, seed: int = 0) -> np.ndarray:
-    """For each true length, the prediction of a random eval record among the k nearest in actual length."""
+    """For each true length, the prediction of a record drawn uniformly among its k nearest in actual length.
+
+    Records tied with the k-th nearest all count: with many records at the eval's
+    cap, a fixed k would always pick the same few, and a predictor's replay would
+    hang on what it said for them. Token counts are integers, so distances are exact.
+    """
     order = np.argsort(actual, kind="stable")
-    actual_sorted, pred_sorted = actual[order], predicted[order]
-    k = max(1, min(k, actual_sorted.size))
-    pos = np.searchsorted(actual_sorted, np.asarray(output, dtype=float))
-    start = np.clip(pos - k // 2, 0, actual_sorted.size - k)
-    pick = start + np.random.default_rng(seed).integers(0, k, size=start.size)
-    return pred_sorted[pick].astype(float)
+    actual_sorted, pred_sorted = np.asarray(actual, dtype=float)[order], np.asarray(predicted, dtype=float)[order]
+    x = np.asarray(output, dtype=float)
+    m = actual_sorted.size
+    k = max(1, min(k, m))
+    # The k nearest lie among the k records either side of x's insertion point.
+    window = np.searchsorted(actual_sorted, x)[:, None] + np.arange(-k, k)
+    inside = (window >= 0) & (window < m)
+    dist = np.where(inside, np.abs(actual_sorted[np.clip(window, 0, m - 1)] - x[:, None]), np.inf)
+    kth = np.partition(dist, k - 1, axis=1)[:, k - 1]
+    lo = np.searchsorted(actual_sorted, x - kth, side="left")
+    hi = np.searchsorted(actual_sorted, x + kth, side="right")
+    return pred_sorted[np.random.default_rng(seed).integers(lo, hi)]
+
+
+def output_cap(spec: str) -> int | None:
+    """The output length a workload must be capped at for predictions `spec`, or None.
+
+    A replay only knows lengths up to its records' max_tokens (the longest actual
+    length, unless `cap=N`): longer simulated requests would all borrow the capped
+    records' predictions while taking longer than any of them, so they are cut to it.
+    """
+    if spec.partition(":")[0].strip().lower() != "replay":
+        return None
+    path, params = _replay_args(spec)
+    cap = int(params["cap"]) if "cap" in params else int(read_eval_pairs(path, params.get("variant"))[0].max())
+    if cap < 1:
+        raise ValueError(f"predictions {spec!r}: cap must be >= 1, got {cap}")
+    return cap
+
+
+def _replay_args(spec: str) -> tuple[Path, dict[str, Any]]:
+    path, _, rest = spec.partition(":")[2].partition(",")
+    return Path(path), parse_params(rest, f"predictions {spec!r}")
 
 
 def make_predictions(spec: str, output: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -141,9 +176,8 @@ def make_predictions(spec: str, output: np.ndarray, seed: int = 0) -> np.ndarray
             return lognormal(output, sigma_for_tau(output, float(params["tau"]), seed), seed)
         raise ValueError("lognormal predictions need tau=... or sigma=...")
     if name == "replay":
-        path, _, rest = args.partition(",")
-        params = parse_params(rest, f"predictions {spec!r}")
-        actual, predicted = read_eval_pairs(Path(path), params.get("variant"))
+        path, params = _replay_args(spec)
+        actual, predicted = read_eval_pairs(path, params.get("variant"))
         return replayed(output, actual, predicted, int(params.get("k", 5)), seed)
     raise ValueError(f"unknown prediction model {spec!r}: use oracle, lognormal:tau=T, lognormal:sigma=S or replay:PATH")
 
