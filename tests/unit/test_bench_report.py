@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +71,23 @@ def test_report_writes_markdown_summary_and_plots(results: Path) -> None:
     assert all(0.2 < x < 0.8 for x in share)
     assert summary["prediction_quality"]["guided"]["kendall_tau"] == pytest.approx(1.0)
     assert all(run["summary"]["failed"] == 1 for run in summary["runs"])
+
+
+def test_no_share_of_a_gain_the_oracle_did_not_make_and_no_tau_for_equal_predictions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(SLOWNESS, "oracle", 3.0)  # the oracle slower than FCFS in every round
+    labels = []
+    for arm in ("fcfs", "guided", "oracle"):
+        run = synthetic_run(arm, 1)
+        if arm == "guided":
+            run.records[:] = [replace(r, predicted_tokens=256.0) for r in run.records]
+        save_run(tmp_path / "runs" / f"round1-{arm}.json", run)
+        labels.append(f"round1-{arm}")
+    (tmp_path / "comparison.json").write_text(json.dumps({"model": "m", "max_tokens": 128, "run_order": labels}))
+    runs, meta = load_results(tmp_path)
+    text = write_report(tmp_path, runs, meta, goodput=None).read_text()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert "guided / fcfs mean E2E" in summary["headline"]
+    assert "guided: share of the oracle's gain" not in summary["headline"]
+    assert "guided: no ranking (every prediction the same: arrival order)" in text

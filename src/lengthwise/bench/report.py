@@ -7,6 +7,7 @@ round), so a report can be rebuilt from a results folder alone.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -80,7 +81,8 @@ def headline(items: Sequence[ArmRun]) -> dict[str, list[float]]:
             out.setdefault(f"{arm} / fcfs mean E2E", []).append(s["mean_e2el_ms"] / base["mean_e2el_ms"])
             out.setdefault(f"{arm} / fcfs output tok/s", []).append(s["output_throughput"] / base["output_throughput"])
             oracle = by.get((r, ORACLE))
-            if arm != ORACLE and oracle is not None and base["mean_e2el_ms"] != oracle["mean_e2el_ms"]:
+            # A share of a "gain" the oracle did not make (it was no faster than FCFS) means nothing.
+            if arm != ORACLE and oracle is not None and base["mean_e2el_ms"] > oracle["mean_e2el_ms"]:
                 gain = (base["mean_e2el_ms"] - s["mean_e2el_ms"]) / (base["mean_e2el_ms"] - oracle["mean_e2el_ms"])
                 out.setdefault(f"{arm}: share of the oracle's gain", []).append(gain)
     return out
@@ -151,6 +153,11 @@ def prediction_quality(items: Sequence[ArmRun]) -> dict[str, dict[str, float]]:
         tau = kendalltau(p, a).statistic if p.size > 1 else float("nan")
         out[arm] = {"n": int(p.size), "kendall_tau": float(tau), "mae_tokens": float(np.mean(np.abs(p - a)))}
     return out
+
+
+def _tau_text(tau: float) -> str:
+    """Kendall's tau is undefined when every prediction is the same: the arm was scheduled by arrival."""
+    return "no ranking (every prediction the same: arrival order)" if math.isnan(tau) else f"Kendall tau {tau:.3f}"
 
 
 def make_plots(items: Sequence[ArmRun], out_dir: Path, max_tokens: int) -> dict[str, Path]:
@@ -243,7 +250,8 @@ def write_report(
     ]
     if quality:
         lines += ["## Prediction quality (gateway's predicted tokens vs actual)", ""]
-        lines += [f"- {arm}: Kendall tau {q['kendall_tau']:.3f}, MAE {q['mae_tokens']:.0f} tokens over {q['n']} requests" for arm, q in quality.items()]
+        lines += [f"- {arm}: {_tau_text(q['kendall_tau'])}, MAE {q['mae_tokens']:.0f} tokens over {q['n']} requests"
+                  for arm, q in quality.items()]
         lines.append("")
     lines += ["## Plots", ""] + [f"![{name}]({p.name})" for name, p in pngs.items()] + [""]
     report = out_dir / "report.md"
