@@ -1,5 +1,6 @@
 """Pass-through: what the client gets is what the backend sent, plus x-lengthwise-* headers."""
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 
@@ -115,3 +116,23 @@ async def test_authorization_is_forwarded_and_client_keys_are_checked() -> None:
                 httpx.AsyncClient() as client:
             await client.post(url + "/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer mine"})
             assert stub.received[-1].headers["authorization"] == "Bearer backend-secret"
+
+
+async def test_a_client_hanging_up_at_done_still_teaches_the_predictor(env: tuple) -> None:
+    """Load generators stop reading at `data: [DONE]` and close; the answer was complete."""
+    stub, stub_url, gateway, url, predictor, client = env
+    stub.done_linger_s = 0.2  # the backend ends its body a little after [DONE], as vLLM may
+    for i in range(20):
+        body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}, "max_tokens": 3 + i % 4}
+        async with client.stream("POST", url + "/v1/chat/completions", json=body) as resp:
+            async for line in resp.aiter_lines():
+                if line.strip() == "data: [DONE]":
+                    break  # leave without reading the end of the chunked body
+    for _ in range(50):
+        if len(predictor.observed) == 20:
+            break
+        await asyncio.sleep(0.02)
+    assert [o[2] for o in predictor.observed] == [3 + i % 4 for i in range(20)]
+    await asyncio.sleep(0.3)  # the last response's body ends after the linger
+    metrics = (await client.get(url + "/metrics")).text
+    assert 'lengthwise_requests_total{endpoint="chat",status="200"} 20.0' in metrics  # none counted as 499

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 import zlib
@@ -241,3 +242,25 @@ def test_loo_selection_matches_brute_force_leave_one_out() -> None:
     assert model.loo_rmse == pytest.approx(float(np.sqrt(np.mean(np.square(residuals)))), rel=1e-6)
     chosen = fit_ridge(X, y, 1.0, SCALES)
     assert chosen.loo_rmse <= fit_ridge(X, y, 3.0).loo_rmse + 1e-12  # 3.0 is among the candidates
+
+
+def test_expected_capped_keeps_the_order_above_the_cap() -> None:
+    from lengthwise.predict.learned import expected_capped
+
+    cap = 64.0
+    values = [expected_capped(math.log1p(t), 1.0, cap) for t in (10, 64, 200, 1000, 5000)]
+    assert all(a < b for a, b in zip(values, values[1:]))  # strictly rising, no ties at the cap
+    assert all(0 < v < cap for v in values)
+    assert expected_capped(math.log1p(20), 1e-6, cap) == pytest.approx(20, rel=1e-3)  # no spread: the point
+    assert expected_capped(math.log1p(500), 1e-6, cap) == pytest.approx(cap, rel=1e-3)
+    # Monte Carlo check of the closed form.
+    rng = np.random.default_rng(0)
+    draws = np.expm1(rng.normal(math.log1p(80), 0.7, 200_000))
+    assert expected_capped(math.log1p(80), 0.7, cap) == pytest.approx(np.minimum(draws, cap).mean(), rel=0.01)
+
+
+async def test_prompts_predicted_just_above_the_cap_still_rank() -> None:
+    predictor = make()
+    await feed(predictor, 60)  # topic k asks for about 20k tokens
+    tokens = [(await predictor.predict(request(k, 900 + k, max_tokens=100))).tokens for k in (4, 5, 6, 7)]
+    assert tokens[0] < tokens[1] < tokens[2] < tokens[3] < 100  # clipping would tie the last three at 100

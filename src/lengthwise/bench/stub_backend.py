@@ -101,6 +101,8 @@ class StubBackend:
     #: Delay before the first byte of a completion, and between streamed tokens.
     latency_s: float = 0.0
     token_interval_s: float = 0.0
+    #: Seconds between `data: [DONE]` and the end of the body (a real server's finishing work).
+    done_linger_s: float = 0.0
     fault: Fault | None = None
     #: Keep every completion request in `received` (tests; off for benchmarks).
     record: bool = True
@@ -216,7 +218,10 @@ class StubBackend:
         options = body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
             await event([], usage=usage)
-        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": bool(self.done_linger_s)})
+        if self.done_linger_s:
+            await asyncio.sleep(self.done_linger_s)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _lifespan(receive: Any, send: Any) -> None:

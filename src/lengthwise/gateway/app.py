@@ -394,14 +394,20 @@ class Gateway:
             async for chunk in upstream.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 tap.feed(chunk)
+                if tap.done and not f.response_complete:
+                    # The client has the whole answer once [DONE] is relayed, and many clients hang
+                    # up right then: from here on that is not a client leaving early (499).
+                    f.response_complete = True
+                    self._learn(f, tap.result())
         except (aiohttp.ClientError, TimeoutError) as e:
             assert f.backend is not None
             self.metrics.upstream_errors.labels(f.backend.url, "cut").inc()
             log.warning("request %s: backend %d cut the stream (%s)", f.id, f.backend.index, type(e).__name__)
             raise GatewayError(502, "the backend ended the stream early", code="upstream_stream_cut") from e
+        if not f.response_complete:  # a stream without [DONE]: its end is the answer's end
+            f.response_complete = True
+            self._learn(f, tap.result())
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        f.response_complete = True
-        self._learn(f, tap.result())
 
     async def _send_error(self, f: Flight, send: Any, e: GatewayError) -> None:
         if f.response_complete:

@@ -89,6 +89,8 @@ class StreamTap:
 
     def __init__(self) -> None:
         self.usage: dict[str, Any] | None = None
+        #: `data: [DONE]` went by: the answer is complete.
+        self.done = False
         self._chunks: dict[int, int] = {}
         self._tail = b""
 
@@ -110,7 +112,10 @@ class StreamTap:
 
     def _read(self, event: bytes) -> None:
         for line in event.splitlines():
-            if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
+            if not line.startswith(b"data:"):
+                continue
+            if line[5:].strip() == b"[DONE]":
+                self.done = True
                 continue
             try:
                 obj = json.loads(line[5:])

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_TOKENS = 512
 #: Standard normal quantiles of the quantiles reported with online predictions.
 QUANTILE_Z = {0.1: -1.2816, 0.5: 0.0, 0.9: 1.2816}
+#: Spread (log space) assumed around the pretrained score until the online stage
+#: measures its own: wide, a factor of e either way.
+PRETRAINED_SIGMA = 1.0
 #: Penalty of the pretrained-score column relative to the others (1).
 PRETRAINED_PENALTY = 1e-2
 
@@ -184,7 +187,8 @@ class LearnedPredictor:
         else:
             score, stage = float(vector[0]), "pretrained"
         cap = float(request.max_tokens or DEFAULT_MAX_TOKENS)
-        tokens = min(max(math.expm1(score), 1.0), cap)
+        sigma = online.loo_rmse if online is not None and math.isfinite(online.loo_rmse) else PRETRAINED_SIGMA
+        tokens = max(expected_capped(score, sigma, cap), 1.0)
         # Online: log-normal quantiles with the leave-one-out error as the spread.
         quantiles = {} if online is None or not math.isfinite(online.loo_rmse) else {
             q: min(max(math.expm1(score + z * online.loo_rmse), 1.0), cap) for q, z in QUANTILE_Z.items()
@@ -358,3 +362,22 @@ def _fallback(reason: str, start: float) -> Prediction:
         fallback_reason=reason,
         cost=PredictionCost(latency_s=max(time.perf_counter() - start, 0.0)),
     )
+
+
+def expected_capped(log_score: float, sigma: float, cap: float) -> float:
+    """E[min(L, cap)] for log1p(L) ~ Normal(log_score, sigma): the answer's expected length under its cap.
+
+    Clipping the point prediction at `cap` instead would tie every prompt predicted
+    above it, and with a small max_tokens that is all of them: the order SJF needs
+    is lost. This expectation stays below the cap and rises strictly with the score.
+    """
+    x_cap = cap + 1.0  # in X = L + 1, which is log-normal
+    if sigma <= 0:
+        return min(math.expm1(log_score), cap)
+    z = (math.log(x_cap) - log_score) / sigma
+    below = math.exp(log_score + sigma * sigma / 2) * _phi(z - sigma)
+    return below + x_cap * (1.0 - _phi(z)) - 1.0
+
+
+def _phi(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
