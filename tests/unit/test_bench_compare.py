@@ -42,8 +42,9 @@ def test_compare_runs_every_arm_and_writes_the_report(tmp_path: Path) -> None:
     assert 0.79 < meta["load"] < 0.81
     guided = load_run(out / "runs" / "round1-guided.json")
     assert all(r.ok and r.predicted_tokens == 5.0 and r.output_tokens == 8 for r in guided.records)
+    assert {r.predictor for r in guided.records} == {"constant"}
     fcfs = load_run(out / "runs" / "round1-fcfs.json")
-    assert all(r.ok and r.predicted_tokens is None for r in fcfs.records)
+    assert all(r.ok and r.predicted_tokens is None and r.predictor is None for r in fcfs.records)
     assert [r.id for r in fcfs.records] == [r.id for r in guided.records]
     for name in ("report.md", "summary.json", "e2e_cdf.png", "predicted_vs_actual.png", "calibration.json", "plan.json"):
         assert (out / name).exists(), name

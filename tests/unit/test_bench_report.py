@@ -28,7 +28,7 @@ def synthetic_run(arm: str, rnd: int, n: int = 40, predicted: bool = False) -> B
             RequestRecord(
                 id=f"r{i:04d}", arrival=arrival, first_token_time=first, finish_time=first + SLOWNESS[arm] * 0.05 * out,
                 prompt_tokens=20, output_tokens=out, itl=[0.05] * (out - 1), cached_tokens=0,
-                predicted_tokens=out * 1.3 + 5 if predicted else None,
+                predicted_tokens=out * 1.3 + 5 if predicted else None, predictor="function" if predicted else None,
             )
         )  # fmt: skip
     records.append(RequestRecord(id="failed", arrival=0.0, error="HTTP 503"))
@@ -64,6 +64,7 @@ def test_report_writes_markdown_summary_and_plots(results: Path) -> None:
         assert f"({png})" in text
     assert "| fcfs |" in text and "| oracle |" in text
     assert "- round 2, guided: 1 failed (1× HTTP 503)" in text
+    assert "- guided scheduled by: function 80" in text
     summary = json.loads((results / "summary.json").read_text())
     ratio = summary["headline"]["guided / fcfs mean E2E"]
     assert len(ratio) == 2 and all(0.6 < x < 0.9 for x in ratio)

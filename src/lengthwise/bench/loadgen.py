@@ -24,6 +24,7 @@ from lengthwise.sse import sse_data
 
 Endpoint = Literal["chat", "completions"]
 PREDICTED_HEADER = "x-lengthwise-predicted-tokens"
+PREDICTOR_HEADER = "x-lengthwise-predictor"
 
 
 @dataclass
@@ -109,6 +110,7 @@ async def _stream_one(client: httpx.AsyncClient, target: Target, req: PlannedReq
     url = target.url.rstrip("/") + target.path
     async with client.stream("POST", url, json=request_body(target, req), headers=headers) as resp:
         rec.predicted_tokens = _parse_predicted(resp.headers.get(PREDICTED_HEADER))
+        rec.predictor = resp.headers.get(PREDICTOR_HEADER)
         if resp.status_code != 200:
             body = (await resp.aread()).decode(errors="replace")
             rec.error = f"HTTP {resp.status_code}: {body[:300]}"

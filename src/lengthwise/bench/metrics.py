@@ -55,6 +55,8 @@ class RequestRecord:
     prompt_tokens: int = 0
     output_tokens: int = 0
     predicted_tokens: float | None = None
+    #: Which predictor the gateway scheduled it by (`x-lengthwise-predictor`; `auto:none`: by arrival).
+    predictor: str | None = None
     #: Gaps between consecutive output tokens after the first (s), as vLLM's `itl`.
     itl: list[float] | None = None
     #: Prompt tokens served from the prefix cache.

@@ -155,6 +155,16 @@ def prediction_quality(items: Sequence[ArmRun]) -> dict[str, dict[str, float]]:
     return out
 
 
+def scheduled_by(items: Sequence[ArmRun]) -> dict[str, Counter[str]]:
+    """Per gateway arm: how many requests each predictor scheduled (an auto arm's choices over time)."""
+    out: dict[str, Counter[str]] = {}
+    for i in items:
+        names = [r.predictor for r in i.run.succeeded if r.predictor]
+        if names:
+            out.setdefault(i.arm, Counter()).update(names)
+    return out
+
+
 def _tau_text(tau: float) -> str:
     """Kendall's tau is undefined when every prediction is the same: the arm was scheduled by arrival."""
     return "no ranking (every prediction the same: arrival order)" if math.isnan(tau) else f"Kendall tau {tau:.3f}"
@@ -252,6 +262,8 @@ def write_report(
         lines += ["## Prediction quality (gateway's predicted tokens vs actual)", ""]
         lines += [f"- {arm}: {_tau_text(q['kendall_tau'])}, MAE {q['mae_tokens']:.0f} tokens over {q['n']} requests"
                   for arm, q in quality.items()]
+        lines += [f"- {arm} scheduled by: " + ", ".join(f"{name} {n}" for name, n in counts.most_common())
+                  for arm, counts in scheduled_by(items).items()]
         lines.append("")
     lines += ["## Plots", ""] + [f"![{name}]({p.name})" for name, p in pngs.items()] + [""]
     report = out_dir / "report.md"
