@@ -60,6 +60,9 @@ def serve(
     from lengthwise.gateway.app import Gateway
     from lengthwise.gateway.server import run
 
+    # Before the gateway is built: its predictor logs what it restores at construction.
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per prediction query otherwise
     try:
         config = GatewayConfig(
             backends=tuple(backend), engine=engine, mode=mode, policy=policy, predictor=predictor,  # type: ignore[arg-type]
@@ -73,8 +76,6 @@ def serve(
         gateway = Gateway(config)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per prediction query otherwise
     if host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
         logging.getLogger("lengthwise.gateway").warning("listening on %s without --api-key", host)
     typer.echo(f"lengthwise gateway on http://{host}:{port}/v1 → {', '.join(config.backends)} "
