@@ -34,6 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Protocol
 
 import numpy as np
@@ -54,6 +55,7 @@ QUANTILE_Z = {0.1: -1.2816, 0.5: 0.0, 0.9: 1.2816}
 #: Spread (log space) assumed around the pretrained score until the online stage
 #: measures its own: wide, a factor of e either way.
 PRETRAINED_SIGMA = 1.0
+_STANDARD_NORMAL = NormalDist()
 #: Penalty of the pretrained-score column relative to the others (1).
 PRETRAINED_PENALTY = 1e-2
 
@@ -187,11 +189,11 @@ class LearnedPredictor:
         else:
             score, stage = float(vector[0]), "pretrained"
         cap = float(request.max_tokens or DEFAULT_MAX_TOKENS)
-        sigma = online.loo_rmse if online is not None and math.isfinite(online.loo_rmse) else PRETRAINED_SIGMA
-        tokens = max(expected_capped(score, sigma, cap), 1.0)
-        # Online: log-normal quantiles with the leave-one-out error as the spread.
-        quantiles = {} if online is None or not math.isfinite(online.loo_rmse) else {
-            q: min(max(math.expm1(score + z * online.loo_rmse), 1.0), cap) for q, z in QUANTILE_Z.items()
+        # Online: the leave-one-out error is the log-normal spread, and it gives quantiles.
+        spread = online.loo_rmse if online is not None and math.isfinite(online.loo_rmse) else None
+        tokens = max(expected_capped(score, PRETRAINED_SIGMA if spread is None else spread, cap), 1.0)
+        quantiles = {} if spread is None else {
+            q: min(max(math.expm1(score + z * spread), 1.0), cap) for q, z in QUANTILE_Z.items()
         }
         features = dict(inner.features) if inner is not None else {}
         features.update(learned_log=score, observed=float(self.observed))
@@ -375,9 +377,5 @@ def expected_capped(log_score: float, sigma: float, cap: float) -> float:
     if sigma <= 0:
         return min(math.expm1(log_score), cap)
     z = (math.log(x_cap) - log_score) / sigma
-    below = math.exp(log_score + sigma * sigma / 2) * _phi(z - sigma)
-    return below + x_cap * (1.0 - _phi(z)) - 1.0
-
-
-def _phi(z: float) -> float:
-    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+    below = math.exp(log_score + sigma * sigma / 2) * _STANDARD_NORMAL.cdf(z - sigma)
+    return below + x_cap * (1.0 - _STANDARD_NORMAL.cdf(z)) - 1.0
