@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from lengthwise.bench.loadgen import Target, replay
-from lengthwise.bench.metrics import summarize
+from lengthwise.core.records import summarize
 from lengthwise.bench.plan import build_plan, poisson_gamma_arrivals
 from lengthwise.bench.services import free_port, running_server
 
@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     port = free_port()
-    stub = [sys.executable, "-m", "lengthwise.bench.stub_backend", "--port", str(port),
+    stub = [sys.executable, "-m", "lengthwise.testing.stub_backend", "--port", str(port),
             "--latency-ms", str(args.latency_ms), "--token-interval-ms", str(args.token_interval_ms)]  # fmt: skip
     arrivals = poisson_gamma_arrivals(args.n, args.rate, seed=0)
     plan = build_plan(["benchmark prompt"] * args.n, arrivals, args.tokens)

@@ -49,5 +49,5 @@ def running_stub(*extra: str) -> Iterator[str]:
     """The stub engine on a free loopback port; yields its base URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with process([sys.executable, "-m", "lengthwise.bench.stub_backend", "--port", str(port), *extra], f"{url}/health"):
+    with process([sys.executable, "-m", "lengthwise.testing.stub_backend", "--port", str(port), *extra], f"{url}/health"):
         yield url

@@ -22,7 +22,7 @@ import httpx
 
 from lengthwise.gateway.config import GatewayConfig
 from lengthwise.gateway.metrics import wait_bucket
-from lengthwise.gateway.testing import running_gateway
+from lengthwise.testing.gateway import running_gateway
 
 TOPICS = ("hash maps", "B-trees", "TCP congestion control", "garbage collection", "consensus protocols",
           "bloom filters", "virtual memory", "database indexes", "JIT compilers", "rate limiters",

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 from rich.progress import Progress
 
-from lengthwise.predict.tokencount import count_tokens
+from lengthwise.core.tokens import count_tokens
 from lengthwise.workload.sharegpt import load_sharegpt
 
 OUT = Path(__file__).resolve().parents[1] / "docs/results/learned/actuals.jsonl"

@@ -19,11 +19,11 @@ import time
 import numpy as np
 
 from lengthwise.predict.base import LengthRequest, Prediction
-from lengthwise.predict.embedding import PromptEmbedder
-from lengthwise.predict.learned import LearnedPredictor
-from lengthwise.predict.learned_eval import dense_rows
-from lengthwise.predict.pretrained import SHIPPED, Pretrained
-from lengthwise.predict.tokencount import count_tokens
+from lengthwise.predict.learned.embedding import PromptEmbedder
+from lengthwise.predict.learned.predictor import LearnedPredictor
+from lengthwise.predict.offline.learned_eval import dense_rows
+from lengthwise.predict.learned.pretrained import SHIPPED, Pretrained
+from lengthwise.core.tokens import count_tokens
 from lengthwise.workload.sharegpt import load_sharegpt
 
 

@@ -22,13 +22,13 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from lengthwise.predict.base import LengthRequest
-from lengthwise.predict.embedding import PromptEmbedder
-from lengthwise.predict.learned import LearnedPredictor
-from lengthwise.predict.learned_data import embed_all, embedding_cache
-from lengthwise.predict.learned_eval import dense_rows
-from lengthwise.predict.pretrained import Pretrained
-from lengthwise.predict.ranker import ListMLERanker
-from lengthwise.predict.tokencount import count_tokens
+from lengthwise.predict.learned.embedding import PromptEmbedder
+from lengthwise.predict.learned.predictor import LearnedPredictor
+from lengthwise.predict.offline.learned_data import embed_all, embedding_cache
+from lengthwise.predict.offline.learned_eval import dense_rows
+from lengthwise.predict.learned.pretrained import Pretrained
+from lengthwise.predict.offline.ranker import ListMLERanker
+from lengthwise.core.tokens import count_tokens
 from lengthwise.workload.sharegpt import load_sharegpt
 
 OUT = Path(__file__).resolve().parents[1] / "docs/results/learned"

@@ -12,7 +12,7 @@ import os
 import resource
 import time
 
-from lengthwise.policy import make_policy
+from lengthwise.core.policy import make_policy
 from lengthwise.sim.engine import EngineConfig, Simulator
 from lengthwise.sim.experiment import build_cost, build_workload, scale_to_load
 from lengthwise.sim.predictions import make_predictions

@@ -7,7 +7,7 @@ import typer
 from lengthwise.bench.cli import bench_app
 from lengthwise.engine.cli import engine_app
 from lengthwise.gateway.cli import serve
-from lengthwise.predict.cli import predict_app
+from lengthwise.predict.offline.cli import predict_app
 from lengthwise.sim.cli import sim_app
 
 app = typer.Typer(

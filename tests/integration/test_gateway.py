@@ -20,8 +20,8 @@ import openai
 import pytest
 
 from lengthwise.gateway.config import GatewayConfig
-from lengthwise.gateway.testing import FunctionPredictor, running_gateway
-from lengthwise.policy import Job, Policy, make_policy
+from lengthwise.testing.gateway import FunctionPredictor, running_gateway
+from lengthwise.core.policy import Job, Policy, make_policy
 
 pytestmark = pytest.mark.integration
 

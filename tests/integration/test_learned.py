@@ -3,10 +3,11 @@
 import httpx
 import pytest
 
-from lengthwise.predict import LengthRequest, SelfPredictor
-from lengthwise.predict.embedding import PromptEmbedder
-from lengthwise.predict.learned import LearnedPredictor
-from lengthwise.predict.pretrained import SHIPPED, Pretrained
+from lengthwise.predict.base import LengthRequest
+from lengthwise.predict.self_query.predictor import SelfPredictor
+from lengthwise.predict.learned.embedding import PromptEmbedder
+from lengthwise.predict.learned.predictor import LearnedPredictor
+from lengthwise.predict.learned.pretrained import SHIPPED, Pretrained
 
 pytestmark = pytest.mark.integration
 

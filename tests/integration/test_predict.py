@@ -5,8 +5,9 @@ import uuid
 import httpx
 import pytest
 
-from lengthwise.predict import LengthRequest, SelfPredictor
-from lengthwise.predict.self_predict import cached_tokens
+from lengthwise.predict.base import LengthRequest
+from lengthwise.predict.self_query.predictor import SelfPredictor
+from lengthwise.predict.self_query.predictor import cached_tokens
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from lengthwise.gateway.config import GatewayConfig
-from lengthwise.gateway.testing import FunctionPredictor, running_gateway
+from lengthwise.testing.gateway import FunctionPredictor, running_gateway
 
 pytestmark = pytest.mark.integration
 

@@ -31,7 +31,7 @@ def test_run_against_the_stub_prints_the_table_and_saves_records(tmp_path: Path)
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"hello {i}"}) + "\n" for i in range(5)))
     port = free_port()
-    stub = [sys.executable, "-m", "lengthwise.bench.stub_backend", "--port", str(port), "--token-interval-ms", "1"]
+    stub = [sys.executable, "-m", "lengthwise.testing.stub_backend", "--port", str(port), "--token-interval-ms", "1"]
     with running_server(stub, f"http://127.0.0.1:{port}", tmp_path / "stub.log", start_timeout_s=60) as url:
         result = runner.invoke(
             app,

@@ -26,7 +26,7 @@ def test_compare_runs_every_arm_and_writes_the_report(tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"question {i} " * (i + 1)}) + "\n" for i in range(6)))
     port = free_port()
-    stub = [sys.executable, "-m", "lengthwise.bench.stub_backend", "--port", str(port), "--token-interval-ms", "2"]
+    stub = [sys.executable, "-m", "lengthwise.testing.stub_backend", "--port", str(port), "--token-interval-ms", "2"]
     out = tmp_path / "out"
     with running_server(stub, f"http://127.0.0.1:{port}", tmp_path / "stub.log", start_timeout_s=60) as url:
         result = CliRunner().invoke(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lengthwise.bench.compare import interleaved, standard_arms
-from lengthwise.bench.metrics import RequestRecord
+from lengthwise.core.records import RequestRecord
 from lengthwise.bench.report import load_results, write_report
 from lengthwise.bench.runfile import BenchRun, load_run, save_run
 

@@ -14,7 +14,7 @@ from lengthwise.gateway.priority import BOUND, PriorityMap
 from lengthwise.gateway.proxy import StreamTap
 from lengthwise.gateway.scheduler import BackendGone, QueueFull, Scheduler
 from lengthwise.gateway.validation import parse_body
-from lengthwise.policy import Job, make_policy
+from lengthwise.core.policy import Job, make_policy
 
 # ---- priority -------------------------------------------------------------------------
 

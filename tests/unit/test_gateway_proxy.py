@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from lengthwise.gateway.config import GatewayConfig
-from lengthwise.gateway.testing import FunctionPredictor, running_gateway, running_stub
+from lengthwise.testing.gateway import FunctionPredictor, running_gateway, running_stub
 
 CHAT = {"model": "stub-model", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 5}
 

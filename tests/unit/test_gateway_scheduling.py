@@ -7,7 +7,7 @@ import pytest
 
 from lengthwise.gateway.config import GatewayConfig
 from lengthwise.gateway.priority import BOUND
-from lengthwise.gateway.testing import FunctionPredictor, running_gateway, running_stub
+from lengthwise.testing.gateway import FunctionPredictor, running_gateway, running_stub
 
 
 def _chat(max_tokens: int, text: str = "hello", **extra: object) -> dict:

@@ -5,8 +5,8 @@ import random
 import httpx
 
 from lengthwise.gateway.config import GatewayConfig
-from lengthwise.gateway.testing import FunctionPredictor, running_gateway, running_stub
-from lengthwise.predict.selector import AutoPredictor
+from lengthwise.testing.gateway import FunctionPredictor, running_gateway, running_stub
+from lengthwise.predict.auto.selector import AutoPredictor
 
 
 async def _drive(url: str, requests: int) -> None:

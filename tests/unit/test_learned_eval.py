@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from lengthwise.predict.learned_data import Labelled
-from lengthwise.predict.learned_eval import Setup, compare, dense_rows
-from lengthwise.predict.pretrained import Pretrained
-from lengthwise.predict.ranker import ListMLERanker
+from lengthwise.predict.offline.learned_data import Labelled
+from lengthwise.predict.offline.learned_eval import Setup, compare, dense_rows
+from lengthwise.predict.learned.pretrained import Pretrained
+from lengthwise.predict.offline.ranker import ListMLERanker
 
 
 def item(i: int, k: int) -> Labelled:

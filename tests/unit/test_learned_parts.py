@@ -8,10 +8,10 @@ from scipy.optimize import check_grad
 from scipy.stats import kendalltau
 
 from lengthwise.predict.baselines import ConstantPredictor
-from lengthwise.predict.embedding import PromptEmbedder
-from lengthwise.predict.learned import LearnedPredictor
-from lengthwise.predict.learned_spec import build_learned
-from lengthwise.predict.ranker import ListMLERanker, ScoreToLength, listmle_loss
+from lengthwise.predict.learned.embedding import PromptEmbedder
+from lengthwise.predict.learned.predictor import LearnedPredictor
+from lengthwise.predict.learned.spec import build_learned
+from lengthwise.predict.offline.ranker import ListMLERanker, ScoreToLength, listmle_loss
 
 
 @pytest.fixture(scope="module")

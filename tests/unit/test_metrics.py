@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lengthwise.bench.metrics import (
+from lengthwise.core.records import (
     RequestRecord,
     jain_index,
     load_records,

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lengthwise.policy import Job, WaitingQueue, make_policy
+from lengthwise.core.policy import Job, WaitingQueue, make_policy
 
 preds = st.floats(min_value=0, max_value=4000)
 times = st.floats(min_value=0, max_value=1000)

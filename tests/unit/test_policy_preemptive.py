@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lengthwise.policy import Job, make_policy
+from lengthwise.core.policy import Job, make_policy
 
 
 @given(st.floats(min_value=0, max_value=5000), st.integers(min_value=0, max_value=20000), st.floats(0, 2))

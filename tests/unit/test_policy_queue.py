@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lengthwise.policy import Job, WaitingQueue, make_policy
+from lengthwise.core.policy import Job, WaitingQueue, make_policy
 
 
 def _jobs(preds: list[float]) -> list[Job]:

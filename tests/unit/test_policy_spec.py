@@ -2,10 +2,10 @@ import math
 
 import pytest
 
-from lengthwise.policy import Job, make_policy, parse_policy
-from lengthwise.policy.aging import Aging
-from lengthwise.policy.mlfq import SkipJoinMLFQ
-from lengthwise.policy.spec import parse_spec
+from lengthwise.core.policy import Job, make_policy, parse_policy
+from lengthwise.core.policy.aging import Aging
+from lengthwise.core.policy.mlfq import SkipJoinMLFQ
+from lengthwise.core.policy.spec import parse_spec
 
 
 def test_spec_grammar() -> None:

@@ -5,17 +5,11 @@ import json
 import httpx
 import pytest
 
-from lengthwise.predict import (
-    CalibratedPredictor,
-    ConstantPredictor,
-    LengthRequest,
-    OraclePredictor,
-    Predictor,
-    PromptLengthPredictor,
-    SelfPredictor,
-    make_predictor,
-    prompt_hash,
-)
+from lengthwise.predict.base import LengthRequest, Predictor
+from lengthwise.predict.baselines import ConstantPredictor, OraclePredictor, PromptLengthPredictor, prompt_hash
+from lengthwise.predict.calibration import CalibratedPredictor
+from lengthwise.predict.registry import make_predictor
+from lengthwise.predict.self_query.predictor import SelfPredictor
 
 
 def chat(text: str, **extra) -> LengthRequest:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from lengthwise.predict.distribution import (
+from lengthwise.predict.self_query.distribution import (
     LengthDistribution,
     Position,
     label_distribution,

@@ -5,11 +5,11 @@ import json
 import httpx
 import pytest
 
-from lengthwise.predict import eval as predict_eval
+from lengthwise.predict.offline import eval as predict_eval
 from lengthwise.predict.calibration import Calibrator
-from lengthwise.predict.eval import EvalConfig, done_ids, read_records, run_eval
-from lengthwise.predict.fake_engine import FakeEngine
-from lengthwise.predict.report import accuracy, cross_validated, write_report
+from lengthwise.predict.offline.eval import EvalConfig, done_ids, read_records, run_eval
+from lengthwise.testing.fake_engine import FakeEngine
+from lengthwise.predict.offline.report import accuracy, cross_validated, write_report
 from lengthwise.workload.sharegpt import Prompt
 
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lengthwise.predict.parse import parse_label, parse_length
+from lengthwise.predict.self_query.parse import parse_label, parse_length
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import copy
 import pytest
 
 from lengthwise.predict.base import LengthRequest
-from lengthwise.predict.query import UnpredictableRequest, build_query, prompt_text
+from lengthwise.predict.self_query.query import UnpredictableRequest, build_query, prompt_text
 
 POSTFIX = "\n\nHow many tokens? (max 512)"
 KW = {"model": "m", "max_tokens": 8, "top_logprobs": 5, "priority": -7}

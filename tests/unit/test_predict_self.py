@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from lengthwise.predict.base import LengthRequest
-from lengthwise.predict.fake_engine import FakeEngine
-from lengthwise.predict.self_predict import SelfPredictor
+from lengthwise.testing.fake_engine import FakeEngine
+from lengthwise.predict.self_query.predictor import SelfPredictor
 
 URL = "http://engine"
 

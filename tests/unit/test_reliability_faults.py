@@ -17,7 +17,7 @@ import pytest
 
 from lengthwise.gateway.app import Gateway
 from lengthwise.gateway.config import GatewayConfig
-from lengthwise.gateway.testing import FunctionPredictor, running_gateway, running_stub
+from lengthwise.testing.gateway import FunctionPredictor, running_gateway, running_stub
 
 CHAT = {"model": "stub-model", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 3}
 
@@ -37,7 +37,7 @@ async def _stub_process(*flags: str) -> AsyncIterator[tuple[subprocess.Popen, st
     """The stub engine as its own process on loopback, so that a test can SIGKILL it."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "lengthwise.bench.stub_backend", "--port", str(port), *flags],
+    proc = subprocess.Popen([sys.executable, "-m", "lengthwise.testing.stub_backend", "--port", str(port), *flags],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         async with httpx.AsyncClient() as client, asyncio.timeout(60):

@@ -12,7 +12,7 @@ import os
 import httpx
 
 from lengthwise.gateway.config import GatewayConfig
-from lengthwise.gateway.testing import FunctionPredictor, running_gateway, running_stub
+from lengthwise.testing.gateway import FunctionPredictor, running_gateway, running_stub
 
 #: 200 in CI; LENGTHWISE_LOAD_CLIENTS=1000 runs the full count in-process (about 35 s here).
 CLIENTS = int(os.environ.get("LENGTHWISE_LOAD_CLIENTS", "200"))

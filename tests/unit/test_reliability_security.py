@@ -11,7 +11,7 @@ import pytest
 from lengthwise.gateway import cli
 from lengthwise.gateway.app import Gateway
 from lengthwise.gateway.config import GatewayConfig
-from lengthwise.gateway.testing import FunctionPredictor, running_gateway, running_stub
+from lengthwise.testing.gateway import FunctionPredictor, running_gateway, running_stub
 
 CLIENT_KEY = "sk-client-Zq8vSECRET"
 BACKEND_KEY = "sk-backend-Wm3pSECRET"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from lengthwise.gateway.testing import FunctionPredictor
+from lengthwise.testing.gateway import FunctionPredictor
 from lengthwise.predict.base import LengthRequest, Prediction
 from lengthwise.predict.registry import make_predictor
-from lengthwise.predict.selector import AutoPredictor
+from lengthwise.predict.auto.selector import AutoPredictor
 
 
 def _request(i: int, length: int) -> LengthRequest:

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from lengthwise.bench.metrics import save_records
+from lengthwise.core.records import save_records
 from lengthwise.cli import app
-from lengthwise.policy import make_policy
+from lengthwise.core.policy import make_policy
 from lengthwise.sim.cost import LinearCost
 from lengthwise.sim.engine import EngineConfig, Simulator
 from lengthwise.sim.validation import compare_to_measured

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lengthwise.policy import make_policy
+from lengthwise.core.policy import make_policy
 from lengthwise.sim.cost import ConstantCost, LinearCost
 from lengthwise.sim import engine
 from lengthwise.sim.engine import EngineConfig, QueryConfig, Simulator

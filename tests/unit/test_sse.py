@@ -2,7 +2,7 @@ import json
 
 import httpx
 
-from lengthwise.sse import sse_data
+from lengthwise.core.sse import sse_data
 
 
 async def _payloads(raw: bytes) -> list[object]:

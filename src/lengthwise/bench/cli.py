@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lengthwise.bench.loadgen import Endpoint, Target, replay
-from lengthwise.bench.metrics import parse_goodput, summarize
+from lengthwise.core.records import parse_goodput, summarize
 from lengthwise.bench.plan import build_plan
 from lengthwise.bench.prompts import load_prompts
 from lengthwise.bench.runfile import BenchRun, save_run

@@ -18,9 +18,9 @@ from typing import Any, Literal
 import httpx
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lengthwise.bench.metrics import RequestRecord
+from lengthwise.core.records import RequestRecord
 from lengthwise.bench.plan import PlannedRequest
-from lengthwise.sse import sse_data
+from lengthwise.core.sse import sse_data
 
 Endpoint = Literal["chat", "completions"]
 PREDICTED_HEADER = "x-lengthwise-predicted-tokens"

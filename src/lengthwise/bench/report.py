@@ -19,7 +19,7 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from lengthwise.bench import plots
-from lengthwise.bench.metrics import RequestRecord, bucket_label, summarize, summarize_by_bucket
+from lengthwise.core.records import RequestRecord, bucket_label, summarize, summarize_by_bucket
 from lengthwise.bench.runfile import BenchRun, load_run
 
 #: (summary key, column title, scale) for the tables; ms keys are shown in seconds, counts (None) as they are.

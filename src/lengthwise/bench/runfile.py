@@ -1,7 +1,7 @@
 """One benchmark run on disk: its configuration and its request records, in one JSON file.
 
 The file is a JSON object with "config" and "records", which
-`lengthwise.bench.metrics.load_records` also reads.
+`lengthwise.core.records.load_records` also reads.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lengthwise.bench.metrics import RequestRecord
+from lengthwise.core.records import RequestRecord
 
 
 @dataclass

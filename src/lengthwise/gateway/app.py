@@ -42,7 +42,7 @@ from lengthwise.gateway.priority import PriorityMap
 from lengthwise.gateway.proxy import StreamTap, UpstreamFailed, forward_headers, open_upstream, response_headers
 from lengthwise.gateway.scheduler import BackendGone, QueueFull, Scheduler
 from lengthwise.gateway.validation import parse_body
-from lengthwise.policy import Job, Policy, make_policy
+from lengthwise.core.policy import Job, Policy, make_policy
 from lengthwise.predict.base import LengthRequest, Prediction, Predictor
 
 log = logging.getLogger("lengthwise.gateway")

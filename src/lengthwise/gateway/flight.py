@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 
 from lengthwise.gateway.backends import Backend
-from lengthwise.policy import Job
+from lengthwise.core.policy import Job
 from lengthwise.predict.base import Endpoint, LengthRequest, Prediction
 
 

@@ -124,7 +124,7 @@ class GatewayMetrics:
         r.register(_StateCollector(pool, scheduler))
 
     def watch_predictor(self, status: Callable[[], dict[str, Any]]) -> None:
-        """Export a predictor's `status()` at scrape time, if it is a choice (lengthwise.predict.selector)."""
+        """Export a predictor's `status()` at scrape time, if it is a choice (lengthwise.predict.auto.selector)."""
         self.registry.register(_PredictorCollector(status))
 
     def completed(self, predicted: float, usage: dict[str, object], queue_wait_s: float, n: int = 1) -> int | None:

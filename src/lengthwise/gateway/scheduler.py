@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from lengthwise.gateway.backends import Backend
-from lengthwise.policy import Job, Policy, WaitingQueue
+from lengthwise.core.policy import Job, Policy, WaitingQueue
 
 
 class QueueFull(Exception):

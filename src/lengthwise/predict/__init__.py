@@ -1,22 +1,7 @@
-"""Output-length predictors behind one small interface (see `base`)."""
+"""Output-length predictors behind one small interface (`base`), built by spec (`registry`).
 
-from lengthwise.predict.base import LengthRequest, Prediction, PredictionCost, Predictor
-from lengthwise.predict.baselines import ConstantPredictor, OraclePredictor, PromptLengthPredictor, prompt_hash
-from lengthwise.predict.calibration import CalibratedPredictor, Calibrator
-from lengthwise.predict.registry import make_predictor
-from lengthwise.predict.self_predict import SelfPredictor
-
-__all__ = [
-    "CalibratedPredictor",
-    "Calibrator",
-    "ConstantPredictor",
-    "LengthRequest",
-    "OraclePredictor",
-    "Prediction",
-    "PredictionCost",
-    "Predictor",
-    "PromptLengthPredictor",
-    "SelfPredictor",
-    "make_predictor",
-    "prompt_hash",
-]
+Subpackages by lifecycle: `self_query` (the serving model predicts its own length), `learned`
+(online prompt model), `auto` (choose by measured rank quality) run in the gateway; `offline`
+holds evaluation, reports and training CLIs. Kept empty so that importing one predictor
+does not import them all.
+"""

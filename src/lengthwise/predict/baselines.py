@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from lengthwise.predict.base import LengthRequest, Prediction
-from lengthwise.predict.query import UnpredictableRequest, prompt_text
-from lengthwise.predict.tokencount import count_tokens
+from lengthwise.predict.self_query.query import UnpredictableRequest, prompt_text
+from lengthwise.core.tokens import count_tokens
 
 
 def prompt_hash(request: LengthRequest) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 from lengthwise.predict.base import Predictor
 from lengthwise.predict.baselines import ConstantPredictor, OraclePredictor, PromptLengthPredictor
 from lengthwise.predict.calibration import CalibratedPredictor, Calibrator
-from lengthwise.predict.self_predict import SelfPredictor
+from lengthwise.predict.self_query.predictor import SelfPredictor
 
 #: Option name in a spec → (constructor keyword, type).
 _SELF_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -103,7 +103,7 @@ def _auto(options: dict[str, str], deps: dict[str, Any]) -> Predictor:
     """`auto:candidates=A|B,...`; `state=PATH` keeps the choice's evidence across restarts."""
     from pathlib import Path
 
-    from lengthwise.predict.selector import AutoPredictor
+    from lengthwise.predict.auto.selector import AutoPredictor
 
     specs = options.pop("candidates", "self|prompt-length").split("|")
     state = options.pop("state", None)
@@ -115,7 +115,7 @@ def _auto(options: dict[str, str], deps: dict[str, Any]) -> Predictor:
 
 
 def _learned(options: dict[str, str], deps: dict[str, Any]) -> Predictor:
-    from lengthwise.predict.learned_spec import build_learned
+    from lengthwise.predict.learned.spec import build_learned
 
     return build_learned(options, deps)
 

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lengthwise.bench.metrics import parse_goodput, save_records, summarize_by_bucket
+from lengthwise.core.records import parse_goodput, save_records, summarize_by_bucket
 from lengthwise.sim.cost import CostModel
 from lengthwise.sim.engine import EngineConfig, QueryConfig
 from lengthwise.sim.experiment import Arm, ArmResult, build_cost, build_workload, loads, run_arms, scale_to_load

@@ -9,7 +9,7 @@ requests in policy order while a sequence slot, budget and KV space remain,
 stopping at the first that does not fit (no skipping ahead, as vLLM). A request
 is never preempted for a more urgent one unless `preemptive` is set.
 
-The waiting queue is `lengthwise.policy.WaitingQueue` with the policy under test:
+The waiting queue is `lengthwise.core.policy.WaitingQueue` with the policy under test:
 the same code the gateway runs. A policy whose keys move with time (HRRN, a
 max-wait bound) is therefore re-ranked at each admission, as the gateway's own
 queue does; a static vLLM priority could not do that.
@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lengthwise.bench.metrics import RequestRecord
-from lengthwise.policy.base import Job, Policy
-from lengthwise.policy.queue import WaitingQueue
+from lengthwise.core.records import RequestRecord
+from lengthwise.core.policy.base import Job, Policy
+from lengthwise.core.policy.queue import WaitingQueue
 from lengthwise.sim.cost import CostModel
 from lengthwise.sim.kv import CacheStats, PrefixCache
 from lengthwise.sim.workload import Workload

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lengthwise.bench.metrics import load_records, summarize
-from lengthwise.policy.registry import make_policy
+from lengthwise.core.records import load_records, summarize
+from lengthwise.core.policy.registry import make_policy
 from lengthwise.sim.cost import CostModel, load_cost_model
 from lengthwise.sim.engine import EngineConfig, SimResult, Simulator
 from lengthwise.sim.load import at_load, capacity

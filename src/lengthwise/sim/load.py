@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lengthwise.policy.fcfs import FCFS
+from lengthwise.core.policy.fcfs import FCFS
 from lengthwise.sim.cost import CostModel
 from lengthwise.sim.engine import EngineConfig, Simulator
 from lengthwise.sim.workload import Workload

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lengthwise.policy.registry import make_policy
+from lengthwise.core.policy.registry import make_policy
 from lengthwise.sim.cost import ConstantCost
 from lengthwise.sim.engine import EngineConfig, Simulator
 from lengthwise.sim.workload import Workload

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from lengthwise.sim.cost import LinearCost
-from lengthwise.sse import sse_data
+from lengthwise.core.sse import sse_data
 
 #: Token ids drawn for prompts: plain vocabulary, away from special tokens.
 TOKEN_RANGE = (1000, 30000)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lengthwise.bench.metrics import load_records, summarize
-from lengthwise.policy.registry import make_policy
+from lengthwise.core.records import load_records, summarize
+from lengthwise.core.policy.registry import make_policy
 from lengthwise.sim.cost import CostModel
 from lengthwise.sim.engine import EngineConfig, Simulator
 from lengthwise.sim.workload import records_workload

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from lengthwise.bench.metrics import RequestRecord
+from lengthwise.core.records import RequestRecord
 from lengthwise.workload.arrivals import gamma_arrivals
 from lengthwise.workload.azure import Trace, load_azure
 
@@ -69,7 +69,7 @@ def sharegpt_workload(n: int, rate: float, burstiness: float = 1.0, seed: int = 
     Lengths are cl100k counts of the first turn and of its recorded answer; prompts
     without an answer are skipped.
     """
-    from lengthwise.predict.tokencount import count_tokens
+    from lengthwise.core.tokens import count_tokens
     from lengthwise.workload.sharegpt import load_sharegpt
 
     pairs = [(p.prompt_tokens, count_tokens(p.reference)) for p in load_sharegpt("dev") if p.reference.strip()]

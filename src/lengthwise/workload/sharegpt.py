@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from lengthwise.predict.tokencount import count_tokens
+from lengthwise.core.tokens import count_tokens
 
 DEV_RECORDS = 12_000
 Split = Literal["dev", "test", "all"]

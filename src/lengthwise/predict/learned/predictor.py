@@ -40,12 +40,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from lengthwise.predict.base import LengthRequest, Prediction, PredictionCost, Predictor
-from lengthwise.predict.embedding import prompt_key
-from lengthwise.predict.features import Layout, self_vector
-from lengthwise.predict.pretrained import Pretrained
-from lengthwise.predict.query import UnpredictableRequest, prompt_text
-from lengthwise.predict.ridge import SCALES, LinearModel, fit_ridge
-from lengthwise.predict.tokencount import count_tokens
+from lengthwise.predict.learned.embedding import prompt_key
+from lengthwise.predict.learned.features import Layout, self_vector
+from lengthwise.predict.learned.pretrained import Pretrained
+from lengthwise.predict.self_query.query import UnpredictableRequest, prompt_text
+from lengthwise.predict.learned.ridge import SCALES, LinearModel, fit_ridge
+from lengthwise.core.tokens import count_tokens
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lengthwise.predict.pretrained import SHIPPED
+from lengthwise.predict.learned.pretrained import SHIPPED
 
 learned_app = typer.Typer(help="The learned predictor: pretrain on ShareGPT dev, compare on labelled prompts.",
                           no_args_is_help=True)
@@ -26,17 +26,17 @@ MaxLength = Annotated[int, typer.Option(help="Embedding: prompt truncation (mode
 
 
 def _embedder(embedding: bool, max_length: int) -> Any:
-    from lengthwise.predict.embedding import PromptEmbedder
+    from lengthwise.predict.learned.embedding import PromptEmbedder
 
     return PromptEmbedder(max_length=max_length, cache_size=50_000) if embedding else None
 
 
 def _pretrain(labels: list[Path], embedder: Any, indices: range | None = None):
     """The pretrained stage on the dev pool (records in `indices`) minus every labelled prompt (id or text)."""
-    from lengthwise.predict.learned_data import embed_all, embedding_cache, load_labelled, proxy_pool
-    from lengthwise.predict.learned_eval import dense_rows
-    from lengthwise.predict.pretrained import Pretrained
-    from lengthwise.predict.tokencount import count_tokens
+    from lengthwise.predict.offline.learned_data import embed_all, embedding_cache, load_labelled, proxy_pool
+    from lengthwise.predict.offline.learned_eval import dense_rows
+    from lengthwise.predict.learned.pretrained import Pretrained
+    from lengthwise.core.tokens import count_tokens
 
     labelled = load_labelled([p for p in labels if p.exists()])
     texts = {item.text.strip() for item in labelled}
@@ -84,8 +84,8 @@ def compare_command(
     import numpy as np
     from rich.progress import Progress
 
-    from lengthwise.predict.learned_eval import Setup, compare
-    from lengthwise.predict.ranker import ListMLERanker
+    from lengthwise.predict.offline.learned_eval import Setup, compare
+    from lengthwise.predict.offline.ranker import ListMLERanker
 
     embedder = _embedder(embedding, max_length)
     pretrained, pool_texts, dense, lengths, labelled = _pretrain(labels, embedder)
@@ -116,7 +116,7 @@ def write_outputs(result: dict[str, Any], labelled: list, out_dir: Path) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lengthwise.predict.tokencount import count_tokens
+    from lengthwise.core.tokens import count_tokens
 
     out_dir.mkdir(parents=True, exist_ok=True)
     out_of_fold = result.pop("out_of_fold")

@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lengthwise.predict.learned import LearnedPredictor
-from lengthwise.predict.pretrained import SHIPPED
+from lengthwise.predict.learned.predictor import LearnedPredictor
+from lengthwise.predict.learned.pretrained import SHIPPED
 
 _INT_OPTIONS = ("min_observations", "retrain_every", "window")
 _OPTIONS = ("wrap", "pretrained", "embedding", "state", *_INT_OPTIONS)
@@ -24,8 +24,8 @@ _OPTIONS = ("wrap", "pretrained", "embedding", "state", *_INT_OPTIONS)
 
 def build_learned(options: dict[str, str], deps: dict[str, Any]) -> LearnedPredictor:
     """A LearnedPredictor from spec options; raises ValueError on unknown or bad options."""
-    from lengthwise.predict.embedding import PromptEmbedder
-    from lengthwise.predict.pretrained import Pretrained
+    from lengthwise.predict.learned.embedding import PromptEmbedder
+    from lengthwise.predict.learned.pretrained import Pretrained
     from lengthwise.predict.registry import make_predictor
 
     unknown = set(options) - set(_OPTIONS)

@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from lengthwise.policy.aging import Aging
-from lengthwise.policy.base import Policy
-from lengthwise.policy.fcfs import FCFS
-from lengthwise.policy.hrrn import HRRN
-from lengthwise.policy.mlfq import SkipJoinMLFQ
-from lengthwise.policy.rr import RoundRobin
-from lengthwise.policy.sjf import SJF
-from lengthwise.policy.spec import parse_spec
-from lengthwise.policy.srpt import SRPT
+from lengthwise.core.policy.aging import Aging
+from lengthwise.core.policy.base import Policy
+from lengthwise.core.policy.fcfs import FCFS
+from lengthwise.core.policy.hrrn import HRRN
+from lengthwise.core.policy.mlfq import SkipJoinMLFQ
+from lengthwise.core.policy.rr import RoundRobin
+from lengthwise.core.policy.sjf import SJF
+from lengthwise.core.policy.spec import parse_spec
+from lengthwise.core.policy.srpt import SRPT
 
 POLICIES: dict[str, Callable[..., Policy]] = {
     "fcfs": FCFS,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lengthwise.policy.base import Job, Policy
+from lengthwise.core.policy.base import Job, Policy
 
 
 class SkipJoinMLFQ(Policy):

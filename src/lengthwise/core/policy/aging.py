@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lengthwise.policy.base import Job, Policy
+from lengthwise.core.policy.base import Job, Policy
 
 #: Key of a job past its maximum wait: ahead of every other key; ties by arrival.
 OVERDUE_KEY = -1e18

@@ -1,6 +1,6 @@
 """Highest response ratio next: SJF that lets waiting time catch up."""
 
-from lengthwise.policy.base import Job, Policy
+from lengthwise.core.policy.base import Job, Policy
 
 
 class HRRN(Policy):

@@ -20,8 +20,8 @@ from rich.table import Table
 from scipy.stats import kendalltau, spearmanr
 
 from lengthwise.predict.calibration import Calibrator
-from lengthwise.predict.distribution import CDF_POINTS, LengthDistribution
-from lengthwise.predict.eval import read_records
+from lengthwise.predict.self_query.distribution import CDF_POINTS, LengthDistribution
+from lengthwise.predict.offline.eval import read_records
 
 FALLBACK_TOKENS = 256.0
 #: Multi-feature calibrations of one variant: a few moments plus the prompt length,

@@ -16,17 +16,17 @@ from typing import Any
 import httpx
 
 from lengthwise.predict.base import LengthRequest, Prediction, PredictionCost
-from lengthwise.predict.distribution import (
+from lengthwise.predict.self_query.distribution import (
     LengthDistribution,
     label_distribution,
     number_distribution,
     positions_from_chat,
     positions_from_completion,
 )
-from lengthwise.predict.parse import ParsedLength, parse_label, parse_length
-from lengthwise.predict.postfix import Postfix, get_postfix
-from lengthwise.predict.query import ENDPOINT_PATHS, UnpredictableRequest, build_query, prompt_text
-from lengthwise.predict.tokencount import count_tokens
+from lengthwise.predict.self_query.parse import ParsedLength, parse_label, parse_length
+from lengthwise.predict.self_query.postfix import Postfix, get_postfix
+from lengthwise.predict.self_query.query import ENDPOINT_PATHS, UnpredictableRequest, build_query, prompt_text
+from lengthwise.core.tokens import count_tokens
 
 QUANTILES = (0.1, 0.5, 0.9)
 

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lengthwise.bench.stub_backend import StubBackend
+from lengthwise.testing.stub_backend import StubBackend
 from lengthwise.gateway.app import Gateway
 from lengthwise.gateway.config import GatewayConfig
 from lengthwise.gateway.server import serving

@@ -6,7 +6,7 @@ import heapq
 import itertools
 from collections.abc import Iterator
 
-from lengthwise.policy.base import Job, Policy
+from lengthwise.core.policy.base import Job, Policy
 
 
 class WaitingQueue:

@@ -1,6 +1,6 @@
 """First come, first served: what the engines do today."""
 
-from lengthwise.policy.base import Job, Policy
+from lengthwise.core.policy.base import Job, Policy
 
 
 class FCFS(Policy):

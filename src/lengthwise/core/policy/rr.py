@@ -1,6 +1,6 @@
 """Round robin in rounds of `quantum` output tokens, for engines that can preempt."""
 
-from lengthwise.policy.base import Job, Policy
+from lengthwise.core.policy.base import Job, Policy
 
 
 class RoundRobin(Policy):

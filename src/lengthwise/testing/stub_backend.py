@@ -7,7 +7,7 @@ lengths come from `max_tokens` (as with `ignore_eos`) or a `length_fn`; faults c
 switched on at run time (`stub.fault = "down"`). It is a bare ASGI callable, so that
 the stub is never the bottleneck of a benchmark.
 
-    python -m lengthwise.bench.stub_backend --port 8200
+    python -m lengthwise.testing.stub_backend --port 8200
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 from rich.progress import Progress
 
-from lengthwise.predict.embedding import PromptEmbedder, prompt_key
-from lengthwise.predict.report import variant_features
-from lengthwise.predict.tokencount import count_tokens
+from lengthwise.predict.learned.embedding import PromptEmbedder, prompt_key
+from lengthwise.predict.offline.report import variant_features
+from lengthwise.core.tokens import count_tokens
 from lengthwise.workload.sharegpt import Prompt, load_sharegpt
 
 CACHE_DIR = Path.home() / ".cache" / "lengthwise" / "learned"

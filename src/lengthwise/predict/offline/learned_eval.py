@@ -23,13 +23,13 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from lengthwise.predict.base import LengthRequest, Prediction
-from lengthwise.predict.features import self_vector
-from lengthwise.predict.learned import LearnedPredictor
-from lengthwise.predict.learned_data import Labelled
-from lengthwise.predict.pretrained import Pretrained
-from lengthwise.predict.ranker import ListMLERanker, ScoreToLength
-from lengthwise.predict.report import FALLBACK_TOKENS, accuracy
-from lengthwise.predict.tokencount import count_tokens
+from lengthwise.predict.learned.features import self_vector
+from lengthwise.predict.learned.predictor import LearnedPredictor
+from lengthwise.predict.offline.learned_data import Labelled
+from lengthwise.predict.learned.pretrained import Pretrained
+from lengthwise.predict.offline.ranker import ListMLERanker, ScoreToLength
+from lengthwise.predict.offline.report import FALLBACK_TOKENS, accuracy
+from lengthwise.core.tokens import count_tokens
 
 CHECKPOINTS = (0, 10, 20, 40, 80, 160, 320, 640)
 COLD = "learned, cold (pretrained only)"

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 #: The model `lengthwise predict learned train` ships (dev records 2,000-9,999, MiniLM embedding).
-SHIPPED = Path(__file__).with_name("learned_pretrained.npz")
+SHIPPED = Path(__file__).with_name("pretrained.npz")
 #: Weight of the standardized dense block against the TF-IDF block in the joint ridge.
 DENSE_WEIGHT = 0.05
 NGRAMS = (1, 2)

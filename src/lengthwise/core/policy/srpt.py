@@ -1,6 +1,6 @@
 """Shortest remaining processing time, on predicted output tokens."""
 
-from lengthwise.policy.base import Job, Policy
+from lengthwise.core.policy.base import Job, Policy
 
 
 class SRPT(Policy):

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from lengthwise.predict.learned_cli import learned_app
+from lengthwise.predict.offline.learned_cli import learned_app
 
 predict_app = typer.Typer(help="Length prediction: evaluate and report.", no_args_is_help=True)
 predict_app.add_typer(learned_app, name="learned")
@@ -33,10 +33,10 @@ def eval_command(
     report: Annotated[bool, typer.Option(help="Write the report when done.")] = True,
 ) -> None:
     """Run N ShareGPT prompts: each variant's prediction, then the real answer right after."""
-    from lengthwise.predict.eval import EvalConfig, done_ids, run_eval
+    from lengthwise.predict.offline.eval import EvalConfig, done_ids, run_eval
     from lengthwise.workload.sharegpt import load_sharegpt
 
-    from lengthwise.predict.postfix import POSTFIXES
+    from lengthwise.predict.self_query.postfix import POSTFIXES
 
     names = tuple(v.strip() for v in variants.split(",") if v.strip())
     if not names or set(names) - set(POSTFIXES):
@@ -80,6 +80,6 @@ def report_command(
     folds: Annotated[int, typer.Option(help="Cross-validation folds for calibration.")] = 5,
 ) -> None:
     """Kendall tau, Spearman, MAE, within-2x, raw and cross-validated calibrated; the seed's plot."""
-    from lengthwise.predict.report import write_report
+    from lengthwise.predict.offline.report import write_report
 
     write_report(jsonl, out_dir or jsonl.parent, folds=folds, console=Console(width=max(Console().width, 130)))

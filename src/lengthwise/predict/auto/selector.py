@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lengthwise.predict.base import LengthRequest, Prediction, PredictionCost, Predictor
-from lengthwise.predict.quality import QualityWindow, RankQuality
+from lengthwise.predict.auto.quality import QualityWindow, RankQuality
 
 log = logging.getLogger("lengthwise.predict.auto")
 

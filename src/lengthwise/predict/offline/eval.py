@@ -21,8 +21,8 @@ import httpx
 
 from lengthwise.predict.base import LengthRequest
 from lengthwise.predict.baselines import prompt_hash
-from lengthwise.predict.self_predict import SelfPredictor, SelfQuery, cached_tokens
-from lengthwise.sse import sse_data
+from lengthwise.predict.self_query.predictor import SelfPredictor, SelfQuery, cached_tokens
+from lengthwise.core.sse import sse_data
 from lengthwise.workload.sharegpt import Prompt
 
 

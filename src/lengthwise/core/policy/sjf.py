@@ -1,6 +1,6 @@
 """Shortest job first by predicted output length (optionally plus the prompt's prefill)."""
 
-from lengthwise.policy.base import Job, Policy
+from lengthwise.core.policy.base import Job, Policy
 
 
 class SJF(Policy):
