@@ -14,12 +14,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lengthwise.bench.loadgen import Endpoint, Target, replay
+from lengthwise.bench.loadgen import Target, replay
 from lengthwise.core.records import parse_goodput, summarize
 from lengthwise.bench.plan import build_plan
 from lengthwise.bench.prompts import load_prompts
 from lengthwise.bench.runfile import BenchRun, save_run
-from lengthwise.bench.services import served_model
+from lengthwise.core.openai_server import served_model
 from lengthwise.bench.table import serving_table
 from lengthwise.workload.arrivals import gamma_arrivals, rescale_to_rate
 from lengthwise.workload.azure import load_azure

@@ -108,13 +108,3 @@ def wait_idle(url: str, timeout_s: float = 300.0) -> bool:
     while (busy := engine_busy(url)) and time.monotonic() < deadline:
         time.sleep(1.0)
     return not busy
-
-
-def served_model(url: str) -> str:
-    """The first model an OpenAI-compatible server lists at /v1/models."""
-    try:
-        resp = httpx.get(f"{url.rstrip('/')}/v1/models", timeout=10.0)
-        resp.raise_for_status()
-        return str(resp.json()["data"][0]["id"])
-    except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
-        raise RuntimeError(f"could not read the model from {url}/v1/models ({exc}); pass --model") from None

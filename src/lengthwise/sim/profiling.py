@@ -171,6 +171,6 @@ def measure_profile(
     url: str, plan: ProfilePlan, model: str | None = None, progress: Callable[[], None] | None = None
 ) -> dict[str, Any]:
     """Measure, fit and return the profile as a JSON-ready dict (`kind: linear`)."""
-    from lengthwise.bench.services import served_model
+    from lengthwise.core.openai_server import served_model
 
     return asyncio.run(_measure(url, plan, model or served_model(url), progress))

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import logsumexp
 
 
 def listmle_loss(w: np.ndarray, Z: np.ndarray, lists: np.ndarray, l2: float) -> tuple[float, np.ndarray]:
