@@ -20,6 +20,8 @@ from collections import defaultdict
 
 import httpx
 
+from lengthwise.core.headers import PREDICTOR, QUEUE_MS
+from lengthwise.core.usage import cached_tokens
 from lengthwise.gateway.config import GatewayConfig
 from lengthwise.gateway.metrics import wait_bucket
 from lengthwise.testing.gateway import running_gateway
@@ -47,9 +49,8 @@ async def main(args: argparse.Namespace) -> None:
             r = await client.post(url + "/v1/chat/completions", json=body)
             r.raise_for_status()
             usage = r.json()["usage"]
-            cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-            return float(r.headers["x-lengthwise-queue-ms"]) / 1e3, usage["prompt_tokens"], cached, \
-                r.headers["x-lengthwise-predictor"]
+            cached = cached_tokens(usage) or 0
+            return float(r.headers[QUEUE_MS]) / 1e3, usage["prompt_tokens"], cached, r.headers[PREDICTOR]
 
         rows = sorted(await asyncio.gather(*(one(i) for i in range(args.requests))))
     print(f"queue mode, max-inflight {args.max_inflight}, predictor {args.predictor}, {args.requests} requests")

@@ -15,23 +15,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from pathlib import Path
 
 import httpx
 from rich.progress import Progress
 
+from lengthwise.core.io import append_jsonl
 from lengthwise.core.tokens import count_tokens
+from lengthwise.predict.offline.eval import done_ids
 from lengthwise.workload.sharegpt import load_sharegpt
 
 OUT = Path(__file__).resolve().parents[1] / "docs/results/learned/actuals.jsonl"
-
-
-def done_ids(path: Path) -> set[str]:
-    if not path.exists():
-        return set()
-    with path.open() as f:
-        return {json.loads(line)["id"] for line in f if line.strip()}
 
 
 async def answer(client: httpx.AsyncClient, model: str, text: str, max_tokens: int) -> dict:
@@ -54,7 +48,7 @@ async def main(args: argparse.Namespace) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     limit = asyncio.Semaphore(args.concurrency)
     async with httpx.AsyncClient(base_url=args.url, timeout=600) as client:
-        with Progress() as progress, args.out.open("a") as out:
+        with Progress() as progress:
             task = progress.add_task("answers", total=len(todo))
 
             async def one(prompt) -> None:
@@ -75,8 +69,7 @@ async def main(args: argparse.Namespace) -> None:
                     "reference_tokens": count_tokens(prompt.reference),
                     "max_tokens": args.max_tokens,
                 }
-                out.write(json.dumps(record) + "\n")
-                out.flush()
+                append_jsonl(args.out, record)
                 progress.advance(task)
 
             await asyncio.gather(*(one(p) for p in todo))

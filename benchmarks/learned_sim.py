@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from lengthwise.sim.experiment import build_workload
-from lengthwise.sim.predictions import kendall_tau, make_predictions, output_cap
+from lengthwise.sim.predictions import make_predictions, output_cap, sampled_kendall_tau
 
 REPLAY = Path(__file__).resolve().parents[1] / "docs/results/learned/replay"
 
@@ -69,7 +69,7 @@ def main() -> None:
     for key, name in methods.items():
         runs = [simulate([args.policy], specs[key], s, args) for s in range(args.seeds)]
         rows[name] = np.array([r[args.policy] for r in runs])
-        taus[name] = np.array([kendall_tau(make_predictions(specs[key], out, s), out) for s, out in enumerate(outputs)])
+        taus[name] = np.array([sampled_kendall_tau(make_predictions(specs[key], out, s), out) for s, out in enumerate(outputs)])
     print(f"ShareGPT dev workload, n={args.n}, outputs capped at {cap} tokens, load {args.load}, "
           f"max-num-seqs {args.max_num_seqs}, H200 profile, {args.seeds} seeds; FCFS mean E2E {fcfs.mean():.3f} s")
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()} | {"output_cap": cap}

@@ -19,7 +19,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import kendalltau
 
 from lengthwise.predict.base import LengthRequest
 from lengthwise.predict.learned.embedding import PromptEmbedder
@@ -28,6 +27,7 @@ from lengthwise.predict.offline.learned_data import embed_all, embedding_cache
 from lengthwise.predict.offline.learned_eval import dense_rows
 from lengthwise.predict.learned.pretrained import Pretrained
 from lengthwise.predict.offline.ranker import ListMLERanker
+from lengthwise.core.stats import kendall_tau
 from lengthwise.core.tokens import count_tokens
 from lengthwise.workload.sharegpt import load_sharegpt
 
@@ -44,7 +44,7 @@ async def stream(predictor: LearnedPredictor, train, test_texts, test_y) -> dict
 
     async def tau() -> float:
         predicted = [(await predictor.predict(chat(t, -1))).tokens for t in test_texts]
-        return float(kendalltau(predicted, test_y).statistic)
+        return kendall_tau(predicted, test_y)
 
     for n, (text, length) in enumerate(train):
         if n in CHECKPOINTS:
@@ -90,14 +90,14 @@ def main() -> None:
     }
     print(f"pretrain {len(pre)}, stream {len(flow)}, test {len(test)}; embedding: {args.embedding}")
     for name, scores in reference.items():
-        print(f"{name}: tau {kendalltau(scores, test_y).statistic:.3f}")
+        print(f"{name}: tau {kendall_tau(scores, test_y):.3f}")
     predictor = LearnedPredictor(None, embedder=embedder, pretrained=pretrained, retrain_every=args.retrain_every)
     curve = asyncio.run(stream(predictor, [(p.text, int(y)) for p, y in zip(flow, lengths(flow), strict=True)],
                                [p.text for p in test], test_y))
     predictor.close()
     result = {
         "embedding": args.embedding, "sizes": [len(pre), len(flow), len(test)],
-        "reference": {k: float(kendalltau(v, test_y).statistic) for k, v in reference.items()},
+        "reference": {k: kendall_tau(v, test_y) for k, v in reference.items()},
         "curve": curve,
     }
     name = "stream.json" if args.embedding else "stream_no_embedding.json"

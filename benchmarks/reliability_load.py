@@ -29,6 +29,8 @@ import uvloop
 
 from gateway_common import free_port, process, running_stub
 
+from lengthwise.core.headers import REQUEST_ID
+
 
 @dataclass
 class Outcome:
@@ -50,7 +52,7 @@ async def _one(session: aiohttp.ClientSession, url: str, i: int, tokens: int) ->
         async with session.post(url + "/v1/chat/completions", json=body) as r:
             if r.status != 200:
                 text = await r.text()
-                return Outcome(r.status, r.headers.get("x-lengthwise-request-id"), set(), 0, False,
+                return Outcome(r.status, r.headers.get(REQUEST_ID), set(), 0, False,
                                r.headers.get("retry-after"), json.loads(text)["error"]["message"],
                                time.perf_counter() - started)
             raw = await r.read()
@@ -70,7 +72,7 @@ async def _one(session: aiohttp.ClientSession, url: str, i: int, tokens: int) ->
             continue
         ids.add(event["id"])
         count += sum(1 for c in event["choices"] if c.get("delta", {}).get("content"))
-    return Outcome(200, r.headers.get("x-lengthwise-request-id"), ids, count, done, None, error,
+    return Outcome(200, r.headers.get(REQUEST_ID), ids, count, done, None, error,
                    time.perf_counter() - started)
 
 

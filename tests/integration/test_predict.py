@@ -7,7 +7,7 @@ import pytest
 
 from lengthwise.predict.base import LengthRequest
 from lengthwise.predict.self_query.predictor import SelfPredictor
-from lengthwise.predict.self_query.predictor import cached_tokens
+from lengthwise.core.usage import cached_tokens
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,8 @@ import pytest
 
 from lengthwise.predict.offline import eval as predict_eval
 from lengthwise.predict.calibration import Calibrator
-from lengthwise.predict.offline.eval import EvalConfig, done_ids, read_records, run_eval
+from lengthwise.core.io import read_jsonl
+from lengthwise.predict.offline.eval import EvalConfig, done_ids, run_eval
 from lengthwise.testing.fake_engine import FakeEngine
 from lengthwise.predict.offline.report import accuracy, cross_validated, write_report
 from lengthwise.workload.sharegpt import Prompt
@@ -33,7 +34,7 @@ async def test_records_hold_every_variant_then_the_real_answer(tmp_path, fake_en
     out = tmp_path / "eval.jsonl"
     config = EvalConfig("http://engine", "m", ("seed", "scale"), max_tokens=64, concurrency=2)
     await run_eval(prompts(3), out, config)
-    records = read_records(out)
+    records = read_jsonl(out)
     assert sorted(r["id"] for r in records) == ["p0", "p1", "p2"]
     record = next(r for r in records if r["id"] == "p1")
     assert set(record["variants"]) == {"seed", "scale"}
@@ -63,7 +64,7 @@ async def test_failed_real_request_is_reported_not_written(tmp_path, fake_engine
     fake_engine.status = 500
     errors = []
     await run_eval(prompts(1), tmp_path / "e.jsonl", EvalConfig("http://engine", "m", ("seed",)), lambda r, e: errors.append(e))
-    assert len(errors) == 1 and read_records(tmp_path / "e.jsonl") == []
+    assert len(errors) == 1 and read_jsonl(tmp_path / "e.jsonl") == []
 
 
 def test_accuracy_metrics() -> None:

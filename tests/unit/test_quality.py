@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import kendalltau
 
-from lengthwise.predict.auto.quality import QualityWindow, kendall_tau_ci
+from lengthwise.core.stats import kendall_tau_ci
+from lengthwise.predict.auto.quality import QualityWindow
 
 lengths = st.lists(st.integers(1, 4096), min_size=5, max_size=120, unique=True)
 

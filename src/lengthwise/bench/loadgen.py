@@ -18,13 +18,13 @@ from typing import Any, Literal
 import httpx
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from lengthwise.core.headers import PREDICTED_TOKENS, PREDICTOR
 from lengthwise.core.records import RequestRecord
 from lengthwise.bench.plan import PlannedRequest
 from lengthwise.core.sse import sse_data
+from lengthwise.core.usage import cached_tokens
 
 Endpoint = Literal["chat", "completions"]
-PREDICTED_HEADER = "x-lengthwise-predicted-tokens"
-PREDICTOR_HEADER = "x-lengthwise-predictor"
 
 
 @dataclass
@@ -93,8 +93,7 @@ def _chunk_text(chunk: dict[str, Any]) -> str:
 def _read_usage(rec: RequestRecord, usage: dict[str, Any]) -> None:
     rec.prompt_tokens = int(usage.get("prompt_tokens") or 0)
     rec.output_tokens = int(usage.get("completion_tokens") or 0)
-    details = usage.get("prompt_tokens_details")
-    rec.cached_tokens = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else None
+    rec.cached_tokens = cached_tokens(usage)
 
 
 def _parse_predicted(value: str | None) -> float | None:
@@ -109,8 +108,8 @@ async def _stream_one(client: httpx.AsyncClient, target: Target, req: PlannedReq
     headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
     url = target.url.rstrip("/") + target.path
     async with client.stream("POST", url, json=request_body(target, req), headers=headers) as resp:
-        rec.predicted_tokens = _parse_predicted(resp.headers.get(PREDICTED_HEADER))
-        rec.predictor = resp.headers.get(PREDICTOR_HEADER)
+        rec.predicted_tokens = _parse_predicted(resp.headers.get(PREDICTED_TOKENS))
+        rec.predictor = resp.headers.get(PREDICTOR)
         if resp.status_code != 200:
             body = (await resp.aread()).decode(errors="replace")
             rec.error = f"HTTP {resp.status_code}: {body[:300]}"

@@ -13,7 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy.stats import kendalltau  # noqa: E402
+
+from lengthwise.core.stats import kendall_tau  # noqa: E402
 
 Series = Mapping[str, np.ndarray]
 _FIXED = {"fcfs": "tab:gray", "guided": "tab:blue", "oracle": "tab:green"}
@@ -83,7 +84,7 @@ def predicted_vs_actual(points: Mapping[str, tuple[np.ndarray, np.ndarray]], pat
     for name, (predicted, actual) in points.items():
         if predicted.size == 0:
             continue
-        tau = kendalltau(predicted, actual).statistic if predicted.size > 1 else float("nan")
+        tau = kendall_tau(predicted, actual)
         ax.scatter(actual, predicted, s=14, alpha=0.6, color=colors[name], label=f"{name} (Kendall tau {tau:.2f})")
         top = max(top, float(predicted.max()), float(actual.max()))
     ax.plot([0, top], [0, top], color="black", linewidth=0.7, linestyle=":")

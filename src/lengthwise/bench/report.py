@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import kendalltau
 
 from lengthwise.bench import plots
 from lengthwise.core.records import RequestRecord, bucket_label, summarize, summarize_by_bucket
+from lengthwise.core.stats import kendall_tau
 from lengthwise.bench.runfile import BenchRun, load_run
 
 #: (summary key, column title, scale) for the tables; ms keys are shown in seconds, counts (None) as they are.
@@ -150,8 +150,7 @@ def prediction_quality(items: Sequence[ArmRun]) -> dict[str, dict[str, float]]:
     """Per gateway arm: Kendall tau and mean absolute error of predicted vs actual tokens."""
     out = {}
     for arm, (p, a) in _predictions(items).items():
-        tau = kendalltau(p, a).statistic if p.size > 1 else float("nan")
-        out[arm] = {"n": int(p.size), "kendall_tau": float(tau), "mae_tokens": float(np.mean(np.abs(p - a)))}
+        out[arm] = {"n": int(p.size), "kendall_tau": kendall_tau(p, a), "mae_tokens": float(np.mean(np.abs(p - a)))}
     return out
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lengthwise.core.io import atomic_write_json
 from lengthwise.core.records import RequestRecord
 
 
@@ -26,11 +27,7 @@ class BenchRun:
 
 def save_run(path: Path, run: BenchRun) -> Path:
     """Write atomically (a crash mid-write leaves the previous file intact)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps({"config": run.config, "records": [r.to_dict() for r in run.records]}, indent=1))
-    tmp.replace(path)
-    return path
+    return atomic_write_json(path, {"config": run.config, "records": [r.to_dict() for r in run.records]}, indent=1)
 
 
 def load_run(path: Path) -> BenchRun:

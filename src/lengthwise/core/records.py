@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from lengthwise.core.io import write_jsonl
+
 GOODPUT_METRICS = ("ttft", "tpot", "e2el")
 DEFAULT_PERCENTILES: tuple[float, ...] = (50, 90, 99)
 #: Output-length bucket edges (tokens); a bucket is [edge_i, edge_i+1).
@@ -114,10 +116,8 @@ def _required(value: float | None, rec: RequestRecord) -> float:
 
 
 def save_records(records: Iterable[RequestRecord], path: Path) -> None:
-    """Write records as JSON lines (one record per line)."""
-    with Path(path).open("w") as f:
-        for rec in records:
-            f.write(json.dumps(rec.to_dict()) + "\n")
+    """Write records as JSON lines (one record per line), atomically."""
+    write_jsonl(path, (rec.to_dict() for rec in records))
 
 
 def load_records(path: Path) -> list[RequestRecord]:

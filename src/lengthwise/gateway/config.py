@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
+from lengthwise.core.tokens import FALLBACK_TOKENS
+
 Engine = Literal["vllm", "sglang", "openai"]
 Mode = Literal["priority", "queue", "both"]
 ENGINES: tuple[Engine, ...] = ("vllm", "sglang", "openai")
@@ -51,7 +53,7 @@ class GatewayConfig:
     #: A prediction slower than this is abandoned for the fallback.
     prediction_timeout_s: float = 10.0
     #: Predicted tokens of a request whose prediction failed.
-    fallback_tokens: float = 256.0
+    fallback_tokens: float = FALLBACK_TOKENS
     health_interval_s: float = 5.0
     health_path: str = "/health"
     #: A health check slower than this fails (a loaded engine answers slowly).

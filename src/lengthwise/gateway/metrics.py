@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from lengthwise.core.usage import cached_tokens
 from lengthwise.gateway.backends import BackendPool
 from lengthwise.gateway.scheduler import Scheduler
 
@@ -142,8 +143,7 @@ class GatewayMetrics:
         if isinstance(prompt, int) and prompt > 0:
             bucket = wait_bucket(queue_wait_s)
             self.prompt_tokens.labels(bucket).inc(prompt)
-            details = usage.get("prompt_tokens_details")
-            cached = details.get("cached_tokens") if isinstance(details, dict) else None
-            if isinstance(cached, int) and cached > 0:
+            cached = cached_tokens(usage)
+            if cached is not None and cached > 0:
                 self.cached_tokens.labels(bucket).inc(cached)
         return actual

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lengthwise.predict.base import LengthRequest, Prediction
 from lengthwise.predict.self_query.query import UnpredictableRequest, prompt_text
-from lengthwise.core.tokens import count_tokens
+from lengthwise.core.tokens import FALLBACK_TOKENS, count_tokens
 
 
 def prompt_hash(request: LengthRequest) -> str:
@@ -26,7 +26,7 @@ def prompt_hash(request: LengthRequest) -> str:
 class ConstantPredictor:
     """The same length for every request: ordered by it, a scheduler is FCFS."""
 
-    def __init__(self, tokens: float = 256.0, name: str = "constant") -> None:
+    def __init__(self, tokens: float = FALLBACK_TOKENS, name: str = "constant") -> None:
         self.tokens = float(tokens)
         self.name = name
 
@@ -43,7 +43,7 @@ class PromptLengthPredictor:
     Its `prompt_tokens` feature is what a calibrator maps to output lengths.
     """
 
-    def __init__(self, ratio: float = 1.0, fallback_tokens: float = 256.0, name: str = "prompt-length") -> None:
+    def __init__(self, ratio: float = 1.0, fallback_tokens: float = FALLBACK_TOKENS, name: str = "prompt-length") -> None:
         self.ratio = ratio
         self.fallback_tokens = fallback_tokens
         self.name = name
@@ -66,7 +66,7 @@ class PromptLengthPredictor:
 class OraclePredictor:
     """Knows the true lengths (by prompt hash): the upper bound for experiments."""
 
-    def __init__(self, lengths: Mapping[str, float], default: float = 256.0, name: str = "oracle") -> None:
+    def __init__(self, lengths: Mapping[str, float], default: float = FALLBACK_TOKENS, name: str = "oracle") -> None:
         self.lengths = dict(lengths)
         self.default = default
         self.name = name

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy.optimize import isotonic_regression, least_squares
 
+from lengthwise.core.io import atomic_write_json
 from lengthwise.predict.base import LengthRequest, Prediction, Predictor
 
 Method = Literal["huber", "isotonic"]
@@ -165,11 +165,7 @@ class Calibrator:
 
     def save(self, path: str | Path) -> None:
         """Write atomically, so a crash never leaves a torn file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict()))
-        os.replace(tmp, path)
+        atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path, **defaults: Any) -> Calibrator:

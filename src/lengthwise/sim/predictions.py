@@ -18,16 +18,16 @@ Specs (CLI ``--predictions``):
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import kendalltau
 
+from lengthwise.core.io import read_jsonl
 from lengthwise.core.policy.spec import parse_params
+from lengthwise.core.stats import kendall_tau
 
 
 def oracle(output: np.ndarray) -> np.ndarray:
@@ -41,29 +41,29 @@ def lognormal(output: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
     return np.asarray(output, dtype=float) * np.exp(np.clip(sigma * z, -700, 700))
 
 
-def kendall_tau(predicted: np.ndarray, actual: np.ndarray, sample: int = 4000, seed: int = 0) -> float:
-    """Kendall's tau-b on a random sample of at most `sample` pairs of rows (O(n log n) anyway)."""
+def sampled_kendall_tau(predicted: np.ndarray, actual: np.ndarray, sample: int = 4000, seed: int = 0) -> float:
+    """Kendall's tau-b on a random sample of at most `sample` pairs of rows (O(n log n) anyway); 0 when undefined."""
     predicted, actual = np.asarray(predicted), np.asarray(actual)
     if predicted.size > sample:
         idx = np.random.default_rng(seed).choice(predicted.size, sample, replace=False)
         predicted, actual = predicted[idx], actual[idx]
-    tau = kendalltau(predicted, actual).statistic
-    return 0.0 if math.isnan(tau) else float(tau)
+    tau = kendall_tau(predicted, actual)
+    return 0.0 if math.isnan(tau) else tau
 
 
 def sigma_for_tau(output: np.ndarray, tau: float, seed: int = 0) -> float:
     """The log-normal σ at which predictions reach Kendall's tau ≈ `tau` on these lengths."""
-    best = kendall_tau(oracle(output), output)
+    best = sampled_kendall_tau(oracle(output), output)
     if not 0 < tau <= best:
         raise ValueError(f"target tau must be in (0, {best:.3f}] for these lengths (ties cap it), got {tau}")
     lo, hi = 0.0, 1.0
-    while kendall_tau(lognormal(output, hi, seed), output) > tau:
+    while sampled_kendall_tau(lognormal(output, hi, seed), output) > tau:
         lo, hi = hi, hi * 2
         if hi > 1e3:
             raise ValueError(f"cannot reach tau {tau}")
     for _ in range(30):
         mid = (lo + hi) / 2
-        if kendall_tau(lognormal(output, mid, seed), output) > tau:
+        if sampled_kendall_tau(lognormal(output, mid, seed), output) > tau:
             lo = mid
         else:
             hi = mid
@@ -78,13 +78,7 @@ def read_eval_pairs(path: Path, variant: str | None = None) -> tuple[np.ndarray,
     or `parsed`. Lines without both numbers are skipped.
     """
     actual, predicted = [], []
-    for line in Path(path).read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(rec, Mapping):
-            continue
+    for rec in read_jsonl(path):
         a = _number(rec.get("actual", rec.get("actual_tokens")))
         p = _prediction(rec, variant)
         if a is not None and a > 0 and p is not None:

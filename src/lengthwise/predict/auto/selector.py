@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -32,7 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from lengthwise.predict.base import LengthRequest, Prediction, PredictionCost, Predictor
-from lengthwise.predict.auto.quality import QualityWindow, RankQuality
+from lengthwise.core.io import atomic_write_json
+from lengthwise.core.stats import RankQuality
+from lengthwise.core.tokens import FALLBACK_TOKENS
+from lengthwise.predict.auto.quality import QualityWindow
 
 log = logging.getLogger("lengthwise.predict.auto")
 
@@ -60,7 +62,7 @@ class AutoPredictor:
 
     def __init__(self, candidates: Sequence[Predictor], *, sample: float = 0.1, window: int = 200,
                  min_requests: int = 30, confidence: float = 0.95, margin: float = 0.02, recheck: int = 10,
-                 fallback_tokens: float = 256.0, pending_limit: int = 10_000,
+                 fallback_tokens: float = FALLBACK_TOKENS, pending_limit: int = 10_000,
                  rng: random.Random | None = None, state_path: Path | None = None) -> None:
         names = [c.name for c in candidates]
         if not candidates:
@@ -213,10 +215,7 @@ class AutoPredictor:
         if self.state_path is None:
             return
         state = {"choice": self.choice, "windows": {name: c.window.pairs() for name, c in self.candidates.items()}}
-        tmp = self.state_path.with_name(f".{self.state_path.name}.{os.getpid()}.tmp")
         try:
-            self.state_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(state))
-            os.replace(tmp, self.state_path)
+            atomic_write_json(self.state_path, state)
         except OSError as e:
             log.warning("auto predictor: cannot save state to %s: %s", self.state_path, e)

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from lengthwise.core.io import atomic_write_bytes
 from lengthwise.predict.base import LengthRequest, Prediction, PredictionCost, Predictor
 from lengthwise.predict.learned.embedding import prompt_key
 from lengthwise.predict.learned.features import Layout, self_vector
@@ -325,10 +326,7 @@ class LearnedPredictor:
         }
         buffer = io.BytesIO()
         np.savez_compressed(buffer, X=X, y=y, meta=np.array(json.dumps(meta)))
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_name(f".{self.state_path.name}.tmp")
-        tmp.write_bytes(buffer.getvalue())
-        tmp.replace(self.state_path)
+        atomic_write_bytes(self.state_path, buffer.getvalue())
 
     def _load_state(self, path: Path) -> None:
         with np.load(path, allow_pickle=False) as data:

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from lengthwise.core.io import atomic_write_bytes
+
 #: The model `lengthwise predict learned train` ships (dev records 2,000-9,999, MiniLM embedding).
 SHIPPED = Path(__file__).with_name("pretrained.npz")
 #: Weight of the standardized dense block against the TF-IDF block in the joint ridge.
@@ -93,10 +95,7 @@ class Pretrained:
             dense_mean=self.dense_mean, dense_scale=self.dense_scale, dense_coef=self.dense_coef,
             bias=np.array(self.bias), meta=np.array(json.dumps(self.meta)),
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(buffer.getvalue())
-        tmp.replace(path)
+        atomic_write_bytes(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: Path) -> Pretrained:

@@ -21,8 +21,10 @@ import httpx
 
 from lengthwise.predict.base import LengthRequest
 from lengthwise.predict.baselines import prompt_hash
-from lengthwise.predict.self_query.predictor import SelfPredictor, SelfQuery, cached_tokens
+from lengthwise.predict.self_query.predictor import SelfPredictor, SelfQuery
+from lengthwise.core.io import append_jsonl, read_jsonl
 from lengthwise.core.sse import sse_data
+from lengthwise.core.usage import cached_tokens
 from lengthwise.workload.sharegpt import Prompt
 
 
@@ -42,24 +44,7 @@ class EvalConfig:
 
 def done_ids(path: Path) -> set[str]:
     """Ids already recorded (a torn last line is ignored and will be redone)."""
-    ids = set()
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                ids.add(json.loads(line)["id"])
-            except (json.JSONDecodeError, KeyError):
-                continue
-    return ids
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    return {r["id"] for r in read_jsonl(path) if "id" in r} if path.exists() else set()
 
 
 def variant_record(result: SelfQuery, order: int) -> dict[str, Any]:
@@ -103,7 +88,7 @@ async def real_answer(client: httpx.AsyncClient, url: str, body: dict[str, Any])
         "actual_tokens": int(usage.get("completion_tokens") or 0),
         "finish_reason": finish,
         "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-        "cached_tokens": cached_tokens(usage),
+        "cached_tokens": cached_tokens(usage) or 0,
         "ttft_s": None if ttft is None else round(ttft, 4),
         "latency_s": round(time.perf_counter() - started, 4),
         "answer": "".join(pieces),
@@ -149,6 +134,7 @@ async def run_eval(
 ) -> None:
     """Evaluate prompts not yet in `out`, `config.concurrency` at a time, appending records."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    out.touch()
     semaphore = asyncio.Semaphore(config.concurrency)
     async with httpx.AsyncClient(timeout=httpx.Timeout(config.timeout_s, connect=10.0)) as client:
         predictors = {
@@ -166,16 +152,14 @@ async def run_eval(
             for name in config.variants
         }
 
-        async def one(slot: int, prompt: Prompt, sink: Any) -> None:
+        async def one(slot: int, prompt: Prompt) -> None:
             async with semaphore:
                 try:
                     record = await eval_prompt(client, config, predictors, prompt, slot)
                 except Exception as exc:  # the real request failed: leave it for a rerun
                     on_record(None, exc)
                     return
-                sink.write(json.dumps(record) + "\n")
-                sink.flush()
+                append_jsonl(out, record)
                 on_record(record, None)
 
-        with out.open("a") as sink:
-            await asyncio.gather(*(one(prompt.index, prompt, sink) for prompt in prompts))
+        await asyncio.gather(*(one(prompt.index, prompt) for prompt in prompts))

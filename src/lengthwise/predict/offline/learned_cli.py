@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lengthwise.core.io import write_jsonl
 from lengthwise.predict.learned.pretrained import SHIPPED
 
 learned_app = typer.Typer(help="The learned predictor: pretrain on ShareGPT dev, compare on labelled prompts.",
@@ -135,11 +136,10 @@ def write_outputs(result: dict[str, Any], labelled: list, out_dir: Path) -> None
     replay_dir = out_dir / "replay"
     replay_dir.mkdir(exist_ok=True)
     for i, (name, values) in enumerate(out_of_fold.items()):
-        with (replay_dir / f"{i}.jsonl").open("w") as f:
-            for item, value in zip(labelled, values, strict=True):
-                record = {"method": name, "id": item.id, "predicted": value, "actual": item.actual,
-                          "prompt_tokens": count_tokens(item.text)}
-                f.write(json.dumps(record) + "\n")
+        write_jsonl(replay_dir / f"{i}.jsonl", (
+            {"method": name, "id": item.id, "predicted": value, "actual": item.actual, "prompt_tokens": count_tokens(item.text)}
+            for item, value in zip(labelled, values, strict=True)
+        ))
     (replay_dir / "index.json").write_text(json.dumps({str(i): n for i, n in enumerate(out_of_fold)}, indent=1) + "\n")
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, curve in result["curves"].items():

@@ -12,15 +12,14 @@ that is evaluated.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from rich.progress import Progress
 
+from lengthwise.core.io import read_jsonl
 from lengthwise.predict.learned.embedding import PromptEmbedder, prompt_key
 from lengthwise.predict.offline.report import variant_features
 from lengthwise.core.tokens import count_tokens
@@ -45,16 +44,6 @@ class Labelled:
     @property
     def prompt_tokens(self) -> int:
         return count_tokens(self.text)
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    records = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn last line of a run still being written
-    return records
 
 
 def load_labelled(paths: Iterable[Path], prompts: Mapping[str, Prompt] | None = None) -> list[Labelled]:

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import kendalltau
 
 from lengthwise.predict.base import LengthRequest, Prediction
 from lengthwise.predict.learned.features import self_vector
@@ -28,8 +27,9 @@ from lengthwise.predict.learned.predictor import LearnedPredictor
 from lengthwise.predict.offline.learned_data import Labelled
 from lengthwise.predict.learned.pretrained import Pretrained
 from lengthwise.predict.offline.ranker import ListMLERanker, ScoreToLength
-from lengthwise.predict.offline.report import FALLBACK_TOKENS, accuracy
-from lengthwise.core.tokens import count_tokens
+from lengthwise.predict.offline.report import accuracy
+from lengthwise.core.stats import kendall_tau
+from lengthwise.core.tokens import FALLBACK_TOKENS, count_tokens
 
 CHECKPOINTS = (0, 10, 20, 40, 80, 160, 320, 640)
 COLD = "learned, cold (pretrained only)"
@@ -115,7 +115,7 @@ async def _online(
 
 
 def _tau(predicted: np.ndarray, actual: np.ndarray) -> float:
-    return float(kendalltau(predicted, actual).statistic) if np.ptp(predicted) > 0 else 0.0
+    return kendall_tau(predicted, actual) if np.ptp(predicted) > 0 else 0.0
 
 
 def _ranked(scores_train: np.ndarray, train: Sequence[Labelled], scores_test: np.ndarray) -> np.ndarray:

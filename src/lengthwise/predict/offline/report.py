@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-from scipy.stats import kendalltau, spearmanr
+from scipy.stats import spearmanr
 
+from lengthwise.core.io import read_jsonl
+from lengthwise.core.stats import kendall_tau
+from lengthwise.core.tokens import FALLBACK_TOKENS
 from lengthwise.predict.calibration import Calibrator
 from lengthwise.predict.self_query.distribution import CDF_POINTS, LengthDistribution
-from lengthwise.predict.offline.eval import read_records
 
-FALLBACK_TOKENS = 256.0
 #: Multi-feature calibrations of one variant: a few moments plus the prompt length,
 #: and the distribution's shape (its CDF at a few lengths).
 RICH_FEATURES = ("expect", "entropy", "prompt_tokens")
@@ -36,7 +37,7 @@ def accuracy(predicted: Sequence[float], actual: Sequence[float]) -> dict[str, f
     constant = np.ptp(pred) == 0 or np.ptp(act) == 0
     ratio = np.maximum(pred, 1.0) / np.maximum(act, 1.0)
     return {
-        "kendall_tau": float("nan") if constant else float(kendalltau(pred, act).statistic),
+        "kendall_tau": kendall_tau(pred, act),
         "spearman": float("nan") if constant else float(spearmanr(pred, act).statistic),
         "mae": float(np.mean(np.abs(pred - act))),
         "within_2x": float(np.mean((ratio >= 0.5) & (ratio <= 2.0))),
@@ -259,7 +260,7 @@ def plot(records: Sequence[Mapping[str, Any]], variants: Sequence[str], rows: Se
 def write_report(jsonl: Path, out_dir: Path, folds: int = 5, console: Console | None = None) -> dict[str, Any]:
     """Print the tables and write report.json and predict_eval.png into `out_dir`."""
     console = console or Console()
-    records = [r for r in read_records(jsonl) if r.get("actual_tokens", 0) > 0]
+    records = [r for r in read_jsonl(jsonl) if r.get("actual_tokens", 0) > 0]
     if len(records) < folds:
         raise ValueError(f"{jsonl}: {len(records)} complete records; need at least {folds}")
     variants = list(records[0]["variants"])

@@ -26,7 +26,8 @@ from lengthwise.predict.self_query.distribution import (
 from lengthwise.predict.self_query.parse import ParsedLength, parse_label, parse_length
 from lengthwise.predict.self_query.postfix import Postfix, get_postfix
 from lengthwise.predict.self_query.query import ENDPOINT_PATHS, UnpredictableRequest, build_query, prompt_text
-from lengthwise.core.tokens import count_tokens
+from lengthwise.core.tokens import FALLBACK_TOKENS, count_tokens
+from lengthwise.core.usage import cached_tokens
 
 QUANTILES = (0.1, 0.5, 0.9)
 
@@ -45,18 +46,12 @@ class SelfQuery:
 
     @property
     def cost(self) -> PredictionCost:
-        details = self.usage.get("prompt_tokens_details") or {}
         return PredictionCost(
             latency_s=self.latency_s,
             prompt_tokens=int(self.usage.get("prompt_tokens") or 0),
             completion_tokens=int(self.usage.get("completion_tokens") or 0),
-            cached_tokens=int(details.get("cached_tokens") or 0),
+            cached_tokens=cached_tokens(self.usage) or 0,
         )
-
-
-def cached_tokens(usage: dict[str, Any] | None) -> int:
-    """`usage.prompt_tokens_details.cached_tokens`, 0 when the engine doesn't report it."""
-    return int(((usage or {}).get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
 
 
 class SelfPredictor:
@@ -75,7 +70,7 @@ class SelfPredictor:
         *,
         timeout_s: float = 10.0,
         max_tokens_limit: int = 512,
-        fallback_tokens: float = 256.0,
+        fallback_tokens: float = FALLBACK_TOKENS,
         query_max_tokens: int = 8,
         top_logprobs: int = 20,
         priority: int | None = -1_000_000,
@@ -186,4 +181,4 @@ class SelfPredictor:
         )
 
 
-__all__ = ["SelfPredictor", "SelfQuery", "cached_tokens"]
+__all__ = ["SelfPredictor", "SelfQuery"]
