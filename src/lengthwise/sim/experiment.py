@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lengthwise.core.data import H200_LLAMA3_8B_PROFILE, packaged
 from lengthwise.core.records import load_records, summarize
 from lengthwise.core.policy.registry import make_policy
 from lengthwise.sim.cost import CostModel, load_cost_model
@@ -21,18 +22,14 @@ from lengthwise.sim.load import at_load, capacity
 from lengthwise.sim.predictions import make_predictions
 from lengthwise.sim.workload import Workload, azure_workload, records_workload, sharegpt_workload
 from lengthwise.workload.arrivals import gamma_arrivals
-from lengthwise.workload.azure import data_dir
 
 ORACLE_SUFFIX = "@oracle"
 
 
-def h200_profile_path() -> Path:
-    return data_dir() / "h200_llama3_8b_profile.json"
-
-
 def build_cost(profile: Path | None = None, overhead_ms: float | None = None) -> CostModel:
-    """A cost model from a profile JSON (default: the H200 building blocks)."""
-    return load_cost_model(profile or h200_profile_path(), None if overhead_ms is None else overhead_ms / 1000)
+    """A cost model from a profile JSON (default: the shipped H200 building blocks)."""
+    path = profile or packaged(H200_LLAMA3_8B_PROFILE)
+    return load_cost_model(path, None if overhead_ms is None else overhead_ms / 1000)
 
 
 def build_workload(
