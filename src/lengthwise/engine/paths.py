@@ -1,10 +1,11 @@
-"""Where the embedded engine keeps its files: one cache root, overridable by LENGTHWISE_CACHE."""
+"""Where the embedded engine keeps its files: under the cache root (LENGTHWISE_CACHE moves it)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from lengthwise.core.cache import cache_root
 
 MODEL_NAME = "qwen2.5-coder-0.5b-instruct"
 GGUF_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
@@ -18,8 +19,7 @@ class CacheLayout:
 
     @classmethod
     def default(cls) -> CacheLayout:
-        env = os.environ.get("LENGTHWISE_CACHE")
-        return cls(Path(env).expanduser() if env else Path.home() / ".cache" / "lengthwise")
+        return cls(cache_root())
 
     @property
     def venv(self) -> Path:

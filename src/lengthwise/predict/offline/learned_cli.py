@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from lengthwise.core.io import write_jsonl
-from lengthwise.predict.learned.pretrained import SHIPPED
 
 learned_app = typer.Typer(help="The learned predictor: pretrain on ShareGPT dev, compare on labelled prompts.",
                           no_args_is_help=True)
@@ -58,14 +57,15 @@ def _pretrain(labels: list[Path], embedder: Any, indices: range | None = None):
 
 @learned_app.command("train")
 def train_command(
+    out: Annotated[Path, typer.Option(help="Where to write the pretrained model (to replace the shipped one: "
+                                            "src/lengthwise/predict/learned/pretrained.npz in a checkout).")],
     labels: Labels = [EVAL_JSONL, ACTUALS_JSONL],  # noqa: B006 (typer reads the default)
-    out: Annotated[Path, typer.Option(help="Where to write the pretrained model.")] = SHIPPED,
     embedding: Embedding = True,
     max_length: MaxLength = 128,
     first: Annotated[int, typer.Option(help="First dev record index used (the benchmarks and predict eval draw from the head).")] = 2000,
     stop: Annotated[int, typer.Option(help="Dev record index to stop at (benchmarks/learned_collect.py labels the tail).")] = 10_000,
 ) -> None:
-    """Fit the pretrained stage on ShareGPT dev proxy lengths and save it."""
+    """Fit the pretrained stage on ShareGPT dev proxy lengths and save it to --out."""
     model, *_ = _pretrain(labels, _embedder(embedding, max_length), range(first, stop))
     model.save(out)
     console.print(f"wrote {out} ({out.stat().st_size // 1024} KiB): {model.meta}")

@@ -19,13 +19,12 @@ from pathlib import Path
 import numpy as np
 from rich.progress import Progress
 
+from lengthwise.core.cache import cache_root
 from lengthwise.core.io import read_jsonl
 from lengthwise.predict.learned.embedding import PromptEmbedder, prompt_key
 from lengthwise.predict.offline.report import variant_features
 from lengthwise.core.tokens import count_tokens
 from lengthwise.workload.sharegpt import Prompt, load_sharegpt
-
-CACHE_DIR = Path.home() / ".cache" / "lengthwise" / "learned"
 
 
 @dataclass(frozen=True)
@@ -93,4 +92,5 @@ def embed_all(embedder: PromptEmbedder, texts: Sequence[str], cache: Path | None
 
 
 def embedding_cache(embedder: PromptEmbedder) -> Path:
-    return CACHE_DIR / f"minilm-int8-{embedder.max_length}.npz"
+    """Where `embed_all` keeps the dev pool's embeddings: under the cache root (LENGTHWISE_CACHE)."""
+    return cache_root() / "learned" / f"minilm-int8-{embedder.max_length}.npz"
