@@ -13,9 +13,7 @@ in a replay JSONL without changing its order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
@@ -65,13 +63,6 @@ class ListMLERanker:
             options={"maxiter": 300},
         )
         return cls(mean, scale, result.x)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"mean": self.mean.tolist(), "scale": self.scale.tolist(), "weights": self.weights.tolist()}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ListMLERanker:
-        return cls(*(np.asarray(data[k], dtype=np.float64) for k in ("mean", "scale", "weights")))
 
 
 @dataclass(frozen=True)
