@@ -245,7 +245,7 @@ def test_serve_rejects_bad_flags_with_a_clear_message() -> None:
 @pytest.mark.parametrize("raw", [b'{"a": 1}', b'{"a": {"b": "}"}}  \n', b'{"priority": 5, "a": [1]}', b"{}",
                                  '{"a": "é"}'.encode("utf-16"), b'\xef\xbb\xbf{"a": 2}'])
 def test_priority_is_added_to_the_clients_bytes(raw: bytes) -> None:
-    from lengthwise.gateway.app import _with_priority
+    from lengthwise.gateway.completions import with_priority
 
     body = json.loads(raw)
-    assert json.loads(_with_priority(raw, body, -7)) == {**body, "priority": -7}
+    assert json.loads(with_priority(raw, body, -7)) == {**body, "priority": -7}

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from lengthwise.gateway import cli
-from lengthwise.gateway.app import Gateway
+from lengthwise.gateway.auth import ApiKeys
 from lengthwise.gateway.config import GatewayConfig
 from lengthwise.testing.gateway import FunctionPredictor, running_gateway, running_stub
 
@@ -25,7 +25,7 @@ def _oracle() -> FunctionPredictor:
 
 
 def test_keys_are_compared_in_constant_time() -> None:
-    source = inspect.getsource(Gateway._authorize)
+    source = inspect.getsource(ApiKeys.check)
     assert "hmac.compare_digest(" in source
     assert "token ==" not in source and "== key" not in source and "token in self._api_keys" not in source
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
 from lengthwise.gateway.backends import Backend
+from lengthwise.core import headers
 from lengthwise.core.policy import Job
 from lengthwise.predict.base import Endpoint, LengthRequest, Prediction
 
 
 @dataclass(eq=False)
 class Flight:
+    """A request's state; what it holds (queue slot, predicted work on its backend, the backend's
+    in-flight count, the upstream connection) is released through `hold()` groups, never by hand."""
+
     id: str
     endpoint: Endpoint
     body: dict[str, Any]
@@ -26,11 +31,6 @@ class Flight:
     prediction_s: float = 0.0
     queue_wait_s: float = 0.0
     priority: int | None = None
-    #: Failures per backend in this request's tries (2 strikes and a backend is skipped).
-    strikes: dict[Backend, int] = field(default_factory=dict)
-    # What the request holds, given back by Gateway._finish:
-    assigned: float | None = None  # predicted tokens counted in backend.outstanding_tokens
-    slot: bool = False  # a queue-mode slot on `backend`
     upstream: aiohttp.ClientResponse | None = None
     #: The whole upstream body, for a response that is not relayed as a stream.
     answer: bytes = b""
@@ -40,6 +40,21 @@ class Flight:
     status: int = 499
     response_started: bool = False
     response_complete: bool = False
+    #: Every release callback registered since the request was accepted, newest last.
+    _held: ExitStack = field(default_factory=ExitStack, init=False, repr=False)
+
+    def hold(self) -> ExitStack:
+        """A new group of things held: register each release on it the moment its thing is acquired.
+
+        Closing the group gives them back early (a failed try, a move to another backend);
+        `release_all` gives back what is still held however the request ends. The releases
+        are synchronous, so unwinding them cannot be interrupted by a cancellation.
+        """
+        return self._held.enter_context(ExitStack())
+
+    def release_all(self) -> None:
+        """Give back everything still held, newest first (closed groups are empty)."""
+        self._held.close()
 
     @property
     def stream(self) -> bool:
@@ -58,18 +73,18 @@ class Flight:
 
     def lengthwise_headers(self) -> list[tuple[bytes, bytes]]:
         """The x-lengthwise-* headers: what the gateway decided for this request."""
-        headers = [(b"x-lengthwise-request-id", self.id.encode())]
+        out = [(headers.REQUEST_ID.encode(), self.id.encode())]
         if self.backend is not None:
-            headers.append((b"x-lengthwise-backend", str(self.backend.index).encode()))
+            out.append((headers.BACKEND.encode(), str(self.backend.index).encode()))
         p = self.prediction
         if p is not None:
             source = f"{p.source};fallback" if p.is_fallback else p.source
-            headers += [
-                (b"x-lengthwise-predicted-tokens", f"{p.tokens:.1f}".encode()),
-                (b"x-lengthwise-predictor", source.encode("latin-1", "replace")),
-                (b"x-lengthwise-prediction-ms", f"{self.prediction_s * 1e3:.1f}".encode()),
-                (b"x-lengthwise-queue-ms", f"{self.queue_wait_s * 1e3:.1f}".encode()),
+            out += [
+                (headers.PREDICTED_TOKENS.encode(), f"{p.tokens:.1f}".encode()),
+                (headers.PREDICTOR.encode(), source.encode("latin-1", "replace")),
+                (headers.PREDICTION_MS.encode(), f"{self.prediction_s * 1e3:.1f}".encode()),
+                (headers.QUEUE_MS.encode(), f"{self.queue_wait_s * 1e3:.1f}".encode()),
             ]
         if self.priority is not None:
-            headers.append((b"x-lengthwise-priority", str(self.priority).encode()))
-        return headers
+            out.append((headers.PRIORITY.encode(), str(self.priority).encode()))
+        return out

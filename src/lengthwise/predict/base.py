@@ -75,3 +75,6 @@ class Predictor(Protocol):
     def observe(self, request: LengthRequest, prediction: Prediction, actual_tokens: int) -> None:
         """Called once per completed request with its actual output tokens."""
         ...
+
+    async def aclose(self) -> None:
+        """Release what the predictor holds (clients, state to save)."""

@@ -181,7 +181,7 @@ def _clip(tokens: float, features: Mapping[str, float]) -> float:
     return min(max(tokens, 1.0), features.get("max_tokens", math.inf))
 
 
-class CalibratedPredictor:
+class CalibratedPredictor(Predictor):
     """Wraps a predictor: applies the calibrator to its predictions and learns in `observe`."""
 
     def __init__(self, inner: Predictor, calibrator: Calibrator, path: str | Path | None = None, save_every: int = 10):
@@ -214,3 +214,8 @@ class CalibratedPredictor:
     def save(self) -> None:
         if self.path is not None:
             self.calibrator.save(self.path)
+
+    async def aclose(self) -> None:
+        """Save what was learned since the last `save_every`, then close the wrapped predictor."""
+        self.save()
+        await self.inner.aclose()

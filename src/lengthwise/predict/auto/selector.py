@@ -55,7 +55,7 @@ class _Candidate:
     predicted: int = 0
 
 
-class AutoPredictor:
+class AutoPredictor(Predictor):
     """Predicts with the candidate that ranks best so far; see the module docstring."""
 
     name = "auto"
@@ -146,6 +146,15 @@ class AutoPredictor:
         if self.completed % self.recheck == 0:
             self._choose()
             self._save()
+
+    async def aclose(self) -> None:
+        """Stop the shadow predictions, save the evidence since the last recheck (with `state_path`),
+        then close every candidate."""
+        for task in self._shadows:
+            task.cancel()
+        await asyncio.gather(*self._shadows, return_exceptions=True)
+        self._save()
+        await asyncio.gather(*(c.predictor.aclose() for c in self.candidates.values()))
 
     def qualities(self) -> dict[str, RankQuality]:
         return {name: c.window.quality() for name, c in self.candidates.items()}

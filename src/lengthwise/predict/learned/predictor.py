@@ -84,7 +84,7 @@ class _Pending:
     actual: int
 
 
-class LearnedPredictor:
+class LearnedPredictor(Predictor):
     """Learns log output length online; see the module docstring.
 
     `inner` is the wrapped predictor (typically the self-predictor): its prediction
@@ -305,6 +305,18 @@ class LearnedPredictor:
     def close(self) -> None:
         self._feature_pool.shutdown(wait=False, cancel_futures=True)
         self._train_pool.shutdown(wait=True)
+
+    async def aclose(self) -> None:
+        """With `state_path`, learn from the completions still pending (the fit saves the state);
+        stop the threads; then close the wrapped predictor."""
+        await asyncio.to_thread(self._learn_pending_and_close)
+        if self.inner is not None:
+            await self.inner.aclose()
+
+    def _learn_pending_and_close(self) -> None:
+        if self.state_path is not None:
+            self.wait_idle()
+        self.close()
 
     # -- persistence ------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from lengthwise.predict.base import LengthRequest, Prediction, PredictionCost
+from lengthwise.predict.base import LengthRequest, Prediction, PredictionCost, Predictor
 from lengthwise.predict.self_query.distribution import (
     LengthDistribution,
     label_distribution,
@@ -54,7 +54,7 @@ class SelfQuery:
         )
 
 
-class SelfPredictor:
+class SelfPredictor(Predictor):
     """Asks the serving engine how long its answer will be; never raises from `predict`.
 
     `priority` is sent with the query so it jumps the engine's queue (vLLM: lower is

@@ -1,0 +1,336 @@
+"""The completion endpoints: each request is predicted, routed, admitted and forwarded.
+
+    predict (same backend as the real request) → priority mode: forward at once with the
+    engine priority of the policy key; queue mode: wait in the backend's queue for one
+    of its N slots, admitted in policy order; both: wait, then forward with the priority.
+
+The response's body or stream is the backend's, byte for byte; the gateway adds only
+`x-lengthwise-*` headers. Every accepted request gets exactly one response, and gives
+back what it holds (slot, predicted work, upstream connection) however it ends: each is
+registered on the request's `Flight.hold()` groups the moment it is acquired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import json
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from starlette.types import Receive, Scope, Send
+
+from lengthwise.core.policy import Job, Policy
+from lengthwise.gateway.asgi import ClientGone, disconnected, header_bytes, read_body, send_error, send_response
+from lengthwise.gateway.auth import ApiKeys
+from lengthwise.gateway.backends import Backend, BackendPool, affinity_key
+from lengthwise.gateway.config import GatewayConfig
+from lengthwise.gateway.errors import GatewayError
+from lengthwise.gateway.flight import Flight
+from lengthwise.gateway.metrics import GatewayMetrics
+from lengthwise.gateway.priority import PriorityMap
+from lengthwise.gateway.proxy import StreamTap, UpstreamFailed, forward_headers, open_upstream, response_headers
+from lengthwise.gateway.retry import Retry
+from lengthwise.gateway.scheduler import BackendGone, QueueFull, Scheduler
+from lengthwise.gateway.validation import parse_body
+from lengthwise.predict.base import LengthRequest, Prediction, Predictor
+
+log = logging.getLogger("lengthwise.gateway")
+
+
+@dataclass(eq=False, kw_only=True)
+class Completions:
+    """The raw ASGI endpoint of /v1/completions and /v1/chat/completions (raw, so that it sees a
+    client disconnect at once, even while a request waits), with the gateway's parts it uses."""
+
+    config: GatewayConfig
+    policy: Policy
+    pool: BackendPool
+    scheduler: Scheduler | None
+    metrics: GatewayMetrics
+    predictor: Predictor
+    engine_priority: PriorityMap | None
+    api_keys: ApiKeys
+    clock: Callable[[], float]
+    #: The pooled connections to the backends; the gateway's lifespan sets it.
+    session: aiohttp.ClientSession | None = None
+    _ids: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
+    _id_prefix: str = field(default_factory=lambda: secrets.token_hex(4), init=False)
+    _timeout: aiohttp.ClientTimeout = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout_s,
+                                              sock_read=self.config.read_timeout_s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = "chat" if scope["path"].endswith("/chat/completions") else "completion"
+        arrival = self.clock()
+        try:
+            if header_bytes(scope) > self.config.max_header_bytes:
+                raise GatewayError(431, f"the request headers are larger than {self.config.max_header_bytes} bytes",
+                                   code="headers_too_large")
+            self.api_keys.check(scope)
+            raw = await read_body(scope, receive, self.config.max_body_bytes)
+            body = parse_body(endpoint, raw)
+            if not self.pool.model_exists(body.get("model")):
+                raise GatewayError(404, f"the model '{body['model']}' does not exist", code="model_not_found",
+                                   param="model")
+        except ClientGone:
+            self.metrics.requests.labels(endpoint, "499").inc()
+            return
+        except GatewayError as e:
+            self.metrics.requests.labels(endpoint, str(e.status)).inc()
+            await send_error(send, e)
+            return
+        rid = f"lw-{self._id_prefix}-{next(self._ids)}"
+        flight = Flight(rid, endpoint, body, raw, Job(rid, arrival), scope["headers"])
+        work = asyncio.ensure_future(self._serve(flight, send))
+        gone = asyncio.ensure_future(disconnected(receive))
+        # The client left before its response ended: leave the queue, abort upstream.
+        gone.add_done_callback(lambda _: flight.response_complete or work.cancel())
+        try:
+            await work
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise  # the server is stopping: not the client leaving
+        finally:
+            gone.cancel()
+            work.cancel()
+
+    async def _serve(self, f: Flight, send: Send) -> None:
+        try:
+            await self._dispatch(f)
+            if f.relays_stream:
+                await self._relay_stream(f, send)
+            else:
+                await self._relay_body(f, send)
+        except GatewayError as e:
+            await self._send_error(f, send, e)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("request %s: unexpected error", f.id)
+            await self._send_error(f, send, GatewayError(500, "internal gateway error", code="internal_error"))
+        finally:
+            f.release_all()
+            self._record(f)
+
+    async def _dispatch(self, f: Flight) -> None:
+        """Route, predict, admit and open the upstream response, trying other backends on failure."""
+        backend = f.backend = self._choose(f)
+        await self._predict(f)
+        assert f.prediction is not None
+        f.job.predicted_tokens = f.prediction.tokens
+        f.job.prompt_tokens = int(f.prediction.features.get("prompt_tokens", 0))
+        assignment = self._assign(f, backend)
+        retry = Retry(functools.partial(self._choose, f))
+        while True:
+            attempt = f.hold()  # this try's slot and upstream connection
+            try:
+                if self.scheduler is not None:
+                    await self._admit(f, attempt)
+                await self._open(f, attempt)
+                return
+            except BackendGone:
+                moved: Backend | None = retry.elsewhere()
+            except UpstreamFailed as e:
+                attempt.close()
+                self.metrics.upstream_errors.labels(backend.url, e.kind).inc()
+                if e.connect:
+                    self.pool.mark_down(backend, str(e))
+                log.warning("request %s: backend %d failed (%s)", f.id, backend.index, e)
+                moved = retry.after_failure(backend, e)
+            if moved is not None:
+                self.metrics.retries.inc()
+                assignment.close()
+                assignment = self._assign(f, moved)
+                backend = moved
+
+    def _choose(self, f: Flight, exclude: Collection[Backend] = ()) -> Backend:
+        affinity = affinity_key(f.endpoint, f.body, self.config.affinity_prefix_chars) if len(self.pool) > 1 else ""
+        backend = self.pool.choose(f.model, affinity, exclude)
+        if backend is None:
+            served = "" if f.model is None else f" serving '{f.model}'"
+            raise GatewayError(503, f"no backend{served} is available", code="no_backend")
+        return backend
+
+    def _assign(self, f: Flight, backend: Backend) -> contextlib.ExitStack:
+        """Route `f` to `backend`: its predicted work counts there until the group returned is closed
+        (when it moves to another backend, or when the flight ends)."""
+        assert f.prediction is not None
+        held = f.hold()
+        self.pool.assign(backend, f.prediction.tokens)
+        held.callback(self.pool.unassign, backend, f.prediction.tokens)
+        f.backend = backend
+        return held
+
+    async def _predict(self, f: Flight) -> None:
+        assert f.backend is not None
+        f.length_request = LengthRequest(f.endpoint, f.body, f.id, f.backend.url)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.config.prediction_timeout_s):
+                prediction = await self.predictor.predict(f.length_request)
+            outcome = "fallback" if prediction.is_fallback else "ok"
+        except TimeoutError:
+            prediction = self._fallback(f"no prediction within {self.config.prediction_timeout_s:g} s")
+            outcome = "timeout"
+        except Exception as e:  # predictors never raise, by contract; a buggy one must not cost the request
+            log.exception("request %s: predictor %s raised", f.id, self.predictor.name)
+            prediction = self._fallback(f"predictor raised {type(e).__name__}")
+            outcome = "fallback"
+        if not math.isfinite(prediction.tokens):
+            prediction = self._fallback(f"predictor returned {prediction.tokens}")
+            outcome = "fallback"
+        f.prediction = prediction
+        f.prediction_s = time.monotonic() - started
+        self.metrics.predictions.labels(self.predictor.name, outcome).inc()
+        self.metrics.prediction_seconds.observe(f.prediction_s)
+        self.metrics.predicted_tokens.observe(prediction.tokens)
+
+    def _fallback(self, reason: str) -> Prediction:
+        return Prediction(self.config.fallback_tokens, self.predictor.name, fallback_reason=reason)
+
+    async def _admit(self, f: Flight, attempt: contextlib.ExitStack) -> None:
+        assert self.scheduler is not None and f.backend is not None
+        started = time.monotonic()
+        try:
+            await self.scheduler.admit(f.job, f.backend)
+        except QueueFull:
+            raise GatewayError(429, "the gateway's queue is full; retry later", code="queue_full",
+                               headers={"retry-after": str(self.config.retry_after_s)}) from None
+        finally:
+            f.queue_wait_s += time.monotonic() - started
+        attempt.callback(self.scheduler.release, f.backend)
+        self.metrics.queue_wait.observe(f.queue_wait_s)
+
+    async def _open(self, f: Flight, attempt: contextlib.ExitStack) -> None:
+        """Send the request upstream; for a plain response, read and check all of it too."""
+        assert self.session is not None and f.backend is not None
+        payload = f.raw
+        if self.config.sends_priority and self.engine_priority is not None:
+            f.priority = self.engine_priority(self.policy.key(f.job, self.clock()))
+            payload = with_priority(f.raw, f.body, f.priority)
+        url = f.backend.url + ("/v1/chat/completions" if f.endpoint == "chat" else "/v1/completions")
+        headers = forward_headers(f.headers, self.config.backend_api_key)
+        attempt.enter_context(_counted_inflight(f.backend))
+        f.upstream = await open_upstream(self.session, url, payload, headers, self._timeout)
+        # Unread bytes left: closing the connection aborts the request upstream.
+        attempt.callback(f.upstream.close)
+        if not f.relays_stream:
+            await self._read_whole(f)
+
+    async def _read_whole(self, f: Flight) -> None:
+        """Read a plain response; a cut or non-JSON 200 counts as a failed try (nothing was sent yet)."""
+        upstream = f.upstream
+        assert upstream is not None
+        try:
+            f.answer = await upstream.read()
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise UpstreamFailed("disconnect", f"the response was cut: {type(e).__name__}") from e
+        if upstream.status == 200:
+            try:
+                f.usage = json.loads(f.answer).get("usage")
+            except (ValueError, AttributeError):
+                raise UpstreamFailed("invalid", "the backend's answer is not JSON") from None
+
+    async def _relay_body(self, f: Flight, send: Send) -> None:
+        upstream = f.upstream
+        assert upstream is not None
+        f.status = upstream.status
+        f.response_started = True
+        await send_response(send, upstream.status, response_headers(upstream) + f.lengthwise_headers(), f.answer)
+        f.response_complete = True
+        if upstream.status == 200:
+            self._learn(f, f.usage)
+
+    async def _relay_stream(self, f: Flight, send: Send) -> None:
+        upstream = f.upstream
+        assert upstream is not None
+        tap = StreamTap()
+        f.status = 200
+        f.response_started = True
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": response_headers(upstream) + f.lengthwise_headers()})
+        try:
+            async for chunk in upstream.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                tap.feed(chunk)
+                if tap.done and not f.response_complete:
+                    # The client has the whole answer once [DONE] is relayed, and many clients hang
+                    # up right then: from here on that is not a client leaving early (499).
+                    f.response_complete = True
+                    self._learn(f, tap.result())
+        except (aiohttp.ClientError, TimeoutError) as e:
+            assert f.backend is not None
+            self.metrics.upstream_errors.labels(f.backend.url, "cut").inc()
+            log.warning("request %s: backend %d cut the stream (%s)", f.id, f.backend.index, type(e).__name__)
+            raise GatewayError(502, "the backend ended the stream early", code="upstream_stream_cut") from e
+        if not f.response_complete:  # a stream without [DONE]: its end is the answer's end
+            f.response_complete = True
+            self._learn(f, tap.result())
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send_error(self, f: Flight, send: Send, e: GatewayError) -> None:
+        if f.response_complete:
+            return
+        f.status = e.status
+        if f.response_started:  # a stream under way: end it with an error event
+            await send({"type": "http.response.body", "body": e.sse_event(), "more_body": False})
+        else:
+            await send_error(send, e, f.lengthwise_headers())
+        f.response_complete = True
+
+    def _learn(self, f: Flight, usage: Any) -> None:
+        """Metrics and the predictor's calibration from the response's usage."""
+        assert f.prediction is not None and f.length_request is not None
+        if not isinstance(usage, dict):
+            self.metrics.usage_missing.inc()
+            return
+        actual = self.metrics.completed(f.prediction.tokens, usage, f.queue_wait_s, f.body.get("n") or 1)
+        if actual is None:
+            return
+        try:
+            self.predictor.observe(f.length_request, f.prediction, actual)
+        except Exception:
+            log.exception("request %s: predictor.observe failed", f.id)
+
+    def _record(self, f: Flight) -> None:
+        """Count the answered request (499: the client went away first), and log it at debug level."""
+        if not f.response_complete:
+            f.status = 499
+        self.metrics.requests.labels(f.endpoint, str(f.status)).inc()
+        if log.isEnabledFor(logging.DEBUG):
+            p = f.prediction
+            log.debug("request %s %s model=%s backend=%s predicted=%s fallback=%s queue_ms=%.1f status=%d", f.id,
+                      f.endpoint, f.model, f.backend.index if f.backend else None,
+                      f"{p.tokens:.1f}" if p else None, p.fallback_reason if p else None, f.queue_wait_s * 1e3,
+                      f.status)
+
+
+@contextlib.contextmanager
+def _counted_inflight(backend: Backend) -> Iterator[None]:
+    """`backend.inflight` counts a request from before it is sent until its response ends."""
+    backend.inflight += 1
+    try:
+        yield
+    finally:
+        backend.inflight -= 1
+
+
+def with_priority(raw: bytes, body: dict[str, Any], priority: int) -> bytes:
+    """The client's body with `priority` set: appended to its bytes (cheaper than re-encoding a
+    long prompt), or re-encoded when the client sent a priority of its own."""
+    if "priority" in body or not raw.lstrip().startswith(b"{"):  # or not UTF-8 (json reads UTF-16/32 too)
+        return json.dumps({**body, "priority": priority}, separators=(",", ":")).encode()
+    end = raw.rstrip().rindex(b"}")  # the body parsed as a JSON object: it ends with its closing brace
+    separator = b"," if body else b""
+    return b"%s%s\"priority\":%d}" % (raw[:end], separator, priority)
