@@ -7,6 +7,7 @@ LW := $(BIN)/lengthwise
 DEMO_PORT ?= 8000
 DEMO_OUT ?= runs/demo
 DEMO_MAX_TOKENS ?= 64
+DEMO_MINUTES ?= 15
 
 .PHONY: env engine-setup test unit demo
 
@@ -34,8 +35,10 @@ test: engine-setup
 unit: env
 	$(BIN)/pytest -ra -m "not integration"
 
-# FCFS vs LLM-guided (the gateway's default predictor) vs oracle on 60 real ShareGPT prompts, on the
-# embedded engine (started here and stopped at the end unless it was already up): table + runs/demo/report.md.
+# FCFS vs LLM-guided (the gateway's default predictor) vs oracle on real ShareGPT prompts, on the embedded
+# engine (started here and stopped at the end unless it was already up): a burst (every prompt at once) and
+# one round of Poisson arrivals at 90% of the measured capacity, the prompt count (at most 60) fitted to
+# DEMO_MINUTES from the engine's measured speed: tables + runs/demo/<scenario>/report.md.
 demo: engine-setup
-	$(LW) bench compare --n 60 --max-tokens $(DEMO_MAX_TOKENS) --load 0.9 --rounds 1 \
-		--engine-port $(DEMO_PORT) --max-num-seqs 2 --out $(DEMO_OUT)
+	$(LW) bench compare --n 60 --max-tokens $(DEMO_MAX_TOKENS) --arrivals burst --arrivals poisson --load 0.9 \
+		--rounds 1 --budget-minutes $(DEMO_MINUTES) --engine-port $(DEMO_PORT) --max-num-seqs 2 --out $(DEMO_OUT)

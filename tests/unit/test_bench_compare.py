@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 from typer.testing import CliRunner
 
-from lengthwise.bench.compare import interleaved, standard_arms
+from lengthwise.bench.compare import Arm, interleaved, standard_arms
 from lengthwise.bench.runfile import load_run
 from lengthwise.bench.services import free_port, running_server
 from lengthwise.cli import app
@@ -18,11 +19,20 @@ def test_rounds_alternate_order() -> None:
     arms = standard_arms(["self", "constant:tokens=9"])
     assert [a.name for a in arms] == ["fcfs", "guided", "guided:constant:tokens=9", "oracle"]
     orders = [[a.name for a in order] for order in interleaved(arms, 3)]
-    assert orders[0] == orders[2] == ["fcfs", "guided", "guided:constant:tokens=9", "oracle"]
+    assert orders[0] == ["fcfs", "guided", "guided:constant:tokens=9", "oracle"]
     assert orders[1] == list(reversed(orders[0]))
+    assert orders[2] == ["guided", "guided:constant:tokens=9", "oracle", "fcfs"]  # turned by one
 
 
-def test_compare_runs_every_arm_and_writes_the_report(tmp_path: Path) -> None:
+def test_six_rounds_of_three_arms_balance_positions_and_neighbours() -> None:
+    orders = ["".join(a.name for a in order) for order in interleaved([Arm("A"), Arm("B"), Arm("C")], 6)]
+    assert orders == ["ABC", "CBA", "BCA", "ACB", "CAB", "BAC"]
+    assert all(Counter(order[pos] for order in orders) == {"A": 2, "B": 2, "C": 2} for pos in range(3))
+    follows = Counter(order[i : i + 2] for order in orders for i in range(2))
+    assert set(follows.values()) == {2} and len(follows) == 6  # each arm follows each other twice
+
+
+def test_compare_runs_every_arm_per_scenario_and_writes_the_reports(tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"question {i} " * (i + 1)}) + "\n" for i in range(6)))
     port = free_port()
@@ -32,20 +42,35 @@ def test_compare_runs_every_arm_and_writes_the_report(tmp_path: Path) -> None:
         result = CliRunner().invoke(
             app,
             ["bench", "compare", "--url", url, "--workload", str(prompts), "--n", "6", "--max-tokens", "8",
-             "--rounds", "2", "--load", "0.8", "--predictor", "constant:tokens=5", "--out", str(out)],
+             "--rounds", "2", "--load", "0.8", "--predictor", "constant:tokens=5", "--out", str(out),
+             "--arrivals", "burst", "--arrivals", "poisson", "--budget-minutes", "10"],
         )  # fmt: skip
     assert result.exit_code == 0, result.output
-    meta = json.loads((out / "comparison.json").read_text())
+    assert "budget: " in result.output and "6 prompts" in result.output  # the stub is fast: every prompt fits
+    poisson = out / "poisson-load0.8"
+    meta = json.loads((poisson / "comparison.json").read_text())
     assert meta["run_order"] == [
         "round1-fcfs", "round1-guided", "round1-oracle", "round2-oracle", "round2-guided", "round2-fcfs",
     ]  # fmt: skip
-    assert 0.79 < meta["load"] < 0.81
-    guided = load_run(out / "runs" / "round1-guided.json")
+    assert meta["scenario"] == "poisson-load0.8" and 0.79 < meta["load"] < 0.81
+    guided = load_run(poisson / "runs" / "round1-guided.json")
     assert all(r.ok and r.predicted_tokens == 5.0 and r.output_tokens == 8 for r in guided.records)
     assert {r.predictor for r in guided.records} == {"constant"}
-    fcfs = load_run(out / "runs" / "round1-fcfs.json")
+    fcfs = load_run(poisson / "runs" / "round1-fcfs.json")
     assert all(r.ok and r.predicted_tokens is None and r.predictor is None for r in fcfs.records)
     assert [r.id for r in fcfs.records] == [r.id for r in guided.records]
-    for name in ("report.md", "summary.json", "e2e_cdf.png", "predicted_vs_actual.png", "calibration.json", "plan.json"):
-        assert (out / name).exists(), name
-    assert "guided / fcfs mean E2E" in result.output
+    assert fcfs.config["engine_metrics"] == {"vllm:generation_tokens_total": 6 * 8}  # the stub's counter, read around the run
+    for name in ("report.md", "summary.json", "e2e_cdf.png", "predicted_vs_actual.png", "plan.json"):
+        assert (poisson / name).exists(), name
+    assert (out / "calibration.json").exists()
+    burst = out / "burst"
+    assert json.loads((burst / "comparison.json").read_text())["arrivals"].startswith("burst")
+    assert {r["arrival_s"] for r in json.loads((burst / "plan.json").read_text())} == {0.0}
+    assert (burst / "report.md").read_text().startswith("# lengthwise: FCFS vs LLM-guided vs oracle — burst")
+    assert "guided / fcfs mean E2E" in result.output and "× [" in result.output
+    assert "round1-fcfs: engine " in result.output  # the engine's speed beside each run
+
+
+def test_report_rebuilds_every_scenario_under_a_folder(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "report", str(tmp_path)])
+    assert result.exit_code == 1 and "no comparison.json" in result.output

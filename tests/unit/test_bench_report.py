@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -72,6 +73,23 @@ def test_report_writes_markdown_summary_and_plots(results: Path) -> None:
     assert all(0.2 < x < 0.8 for x in share)
     assert summary["prediction_quality"]["guided"]["kendall_tau"] == pytest.approx(1.0)
     assert all(run["summary"]["failed"] == 1 for run in summary["runs"])
+    mean = summary["ratios"]["guided"]["mean E2E"]
+    assert mean["low"] <= mean["estimate"] <= mean["high"] and mean["per_round"] == pytest.approx(ratio)
+    assert "| arm | mean E2E | median E2E | p99 E2E | mean TTFT | output tok/s |" in text
+    assert re.search(r"\| guided \| 0\.\d\d× \[0\.\d\d, 0\.\d\d\] \|", text)
+    assert "| arm | max wait s | p99 slowdown | p99 E2E, 10% longest outputs s | p99 E2E, 10% longest prompts s |" in text
+    assert summary["runs"][0]["engine_speed"]["source"] == "records"
+
+
+def test_a_run_whose_engine_ran_far_from_its_round_mates_is_flagged(results: Path) -> None:
+    path = results / "runs" / "round1-oracle.json"
+    oracle = load_run(path)
+    tokens = 3 * sum(r.output_tokens for r in oracle.succeeded)  # the engine's counter: three times the others' speed
+    save_run(path, BenchRun({**oracle.config, "engine_metrics": {"vllm:generation_tokens_total": tokens}}, oracle.records))
+    runs, meta = load_results(results)
+    rows = {line.split(" | ")[1]: line for line in write_report(results, runs, meta).read_text().splitlines()
+            if line.startswith("| 1 | ")}  # fmt: skip
+    assert rows["oracle"].endswith("⚠ |") and not rows["fcfs"].endswith("⚠ |")
 
 
 def test_no_share_of_a_gain_the_oracle_did_not_make_and_no_tau_for_equal_predictions(

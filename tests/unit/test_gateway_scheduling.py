@@ -1,6 +1,7 @@
 """Scheduling through the gateway: admission order, per-backend limits, priorities, prediction routing."""
 
 import asyncio
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -14,11 +15,16 @@ def _chat(max_tokens: int, text: str = "hello", **extra: object) -> dict:
     return {"model": "stub-model", "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens, **extra}
 
 
-async def _send_staggered(client: httpx.AsyncClient, url: str, bodies: list[dict]) -> list[httpx.Response]:
-    """Send in this order, 30 ms apart, and wait for all."""
+async def _send_staggered(client: httpx.AsyncClient, url: str, bodies: list[dict],
+                          arrived: Callable[[], int] | None = None) -> list[httpx.Response]:
+    """Send in this order and wait for all: each once the gateway has taken in the one before
+    (`arrived()` counts them), else 30 ms apart. Waiting for the gateway keeps the order on a loaded machine."""
     tasks = []
-    for body in bodies:
+    for sent, body in enumerate(bodies, start=1):
         tasks.append(asyncio.create_task(client.post(url + "/v1/chat/completions", json=body)))
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while arrived is not None and arrived() < sent and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
         await asyncio.sleep(0.03)
     return await asyncio.gather(*tasks)
 
@@ -26,11 +32,15 @@ async def _send_staggered(client: httpx.AsyncClient, url: str, bodies: list[dict
 @pytest.mark.parametrize("policy, expected", [("sjf", [1, 4, 16, 64]), ("fcfs", [1, 64, 16, 4]),
                                               ("sjf+aging:max_wait=0", [1, 64, 16, 4])])
 async def test_queue_mode_admits_in_policy_order(policy: str, expected: list[int]) -> None:
-    async with running_stub(latency_s=0.2) as (stub, stub_url):
+    async with running_stub(latency_s=0.5) as (stub, stub_url):
         config = GatewayConfig(backends=(stub_url,), mode="queue", policy=policy, max_inflight=1)
         predictor = FunctionPredictor(lambda r: r.max_tokens)
         async with running_gateway(config, predictor=predictor) as (gateway, url), httpx.AsyncClient() as client:
-            responses = await _send_staggered(client, url, [_chat(n) for n in (1, 64, 16, 4)])
+            scheduler = gateway.scheduler
+            assert scheduler is not None
+            backend = gateway.pool.backends[0]
+            responses = await _send_staggered(client, url, [_chat(n) for n in (1, 64, 16, 4)],
+                                              lambda: scheduler.waiting() + scheduler.running(backend))
             assert all(r.status_code == 200 for r in responses)
             assert [r.body["max_tokens"] for r in stub.received] == expected
             assert stub.max_inflight_seen == 1

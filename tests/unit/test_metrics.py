@@ -99,3 +99,19 @@ def test_records_round_trip_as_jsonl_and_json_list(tmp_path: Path) -> None:
     assert load_records(tmp_path / "r.jsonl") == recs
     (tmp_path / "r.json").write_text('{"records": [{"id": "a", "arrival": 0, "new_field": 1}]}')
     assert load_records(tmp_path / "r.json") == [RequestRecord(id="a", arrival=0)]
+
+
+def test_slowdown_without_an_ideal_is_e2e_over_prefill_plus_own_decode() -> None:
+    # r0 ran at once (TTFT 1 s = the prefill), r1 waited 9 s before the same 1 s prefill; both decoded for 4 s.
+    recs = [_rec(0, 0.0, 1.0, 5.0, 10), _rec(1, 0.0, 10.0, 14.0, 10)]
+    m = summarize(recs)
+    assert m["p50_slowdown"] == pytest.approx((1.0 + 14.0 / 5.0) / 2)
+    assert summarize(recs, prefill_s=0.5)["mean_slowdown"] == pytest.approx((5.0 / 4.5 + 14.0 / 4.5) / 2)
+
+
+def test_the_longest_prompts_have_their_own_tail() -> None:
+    recs = [RequestRecord(id=f"r{i}", arrival=0.0, first_token_time=0.1, finish_time=float(i + 1),
+                          prompt_tokens=1000 - i, output_tokens=i + 1) for i in range(20)]  # fmt: skip
+    m = summarize(recs)
+    assert 19_000 <= m["p99_e2el_longest10_ms"] <= 20_000  # the longest answers finished last
+    assert 1_000 <= m["p99_e2el_longest10_prompt_ms"] <= 2_000  # the longest prompts finished first

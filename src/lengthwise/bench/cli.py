@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -117,23 +118,44 @@ def bench(
         console.print(f"saved {save_run(out, BenchRun(config, records))}")
 
 
-def print_comparison(out_dir: Path, goodput: list[str] | None) -> Path:
-    """Rebuild the report from `out_dir`, print the side-by-side table and headline; return report.md."""
-    from lengthwise.bench.report import COLUMNS, arm_runs, arm_table_rows, headline, load_results, write_report
-
-    runs, meta = load_results(out_dir)
-    report = write_report(out_dir, runs, meta, goodput)
-    items = arm_runs(runs, goodput)
-    table = Table(title="mean over rounds [min–max]")
-    for title in ["arm", *(t for _, t, _ in COLUMNS)]:
-        table.add_column(title, justify="left" if title == "arm" else "right")
-    for row in arm_table_rows(items):
+def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
+    table = Table(title=title)
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right")
+    for row in rows:
         table.add_row(*row)
-    console.print(table)
-    for name, values in headline(items).items():
+    return table
+
+
+def print_comparison(out_dir: Path, goodput: list[str] | None) -> Path:
+    """Rebuild the report of one scenario folder, print its tables and per-round ratios; return report.md."""
+    from lengthwise.bench import report as rp
+    from lengthwise.bench.ratios import METRICS
+
+    runs, meta = rp.load_results(out_dir)
+    report = rp.write_report(out_dir, runs, meta, goodput)
+    items = rp.arm_runs(runs, goodput)
+    ratios = rp.arm_ratios(items)
+    scenario = f"{meta['scenario']}: " if meta.get("scenario") else ""
+    console.print(_table(f"{scenario}arm / FCFS, paired by prompt: estimate [95% CI]", ["arm", *METRICS], rp.ratio_rows(ratios)))
+    console.print(_table(f"{scenario}mean over rounds [min–max]", ["arm", *(t for _, t, _ in rp.COLUMNS)], rp.arm_table_rows(items)))
+    fairness = rp.arm_table_rows(items, rp.FAIRNESS)
+    console.print(_table(f"{scenario}fairness, mean over rounds", ["arm", *(t for _, t, _ in rp.FAIRNESS)], fairness))
+    console.print(_table(f"{scenario}each run", ["round", "arm", *rp.RUN_COLUMNS], rp.round_table_rows(items)))
+    for name, values in rp.headline(items, ratios).items():
         console.print(f"{name}: " + ", ".join(f"{v:.2f}" for v in values) + " (per round)")
     console.print(f"report: {report}")
     return report
+
+
+def scenario_folders(out_dir: Path) -> list[Path]:
+    """`out_dir` itself if it holds one comparison, else its scenario folders that do."""
+    if (out_dir / "comparison.json").exists():
+        return [out_dir]
+    folders = sorted(p.parent for p in out_dir.glob("*/comparison.json"))
+    if not folders:
+        raise ValueError(f"{out_dir}: no comparison.json in it or in a folder under it")
+    return folders
 
 
 @bench_app.command()
@@ -141,13 +163,14 @@ def report(
     out_dir: Annotated[Path, typer.Argument(help="A folder written by `lengthwise bench compare`.")],
     goodput: Goodput = None,
 ) -> None:
-    """Rebuild the report and plots of a comparison from its saved runs."""
+    """Rebuild the report and plots of a comparison (each scenario's, given their parent) from its saved runs."""
     with _clear_errors():
-        print_comparison(out_dir, _goodput(goodput))
+        for folder in scenario_folders(out_dir):
+            print_comparison(folder, _goodput(goodput))
 
 
 @contextmanager
-def _engine(url: str | None, port: int, max_num_seqs: int, keep: bool) -> Iterator[str]:
+def _engine(url: str | None, port: int, max_num_seqs: int, keep: bool, omp_threads_bind: str | None) -> Iterator[str]:
     """The engine URL given, or the embedded engine on `port` (started if needed, stopped if we started it)."""
     if url is not None:
         yield url
@@ -156,7 +179,8 @@ def _engine(url: str | None, port: int, max_num_seqs: int, keep: bool) -> Iterat
     from lengthwise.engine.progress import Progress
 
     already = server.find(port) is not None
-    handle = server.start(server.EngineConfig(port=port, max_num_seqs=max_num_seqs), progress=Progress(console))
+    config = server.EngineConfig(port=port, max_num_seqs=max_num_seqs, omp_threads_bind=omp_threads_bind)
+    handle = server.start(config, progress=Progress(console))
     try:
         yield handle.url
     finally:
@@ -172,13 +196,27 @@ def compare(
     ] = None,
     model: Model = None,
     workload: Workload = "sharegpt",
-    n: Annotated[int, typer.Option("--n", help="Number of prompts (each arm replays all of them).")] = 60,
+    n: Annotated[int, typer.Option("--n", help="Number of prompts (the most, with --budget-minutes).")] = 60,
     max_tokens: MaxTokens = 128,
     max_prompt_tokens: MaxPromptTokens = 512,
+    arrivals: Annotated[
+        list[str] | None,
+        typer.Option(help="burst (every request at t = 0) or poisson (at --load or --rate); repeatable: "
+                     "one scenario each, in its own folder under --out."),
+    ] = None,
     load: Annotated[float, typer.Option(help="Arrival rate as a fraction of the capacity measured by calibration.")] = 0.9,
     rate: Annotated[float | None, typer.Option(help="Arrival rate in req/s (overrides --load).")] = None,
     burstiness: Burstiness = 1.0,
-    rounds: Annotated[int, typer.Option(help="Interleaved rounds: A B C, then C B A, ...")] = 1,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds per scenario: A B C, C B A, B C A, ...")] = 1,
+    budget_minutes: Annotated[
+        float | None,
+        typer.Option(help="Fit the prompt count to this many minutes from now, from the capacity a small "
+                     "calibration burst measures."),
+    ] = None,
+    cpu_layout: Annotated[
+        str, typer.Option(help="shared: engine threads on every core; split: the embedded engine's on all but "
+                          "the first, the load generator and gateways pinned to the first.")
+    ] = "shared",
     predictor: Annotated[
         list[str] | None, typer.Option(help="Predictor spec of a gateway arm (repeatable; the first is 'guided'); default: the gateway's.")
     ] = None,
@@ -192,26 +230,39 @@ def compare(
     engine_port: Annotated[int, typer.Option(help="Port of the embedded engine when no --url is given.")] = 8200,
     max_num_seqs: Annotated[int, typer.Option(help="The embedded engine's --max-num-seqs (small: requests queue).")] = 2,
     keep_engine: Annotated[bool, typer.Option(help="Leave an engine this command started running (faster reruns).")] = False,
-    out: Annotated[Path, typer.Option(help="Folder for the runs, the report and its plots.")] = Path("runs/compare"),
+    out: Annotated[Path, typer.Option(help="Folder for the calibration and a folder per scenario (runs, report, plots).")] = Path("runs/compare"),
 ) -> None:
     """The same prompts and arrival times through FCFS, LLM-guided and oracle scheduling, in rounds."""
     from lengthwise.bench.compare import DEFAULT_GATEWAY_ARGS, Settings, run_compare, standard_arms
+    from lengthwise.bench.cpus import LAYOUTS, cores_for, pin_this_process
+    from lengthwise.bench.scenario import KINDS, Scenario
     from lengthwise.gateway.config import DEFAULT_PREDICTOR
 
+    started = time.monotonic()
     if rounds < 1 or n < 2 or not 0 < load:
         raise typer.BadParameter("need --rounds >= 1, --n >= 2 and --load > 0")
+    kinds = list(dict.fromkeys(arrivals or ["poisson"]))
+    if not set(kinds) <= set(KINDS) or cpu_layout not in LAYOUTS:
+        raise typer.BadParameter(f"--arrivals takes {', '.join(KINDS)}; --cpu-layout takes {', '.join(LAYOUTS)}")
+    if budget_minutes is not None and not budget_minutes > 0:
+        raise typer.BadParameter("a positive number of minutes", param_hint="--budget-minutes")
     slos = _goodput(goodput)
+    scenarios = tuple(Scenario(kind, load, rate, burstiness) for kind in kinds)  # type: ignore[arg-type]
     arms = standard_arms(predictor or [DEFAULT_PREDICTOR], tuple(gateway_arg) if gateway_arg else DEFAULT_GATEWAY_ARGS)
     if no_oracle:
         arms = [a for a in arms if not a.oracle]
     with _clear_errors():
+        cores = cores_for(cpu_layout)  # type: ignore[arg-type]
         prompts = load_prompts(workload, n, seed, max_prompt_tokens)
         out.mkdir(parents=True, exist_ok=True)
-        with _engine(url, engine_port, max_num_seqs, keep_engine) as engine_url:
+        with _engine(url, engine_port, max_num_seqs, keep_engine, cores.engine_bind) as engine_url:
+            pin_this_process(cores)  # after the engine's start, so that only the client is pinned
             settings = Settings(
                 engine_url=engine_url, model=model or served_model(engine_url), prompts=tuple(prompts),
-                max_tokens=max_tokens, out_dir=out, rounds=rounds, load=load, rate=rate,
-                burstiness=burstiness, seed=seed,
+                max_tokens=max_tokens, out_dir=out, scenarios=scenarios, rounds=rounds, seed=seed,
+                deadline=None if budget_minutes is None else started + budget_minutes * 60, cpu_layout=cpu_layout,
             )  # fmt: skip
-            run_compare(settings, arms, console)
-        print_comparison(out, slos)
+            comparisons = run_compare(settings, arms, console)
+        for comparison in comparisons:
+            print_comparison(comparison.folder, slos)
+        console.print(f"took {(time.monotonic() - started) / 60:.1f} min")

@@ -1,7 +1,9 @@
-"""The comparison's report: per-round and per-arm tables, the headline ratios, four plots.
+"""The comparison's report: ratios to FCFS with confidence intervals, per-arm, fairness and
+per-run tables (the engine's speed in each run), four plots.
 
 Everything is computed from the saved runs (each run's config names its arm and
-round), so a report can be rebuilt from a results folder alone.
+round, and holds the engine's counters), so a report can be rebuilt from a results
+folder alone.
 """
 
 from __future__ import annotations
@@ -11,16 +13,18 @@ import math
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lengthwise.bench import plots
-from lengthwise.core.records import RequestRecord, bucket_label, summarize, summarize_by_bucket
+from lengthwise.bench.ratios import METRICS, PairedRounds, Ratio, ratios
 from lengthwise.core.stats import kendall_tau
 from lengthwise.bench.runfile import BenchRun, load_run
+from lengthwise.bench.speed import engine_speed, is_outlier, relative_to_round
+from lengthwise.core.records import RequestRecord, bucket_label, summarize, summarize_by_bucket
 
 #: (summary key, column title, scale) for the tables; ms keys are shown in seconds, counts (None) as they are.
 COLUMNS: tuple[tuple[str, str, float | None], ...] = (
@@ -31,8 +35,15 @@ COLUMNS: tuple[tuple[str, str, float | None], ...] = (
     ("p99_ttft_ms", "p99 TTFT s", 1e-3),
     ("mean_tpot_ms", "mean TPOT ms", 1.0),
     ("output_throughput", "output tok/s", 1.0),
-    ("p99_e2el_longest10_ms", "p99 E2E longest 10% s", 1e-3),
     ("failed", "failed", None),
+)
+#: Who waits: the longest wait (TTFT where the engine's admission time is unknown), the p99 of
+#: E2E ÷ own service time, and the tail of the requests with the longest answers and prompts.
+FAIRNESS: tuple[tuple[str, str, float | None], ...] = (
+    ("max_wait_ms", "max wait s", 1e-3),
+    ("p99_slowdown", "p99 slowdown", 1.0),
+    ("p99_e2el_longest10_ms", "p99 E2E, 10% longest outputs s", 1e-3),
+    ("p99_e2el_longest10_prompt_ms", "p99 E2E, 10% longest prompts s", 1e-3),
 )
 BASELINE, GUIDED, ORACLE = "fcfs", "guided", "oracle"
 
@@ -66,23 +77,42 @@ def aggregate(items: Sequence[ArmRun], key: str) -> dict[str, tuple[float, float
     return out
 
 
-def headline(items: Sequence[ArmRun]) -> dict[str, list[float]]:
-    """Per round: each arm's mean E2E and throughput relative to FCFS, and guided's share of the oracle's gain."""
+def arm_ratios(items: Sequence[ArmRun]) -> dict[str, dict[str, Ratio]]:
+    """Per arm but FCFS: each metric of `ratios.METRICS` relative to FCFS over the rounds both ran."""
+    by = {(i.round, i.arm): i for i in items}
+    out = {}
+    for arm in arms_in_order(items):
+        rounds = sorted(r for r, a in by if a == arm and (r, BASELINE) in by)
+        if arm == BASELINE or not rounds:
+            continue
+        pairs = [(by[r, arm], by[r, BASELINE]) for r in rounds]
+        out[arm] = ratios(PairedRounds(
+            [a.run.records for a, _ in pairs], [b.run.records for _, b in pairs],
+            [a.summary["output_throughput"] for a, _ in pairs], [b.summary["output_throughput"] for _, b in pairs],
+        ))  # fmt: skip
+    return out
+
+
+def ratio_rows(table: Mapping[str, Mapping[str, Ratio]]) -> list[list[str]]:
+    """One row per arm: `0.83× [0.76, 0.91]` per metric."""
+    return [[arm, *(by_metric[m].text() for m in METRICS)] for arm, by_metric in table.items()]
+
+
+def headline(items: Sequence[ArmRun], table: Mapping[str, Mapping[str, Ratio]]) -> dict[str, list[float]]:
+    """Per round: each arm's ratios to FCFS (from `arm_ratios`), and its share of the oracle's gain."""
+    out = {f"{arm} / fcfs {m}": list(r.per_round) for arm, by_metric in table.items() for m, r in by_metric.items()}
     rounds = sorted({i.round for i in items})
     by = {(i.round, i.arm): i.summary for i in items}
-    out: dict[str, list[float]] = {}
     for arm in arms_in_order(items):
-        if arm == BASELINE:
+        if arm in (BASELINE, ORACLE):
             continue
         for r in rounds:
             base, s = by.get((r, BASELINE)), by.get((r, arm))
             if base is None or s is None:
                 continue
-            out.setdefault(f"{arm} / fcfs mean E2E", []).append(s["mean_e2el_ms"] / base["mean_e2el_ms"])
-            out.setdefault(f"{arm} / fcfs output tok/s", []).append(s["output_throughput"] / base["output_throughput"])
             oracle = by.get((r, ORACLE))
             # A share of a "gain" the oracle did not make (it was no faster than FCFS) means nothing.
-            if arm != ORACLE and oracle is not None and base["mean_e2el_ms"] > oracle["mean_e2el_ms"]:
+            if oracle is not None and base["mean_e2el_ms"] > oracle["mean_e2el_ms"]:
                 gain = (base["mean_e2el_ms"] - s["mean_e2el_ms"]) / (base["mean_e2el_ms"] - oracle["mean_e2el_ms"])
                 out.setdefault(f"{arm}: share of the oracle's gain", []).append(gain)
     return out
@@ -103,24 +133,35 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]
     ]
 
 
-def arm_table_rows(items: Sequence[ArmRun]) -> list[list[str]]:
-    """Per arm: the mean over rounds, with [min–max] when there are several rounds."""
-    aggs = {key: aggregate(items, key) for key, _, _ in COLUMNS}
+def arm_table_rows(
+    items: Sequence[ArmRun], columns: Sequence[tuple[str, str, float | None]] = COLUMNS
+) -> list[list[str]]:
+    """Per arm: the mean over rounds of each column, with [min–max] when there are several rounds."""
+    aggs = {key: aggregate(items, key) for key, _, _ in columns}
     rows = []
     for arm in arms_in_order(items):
         row = [arm]
-        for key, _, scale in COLUMNS:
+        for key, _, scale in columns:
             mean, lo, hi = aggs[key][arm]
             row.append(_fmt(mean, scale) + (f" [{_fmt(lo, scale)}–{_fmt(hi, scale)}]" if hi > lo else ""))
         rows.append(row)
     return rows
 
 
+#: The per-run table's columns besides round and arm.
+RUN_COLUMNS = [*(title for _, title, _ in COLUMNS[:7]), "engine tok/s", "ITL ms", "engine vs round"]
+
+
 def round_table_rows(items: Sequence[ArmRun]) -> list[list[str]]:
-    """One row per run, in the order they ran."""
+    """One row per run, in the order they ran, with the engine's speed and how far it is from its round's median."""
+    speeds = [engine_speed(i.run) for i in items]
+    deviations = relative_to_round([i.round for i in items], [s.tokens_per_busy_s for s in speeds])
     return [
-        [str(i.round), i.arm, *(_fmt(i.summary[key], scale) for key, _, scale in COLUMNS[:7])] for i in items
-    ]
+        [str(i.round), i.arm, *(_fmt(i.summary[key], scale) for key, _, scale in COLUMNS[:7]),
+         f"{speed.tokens_per_busy_s:.1f}", f"{speed.mean_itl_ms:.0f}",
+         f"{deviation:+.0%}" + (" ⚠" if is_outlier(deviation) else "")]
+        for i, speed, deviation in zip(items, speeds, deviations, strict=True)
+    ]  # fmt: skip
 
 
 def _length_edges(max_tokens: int) -> list[float]:
@@ -224,6 +265,21 @@ def _meta_lines(meta: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+RATIOS_NOTE = (
+    "Each arm ÷ FCFS, paired prompt by prompt within each round (over the prompts that completed in every "
+    "run of both): the metric's mean over rounds for the arm ÷ the same for FCFS; the interval resamples "
+    "prompts and rounds (throughput: rounds only, none with one round)."
+)
+FAIRNESS_NOTE = (
+    "Wait is the time to first token (queueing plus prefill, as the client sees it); slowdown is E2E ÷ the "
+    "request's own service time (the run's shortest TTFT as its prefill, plus its own decode time)."
+)
+SPEED_NOTE = (
+    "Engine tok/s: output tokens the engine generated (vLLM's counter, prediction queries included) per "
+    "second in which a request of the run was in flight; ⚠: more than 15% from the median of its round."
+)
+
+
 def write_report(
     out_dir: Path,
     runs: Sequence[BenchRun],
@@ -236,16 +292,29 @@ def write_report(
         raise ValueError("no runs to report")
     max_tokens = int(meta.get("max_tokens") or max(r.output_tokens for i in items for r in i.run.records) or 1)
     pngs = make_plots(items, out_dir, max_tokens)
-    heads = headline(items)
+    table = arm_ratios(items)
+    heads = headline(items, table)
     quality = prediction_quality(items)
     lines = [
-        "# lengthwise: FCFS vs LLM-guided vs oracle",
+        "# lengthwise: FCFS vs LLM-guided vs oracle" + (f" — {meta['scenario']}" if meta.get("scenario") else ""),
         "",
         *_meta_lines(meta),
+        "",
+        "## Relative to FCFS (estimate [95% bootstrap CI])",
+        "",
+        RATIOS_NOTE,
+        "",
+        *_md_table(["arm", *METRICS], ratio_rows(table)),
         "",
         "## Per arm (mean over rounds, [min–max] across rounds)",
         "",
         *_md_table(["arm", *(title for _, title, _ in COLUMNS)], arm_table_rows(items)),
+        "",
+        "## Fairness (mean over rounds, [min–max] across rounds)",
+        "",
+        FAIRNESS_NOTE,
+        "",
+        *_md_table(["arm", *(title for _, title, _ in FAIRNESS)], arm_table_rows(items, FAIRNESS)),
         "",
         *_failure_lines(items),
         "## Relative to FCFS, per round",
@@ -254,7 +323,9 @@ def write_report(
         "",
         "## Each run, in the order they ran",
         "",
-        *_md_table(["round", "arm", *(title for _, title, _ in COLUMNS[:7])], round_table_rows(items)),
+        SPEED_NOTE,
+        "",
+        *_md_table(["round", "arm", *RUN_COLUMNS], round_table_rows(items)),
         "",
     ]
     if quality:
@@ -269,7 +340,9 @@ def write_report(
     report.write_text("\n".join(lines))
     summary = {
         "meta": dict(meta),
-        "runs": [{"arm": i.arm, "round": i.round, "summary": i.summary} for i in items],
+        "runs": [{"arm": i.arm, "round": i.round, "summary": i.summary, "engine_speed": asdict(engine_speed(i.run))}
+                 for i in items],
+        "ratios": {arm: {m: asdict(r) for m, r in by_metric.items()} for arm, by_metric in table.items()},
         "headline": heads,
         "prediction_quality": quality,
     }

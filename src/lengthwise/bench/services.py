@@ -88,18 +88,43 @@ def gateway_command(backend: str, port: int, args: Sequence[str]) -> list[str]:
     return lengthwise_command("serve", "--backend", backend, "--host", "127.0.0.1", "--port", str(port), *args)
 
 
-def engine_busy(url: str) -> float | None:
-    """Requests running or waiting in a vLLM engine (from /metrics); None if it has no such gauges."""
+def _metric_samples(url: str) -> dict[str, float] | None:
+    """Every sample of a server's Prometheus /metrics, summed over labels; None if it has none."""
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
         resp = httpx.get(f"{url.rstrip('/')}/metrics", timeout=5.0)
-        families = list(text_string_to_metric_families(resp.text)) if resp.status_code == 200 else []
+        families = list(text_string_to_metric_families(resp.text)) if resp.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
-    gauges = ("vllm:num_requests_running", "vllm:num_requests_waiting")
-    values = [s.value for fam in families if fam.name in gauges for s in fam.samples]
+    if families is None:
+        return None
+    totals: dict[str, float] = {}
+    for sample in (s for fam in families for s in fam.samples):
+        totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
+
+
+def engine_busy(url: str) -> float | None:
+    """Requests running or waiting in a vLLM engine (from /metrics); None if it has no such gauges."""
+    samples = _metric_samples(url) or {}
+    values = [samples[g] for g in ("vllm:num_requests_running", "vllm:num_requests_waiting") if g in samples]
     return sum(values) if values else None
+
+
+#: vLLM's counters that measure the engine's own speed over a run (summed over labels).
+ENGINE_COUNTERS = (
+    "vllm:generation_tokens_total",
+    "vllm:prompt_tokens_total",
+    "vllm:inter_token_latency_seconds_sum",
+    "vllm:inter_token_latency_seconds_count",
+)
+
+
+def engine_counters(url: str) -> dict[str, float]:
+    """The engine's speed counters now (those it exports; none for a server without /metrics)."""
+    samples = _metric_samples(url) or {}
+    return {name: samples[name] for name in ENGINE_COUNTERS if name in samples}
 
 
 def wait_idle(url: str, timeout_s: float = 300.0) -> bool:

@@ -14,15 +14,21 @@ Names and definitions follow `vllm bench serve` where it has them:
 
 Added for scheduling, with no vLLM equivalent:
 
-- slowdown = E2EL / ideal E2EL, the request's latency alone on an idle engine.
-  Records carry it as `ideal_s` (the simulator knows it); where they don't, it is
-  `ideal_ttft_s + (output_tokens − 1) · ideal_tpot_s`, from the arguments or else
-  from the run itself (5th percentiles of TTFT and TPOT: the best service seen).
+- slowdown = E2EL / the request's own service time. Records carry it as `ideal_s`
+  (the simulator knows its latency alone on an idle engine); where they don't (a
+  real engine), it is a prefill estimate plus the request's own decode time
+  (finish − first token, the sum of its ITLs). The prefill estimate is `prefill_s`,
+  else the run's shortest TTFT (a prefill that waited for nothing). Measuring the
+  decode rather than deriving it from a best-case speed keeps a slow spell of the
+  engine out of the slowdown: what is left is how long the request waited relative
+  to how long it was served (HRRN's response ratio).
 - normalized latency = E2EL / output tokens (s per token, as in the vLLM paper).
 - wait = scheduled_time − arrival where the engine's admission time is known
   (simulator), else TTFT (the client's view); ``max_wait_ms`` is its maximum.
 - ``p99_e2el_longest10_ms``: p99 E2EL among the 10% of requests with the most
-  output tokens, the ones a length-aware policy is tempted to starve.
+  output tokens, the ones a length-aware policy is tempted to starve;
+  ``p99_e2el_longest10_prompt_ms`` the same for the 10% with the longest prompts,
+  the ones a policy keyed on prompt or prefill work is tempted to starve.
 - ``jain_fairness`` = (Σx)² / (n·Σx²) over per-request slowdowns: 1 when every
   request is slowed down equally, 1/n when one request takes all the delay.
 """
@@ -227,12 +233,11 @@ class _Columns:
 
 @dataclass(frozen=True)
 class _RunContext:
-    """What every bucket of a run shares: duration, SLOs and the ideal service rate."""
+    """What every bucket of a run shares: duration, SLOs and the prefill estimate behind slowdowns."""
 
     duration_s: float
     slos: Mapping[str, float] | None
-    ideal_ttft_s: float
-    ideal_tpot_s: float
+    prefill_s: float
     percentiles: Sequence[float]
 
     @classmethod
@@ -242,20 +247,15 @@ class _RunContext:
         done: Sequence[RequestRecord],
         duration_s: float | None,
         goodput: Mapping[str, float] | Sequence[str] | None,
-        ideal_ttft_s: float | None,
-        ideal_tpot_s: float | None,
+        prefill_s: float | None,
         percentiles: Sequence[float],
     ) -> _RunContext:
         if duration_s is None:
             duration_s = (max(r.finish_time for r in done) - min(r.arrival for r in records)) if done else 0.0
         slos = parse_goodput(goodput) if goodput is not None and not isinstance(goodput, Mapping) else goodput
-        cols = _Columns.of(done)
-        if ideal_ttft_s is None:
-            ideal_ttft_s = float(np.percentile(cols.ttft, 5)) if done else 0.0
-        if ideal_tpot_s is None:
-            multi = cols.tpot[cols.output > 1]
-            ideal_tpot_s = float(np.percentile(multi, 5)) if multi.size else 0.0
-        return cls(duration_s, slos, ideal_ttft_s, ideal_tpot_s, tuple(percentiles))
+        if prefill_s is None:
+            prefill_s = min(r.ttft for r in done) if done else 0.0
+        return cls(duration_s, slos, prefill_s, tuple(percentiles))
 
 
 def summarize(
@@ -264,8 +264,7 @@ def summarize(
     duration_s: float | None = None,
     goodput: Mapping[str, float] | Sequence[str] | None = None,
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
-    ideal_ttft_s: float | None = None,
-    ideal_tpot_s: float | None = None,
+    prefill_s: float | None = None,
 ) -> dict[str, float]:
     """All metrics of one run as a flat dict with `vllm bench serve` key names where they exist.
 
@@ -273,7 +272,7 @@ def summarize(
     metric (from `parse_goodput`) or the raw ``NAME:MS`` strings.
     """
     done = [r for r in records if r.ok]
-    ctx = _RunContext.of(records, done, duration_s, goodput, ideal_ttft_s, ideal_tpot_s, percentiles)
+    ctx = _RunContext.of(records, done, duration_s, goodput, prefill_s, percentiles)
     return _summarize_columns(_Columns.of(done), len(records) - len(done), ctx)
 
 
@@ -284,16 +283,15 @@ def summarize_by_bucket(
     duration_s: float | None = None,
     goodput: Mapping[str, float] | Sequence[str] | None = None,
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
-    ideal_ttft_s: float | None = None,
-    ideal_tpot_s: float | None = None,
+    prefill_s: float | None = None,
 ) -> dict[str, dict[str, float]]:
     """`summarize` per bucket of actual output tokens (``"64-127"``, ..., ``"1024+"``).
 
     Throughputs use the whole run's duration (bucket throughputs add up to the run's),
-    and so does the ideal service rate behind slowdowns. Empty buckets are left out.
+    and so does the prefill estimate behind slowdowns. Empty buckets are left out.
     """
     done = [r for r in records if r.ok]
-    ctx = _RunContext.of(records, done, duration_s, goodput, ideal_ttft_s, ideal_tpot_s, percentiles)
+    ctx = _RunContext.of(records, done, duration_s, goodput, prefill_s, percentiles)
     out: dict[str, dict[str, float]] = {}
     for lo, hi in zip(edges, edges[1:], strict=False):
         bucket = [r for r in done if lo <= r.output_tokens < hi]
@@ -329,16 +327,17 @@ def _summarize_columns(c: _Columns, failed: int, ctx: _RunContext) -> dict[str, 
         out["goodput_fraction"] = float(good.mean()) if n else 0.0
     for name, values in (("ttft", c.ttft), ("tpot", c.tpot[c.output > 1]), ("itl", c.itl), ("e2el", c.e2el)):
         out.update(percentile_stats(name, values, percentiles))
-    ideal = np.where(np.isnan(c.ideal), ctx.ideal_ttft_s + np.maximum(c.output - 1, 0) * ctx.ideal_tpot_s, c.ideal)
+    service = np.where(np.isnan(c.ideal), ctx.prefill_s + (c.e2el - c.ttft), c.ideal)
     with np.errstate(divide="ignore", invalid="ignore"):
-        slowdown = np.where(ideal > 0, c.e2el / ideal, 1.0)
+        slowdown = np.where(service > 0, c.e2el / service, 1.0)
     out["mean_slowdown"] = float(slowdown.mean()) if n else 0.0
     for q in percentiles:
         out[f"p{_pct_label(q)}_slowdown"] = float(np.percentile(slowdown, q)) if n else 0.0
     out["mean_normalized_latency_ms"] = float((c.e2el / np.maximum(c.output, 1)).mean() * 1000) if n else 0.0
     out["mean_wait_ms"] = float(c.wait.mean() * 1000) if n else 0.0
     out["max_wait_ms"] = float(c.wait.max() * 1000) if n else 0.0
-    out["p99_e2el_longest10_ms"] = _p99_longest(c) * 1000
+    out["p99_e2el_longest10_ms"] = _p99_of_longest(c.e2el, c.output) * 1000
+    out["p99_e2el_longest10_prompt_ms"] = _p99_of_longest(c.e2el, c.prompt) * 1000
     out["jain_fairness"] = jain_index(slowdown)
     known = ~np.isnan(c.cached)
     prompt_known = float(c.prompt[known].sum())
@@ -346,10 +345,11 @@ def _summarize_columns(c: _Columns, failed: int, ctx: _RunContext) -> dict[str, 
     return out
 
 
-def _p99_longest(c: _Columns) -> float:
-    n = c.output.size
+def _p99_of_longest(e2el: np.ndarray, length: np.ndarray) -> float:
+    """p99 of `e2el` over the 10% of requests with the largest `length` (0 for none)."""
+    n = length.size
     if n == 0:
         return 0.0
     k = max(1, math.ceil(n * 0.1))
-    longest = np.argsort(c.output, kind="stable")[-k:]
-    return float(np.percentile(c.e2el[longest], 99))
+    longest = np.argsort(length, kind="stable")[-k:]
+    return float(np.percentile(e2el[longest], 99))

@@ -45,12 +45,16 @@ class EngineConfig:
     kv_cache_bytes: str = "1G"
     extra_args: tuple[str, ...] = ()
     host: str = "127.0.0.1"
+    #: The cores of the model's OpenMP threads (`VLLM_CPU_OMP_THREADS_BIND`, e.g. "1" or "1-3");
+    #: None: the variable from the environment, else every core.
+    omp_threads_bind: str | None = None
 
     def describe(self) -> str:
         extra = f", vLLM args {' '.join(self.extra_args)}" if self.extra_args else ""
+        bind = f", OMP threads on cores {self.omp_threads_bind}" if self.omp_threads_bind else ""
         return (
             f"policy {self.policy}, max-num-seqs {self.max_num_seqs}, max-model-len {self.max_model_len}, "
-            f"kv-cache {self.kv_cache_bytes}{extra}"
+            f"kv-cache {self.kv_cache_bytes}{bind}{extra}"
         )
 
 
@@ -105,10 +109,13 @@ def build_command(python: Path, model_dir: Path, config: EngineConfig) -> list[s
     ]  # fmt: skip
 
 
-def build_env(base: Mapping[str, str]) -> dict[str, str]:
-    """The server's environment: offline, and the model's threads on every core unless told otherwise."""
+def build_env(base: Mapping[str, str], omp_threads_bind: str | None = None) -> dict[str, str]:
+    """The server's environment: offline, and the model's threads on `omp_threads_bind`, else as
+    the environment says, else on every core."""
     env = dict(base)
     env["HF_HUB_OFFLINE"] = "1"
+    if omp_threads_bind:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = omp_threads_bind
     # vLLM keeps a core for the API server by default; on 2 cores that halves the model's speed.
     env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
     return env
@@ -206,7 +213,7 @@ def _spawn(layout: CacheLayout, model_dir: Path, config: EngineConfig) -> Engine
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=build_env(os.environ),
+            env=build_env(os.environ, config.omp_threads_bind),
             start_new_session=True,  # its own process group: `stop` ends the server and its engine core together
         )
     _children[proc.pid] = proc

@@ -111,6 +111,8 @@ class StubBackend:
     #: Completion requests being answered now, and the most seen at once.
     inflight: int = 0
     max_inflight_seen: int = 0
+    #: Output tokens sent so far, served at /metrics as vLLM's `vllm:generation_tokens_total`.
+    generated_tokens: int = 0
     _ids: itertools.count = field(default_factory=itertools.count, repr=False)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -125,6 +127,8 @@ class StubBackend:
         elif path == "/v1/models" and method == "GET":
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "stub"} for m in self.models]
             await _send(send, 200, json.dumps({"object": "list", "data": data}).encode())
+        elif path == "/metrics" and method == "GET":
+            await _send(send, 200, self._metrics().encode(), b"text/plain; version=0.0.4")
         elif path in ("/v1/chat/completions", "/v1/completions") and method == "POST":
             self.inflight += 1
             self.max_inflight_seen = max(self.max_inflight_seen, self.inflight)
@@ -134,6 +138,15 @@ class StubBackend:
                 self.inflight -= 1
         else:
             await _send(send, 404, b'{"error":{"message":"not found","type":"NotFoundError","code":404}}')
+
+    def _metrics(self) -> str:
+        """The two vLLM series a benchmark reads: requests running, and output tokens generated."""
+        return (
+            "# TYPE vllm:num_requests_running gauge\n"
+            f"vllm:num_requests_running {self.inflight}\n"
+            "# TYPE vllm:generation_tokens_total counter\n"
+            f"vllm:generation_tokens_total {self.generated_tokens}\n"
+        )
 
     async def _complete(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
         raw = await _read_body(receive)
@@ -185,6 +198,7 @@ class StubBackend:
             choice["message"] = {"role": "assistant", "content": "".join(pieces)}
         else:
             choice["text"] = "".join(pieces)
+        self.generated_tokens += len(pieces)
         obj = "chat.completion" if chat else "text_completion"
         response = {"id": rid, "object": obj, "created": int(time.time()), "model": model,
                     "choices": [choice], "usage": usage}
@@ -214,6 +228,7 @@ class StubBackend:
                 raise ConnectionAbortedError("stub: connection cut mid-stream (fault)")
             last = i == len(pieces) - 1
             content = {"delta": {"content": piece}} if chat else {"text": piece}
+            self.generated_tokens += 1
             await event([{"index": 0, **content, "logprobs": None, "finish_reason": "length" if last else None}])
         options = body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
@@ -248,8 +263,8 @@ async def _read_body(receive: Any) -> bytes:
             return b"".join(chunks)
 
 
-async def _send(send: Any, status: int, body: bytes) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+async def _send(send: Any, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -1,0 +1,49 @@
+"""Where the engine and the client run on the CPU cores during a comparison.
+
+`shared`: the embedded engine's OpenMP threads on every core (its default), the
+gateway and the load generator wherever the OS puts them; on a 2-core machine the
+client's work then preempts the model's threads. `split`: the engine's threads on
+every core but the first (`VLLM_CPU_OMP_THREADS_BIND`), and this process (the load
+generator) with the gateways it starts pinned to the first core, so the client
+never competes with the model (at the price of the model's use of that core).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+CpuLayout = Literal["shared", "split"]
+LAYOUTS: tuple[str, ...] = ("shared", "split")
+
+
+@dataclass(frozen=True)
+class Cores:
+    """The client's cores and the engine's OpenMP binding (None: the engine's default) of a layout."""
+
+    client: frozenset[int] | None
+    engine_bind: str | None
+
+
+def cores_for(layout: CpuLayout, available: Iterable[int] | None = None) -> Cores:
+    """The cores of `layout` among `available` (default: the cores this process may use)."""
+    if layout == "shared":
+        return Cores(None, None)
+    cores = sorted(os.sched_getaffinity(0) if available is None else available)
+    if len(cores) < 2:
+        raise ValueError(f"--cpu-layout split needs two cores; this process may use only {cores}")
+    return Cores(frozenset(cores[:1]), ",".join(map(str, cores[1:])))
+
+
+def pin_this_process(cores: Cores) -> None:
+    """Keep every thread of this process, and the processes it starts from now on, on the client's cores."""
+    if cores.client is None:
+        return
+    for tid in os.listdir("/proc/self/task") if Path("/proc/self/task").is_dir() else ["0"]:
+        try:
+            os.sched_setaffinity(int(tid), cores.client)
+        except ProcessLookupError:  # a thread that has just ended
+            continue
