@@ -214,9 +214,10 @@ def compare(
                      "calibration burst measures."),
     ] = None,
     cpu_layout: Annotated[
-        str, typer.Option(help="shared: engine threads on every core; split: the embedded engine's on all but "
-                          "the first, the load generator and gateways pinned to the first.")
-    ] = "shared",
+        str, typer.Option(help="split (default): the embedded engine's threads on all cores but the first, the "
+                          "load generator and gateways pinned to the first; shared: engine threads on every core "
+                          "(measured 3x slower beside any busy process: docs/BENCHMARK.md).")
+    ] = "split",
     predictor: Annotated[
         list[str] | None, typer.Option(help="Predictor spec of a gateway arm (repeatable; the first is 'guided'); default: the gateway's.")
     ] = None,

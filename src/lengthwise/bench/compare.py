@@ -95,7 +95,7 @@ class Settings:
     #: to it after a small calibration burst. None runs every prompt.
     deadline: float | None = None
     #: How engine and client share the CPU cores (recorded in the report).
-    cpu_layout: str = "shared"
+    cpu_layout: str = "split"
 
 
 @dataclass
