@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pytest
 from rich.console import Console
 
+from lengthwise.bench.cpus import cores_for, pin_this_process
 from lengthwise.engine import MODEL_NAME, EngineConfig, EngineError, EngineHandle, server
 from lengthwise.engine.progress import Progress
 from lengthwise.engine.resources import free_port
@@ -35,13 +36,20 @@ def managed_engine() -> Iterator[EngineHandle | None]:
     if os.environ.get("LENGTHWISE_ENGINE_URL"):
         yield None
         return
-    config = EngineConfig(port=free_port(), policy="priority", max_num_seqs=SESSION_MAX_NUM_SEQS)
+    # The split layout (bench/cpus.py): the engine's threads on their own core, the tests on the other;
+    # on 2 cores, threads spread over both collapse whenever a test process takes CPU.
+    everything = os.sched_getaffinity(0)
+    cores = cores_for("split") if len(everything) >= 2 else cores_for("shared")
+    config = EngineConfig(port=free_port(), policy="priority", max_num_seqs=SESSION_MAX_NUM_SEQS,
+                          omp_threads_bind=cores.engine_bind)
     try:
         handle = server.start(config, progress=Progress(Console(stderr=True)))
     except EngineError as e:
         pytest.fail(f"Could not start the embedded engine: {e}", pytrace=False)
+    pin_this_process(cores)
     yield handle
     server.stop(config.port)  # by port: a test may have restarted it
+    os.sched_setaffinity(0, everything)
 
 
 @pytest.fixture(scope="session")
