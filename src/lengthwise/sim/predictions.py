@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import kendalltau
 
-from lengthwise.core.policy.spec import parse_params
+from lengthwise.core.spec import parse_params
 
 
 def oracle(output: np.ndarray) -> np.ndarray:
