@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from lengthwise.predict.base import LengthRequest, Prediction
+from lengthwise.predict.base import LengthRequest, Prediction, Predictor
 from lengthwise.predict.self_query.query import UnpredictableRequest, prompt_text
 from lengthwise.core.tokens import count_tokens
 
@@ -23,7 +23,7 @@ def prompt_hash(request: LengthRequest) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-class ConstantPredictor:
+class ConstantPredictor(Predictor):
     """The same length for every request: ordered by it, a scheduler is FCFS."""
 
     def __init__(self, tokens: float = 256.0, name: str = "constant") -> None:
@@ -37,7 +37,7 @@ class ConstantPredictor:
         """A constant learns nothing."""
 
 
-class PromptLengthPredictor:
+class PromptLengthPredictor(Predictor):
     """Predicts `ratio` × prompt tokens (cl100k, offline): longer questions, longer answers.
 
     Its `prompt_tokens` feature is what a calibrator maps to output lengths.
@@ -63,7 +63,7 @@ class PromptLengthPredictor:
         """Fixed heuristic; wrap in CalibratedPredictor to learn."""
 
 
-class OraclePredictor:
+class OraclePredictor(Predictor):
     """Knows the true lengths (by prompt hash): the upper bound for experiments."""
 
     def __init__(self, lengths: Mapping[str, float], default: float = 256.0, name: str = "oracle") -> None:

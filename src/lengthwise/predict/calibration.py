@@ -185,7 +185,7 @@ def _clip(tokens: float, features: Mapping[str, float]) -> float:
     return min(max(tokens, 1.0), features.get("max_tokens", math.inf))
 
 
-class CalibratedPredictor:
+class CalibratedPredictor(Predictor):
     """Wraps a predictor: applies the calibrator to its predictions and learns in `observe`."""
 
     def __init__(self, inner: Predictor, calibrator: Calibrator, path: str | Path | None = None, save_every: int = 10):
@@ -194,6 +194,7 @@ class CalibratedPredictor:
         self.path = Path(path) if path is not None else None
         self.save_every = save_every
         self.name = f"{inner.name}+cal"
+        self.costly = inner.costly
         self._observed = 0
 
     async def predict(self, request: LengthRequest) -> Prediction:

@@ -20,7 +20,7 @@ from lengthwise.testing.stub_backend import StubBackend
 from lengthwise.gateway.app import Gateway
 from lengthwise.gateway.config import GatewayConfig
 from lengthwise.gateway.server import serving
-from lengthwise.predict.base import LengthRequest, Prediction
+from lengthwise.predict.base import LengthRequest, Prediction, Predictor
 
 
 @contextlib.asynccontextmanager
@@ -40,7 +40,7 @@ async def running_gateway(config: GatewayConfig, **overrides: Any) -> AsyncItera
 
 
 @dataclass
-class FunctionPredictor:
+class FunctionPredictor(Predictor):
     """Predicts `fn(request)` tokens, after `delay_s`; records what it observed.
 
     `lambda r: r.max_tokens` makes an oracle for requests whose length is max_tokens.
@@ -50,6 +50,8 @@ class FunctionPredictor:
     fn: Callable[[LengthRequest], float]
     name: str = "function"
     delay_s: float = 0.0
+    #: Stands in for a predictor that spends engine time (see `Predictor.costly`).
+    costly: bool = False
     observed: list[tuple[str, float, int]] = field(default_factory=list)
 
     async def predict(self, request: LengthRequest) -> Prediction:

@@ -83,7 +83,7 @@ class _Pending:
     actual: int
 
 
-class LearnedPredictor:
+class LearnedPredictor(Predictor):
     """Learns log output length online; see the module docstring.
 
     `inner` is the wrapped predictor (typically the self-predictor): its prediction
@@ -106,6 +106,7 @@ class LearnedPredictor:
         fit: FitFn = fit_online,
     ) -> None:
         self.inner = inner
+        self.costly = inner is not None and inner.costly
         self.embedder = embedder
         self.pretrained = pretrained
         self.layout = Layout(use_self=inner is not None, embedding_dim=embedder.dimension if embedder else 0)

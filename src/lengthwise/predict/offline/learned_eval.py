@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import kendalltau
 
-from lengthwise.predict.base import LengthRequest, Prediction
+from lengthwise.predict.base import LengthRequest, Prediction, Predictor
 from lengthwise.predict.learned.features import self_vector
 from lengthwise.predict.learned.predictor import LearnedPredictor
 from lengthwise.predict.offline.learned_data import Labelled
@@ -35,7 +35,7 @@ CHECKPOINTS = (0, 10, 20, 40, 80, 160, 320, 640)
 COLD = "learned, cold (pretrained only)"
 
 
-class ReplaySelf:
+class ReplaySelf(Predictor):
     """The self-predictor as recorded by `predict eval`, replayed by prompt text."""
 
     def __init__(self, labelled: Sequence[Labelled], variant: str) -> None:

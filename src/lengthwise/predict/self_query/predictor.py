@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from lengthwise.predict.base import LengthRequest, Prediction, PredictionCost
+from lengthwise.predict.base import LengthRequest, Prediction, PredictionCost, Predictor
 from lengthwise.predict.self_query.distribution import (
     LengthDistribution,
     label_distribution,
@@ -59,12 +59,15 @@ def cached_tokens(usage: dict[str, Any] | None) -> int:
     return int(((usage or {}).get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
 
 
-class SelfPredictor:
+class SelfPredictor(Predictor):
     """Asks the serving engine how long its answer will be; never raises from `predict`.
 
     `priority` is sent with the query so it jumps the engine's queue (vLLM: lower is
     served first; SGLang by default the opposite; None sends no priority).
     """
+
+    #: Every prediction is a request to the engine.
+    costly = True
 
     def __init__(
         self,
