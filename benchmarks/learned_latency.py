@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from lengthwise.predict.base import LengthRequest, Prediction
+from lengthwise.predict.base import LengthRequest, Prediction, Predictor
 from lengthwise.predict.learned.embedding import PromptEmbedder
 from lengthwise.predict.learned.predictor import LearnedPredictor
 from lengthwise.predict.offline.learned_eval import dense_rows
@@ -27,7 +27,7 @@ from lengthwise.core.tokens import count_tokens
 from lengthwise.workload.sharegpt import load_sharegpt
 
 
-class SleepySelf:
+class SleepySelf(Predictor):
     """Answers like a self-predictor after a fixed delay."""
 
     name = "self"

@@ -12,6 +12,7 @@ from lengthwise.predict.learned.embedding import PromptEmbedder
 from lengthwise.predict.learned.predictor import LearnedPredictor
 from lengthwise.predict.learned.spec import build_learned
 from lengthwise.predict.offline.ranker import ListMLERanker, ScoreToLength, listmle_loss
+from lengthwise.predict.registry import make_predictor
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +37,14 @@ def test_embeddings_are_cached_by_prompt(embedder) -> None:
 
 def test_spec_builds_the_predictor_and_refuses_bad_options() -> None:
     predictor = build_learned({"wrap": "constant:tokens=7", "pretrained": "none", "embedding": "0",
-                               "retrain_every": "5"}, {})
+                               "retrain_every": "5"}, make_predictor)
     assert isinstance(predictor, LearnedPredictor) and isinstance(predictor.inner, ConstantPredictor)
     assert predictor.retrain_every == 5 and predictor.embedder is None
-    assert build_learned({"wrap": "none", "pretrained": "default"}, {}).pretrained is not None
+    assert build_learned({"wrap": "none", "pretrained": "default"}, make_predictor).pretrained is not None
     with pytest.raises(ValueError, match="unknown options"):
-        build_learned({"colour": "red"}, {})
+        build_learned({"colour": "red"}, make_predictor)
     with pytest.raises(ValueError, match="embedding"):
-        build_learned({"wrap": "none", "embedding": "0"}, {})  # the shipped model needs the embedding
+        build_learned({"wrap": "none", "embedding": "0"}, make_predictor)  # the shipped model needs the embedding
 
 
 def test_listmle_gradient_is_exact() -> None:

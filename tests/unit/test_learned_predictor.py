@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau
 
-from lengthwise.predict.base import LengthRequest, Prediction
+from lengthwise.predict.base import LengthRequest, Prediction, Predictor
 from lengthwise.predict.learned.features import Layout
 from lengthwise.predict.learned.predictor import LearnedPredictor
 from lengthwise.predict.learned.pretrained import Pretrained
@@ -38,7 +38,7 @@ class PatternEmbedder:
         return vector
 
 
-class ConstantSelf:
+class ConstantSelf(Predictor):
     """A self-predictor with no signal (like the embedded model's greedy answer)."""
 
     name = "self"
@@ -161,7 +161,7 @@ async def test_a_slow_fit_does_not_block_predict() -> None:
     assert (await predictor.predict(request(4, 99))).source == "learned:online"
 
 
-class Raises:
+class Raises(Predictor):
     name = "broken"
     dimension = DIM
 

@@ -2,20 +2,20 @@ import math
 
 import pytest
 
-from lengthwise.core.policy import Job, make_policy, parse_policy
+from lengthwise.core.policy import Job, make_policy
 from lengthwise.core.policy.aging import Aging
 from lengthwise.core.policy.mlfq import SkipJoinMLFQ
-from lengthwise.core.policy.spec import parse_spec
+from lengthwise.core.spec import parse_chain
 
 
 def test_spec_grammar() -> None:
-    assert parse_spec("sjf") == [("sjf", {})]
-    assert parse_spec(" SJF + aging: rate=2, max-wait=inf ") == [("sjf", {}), ("aging", {"rate": 2, "max_wait": math.inf})]
-    assert parse_spec("srpt:overrun=0.25") == [("srpt", {"overrun": 0.25})]
+    assert parse_chain("sjf") == [("sjf", {})]
+    assert parse_chain(" SJF + aging: rate=2, max-wait=inf ") == [("sjf", {}), ("aging", {"rate": 2, "max_wait": math.inf})]
+    assert parse_chain("srpt:overrun=0.25") == [("srpt", {"overrun": 0.25})]
 
 
 def test_wrapped_policy_carries_its_parameters() -> None:
-    p = parse_policy("sjf+aging:rate=2,max_wait=30")
+    p = make_policy("sjf+aging:rate=2,max_wait=30")
     assert isinstance(p, Aging) and p.base.name == "sjf"
     assert (p.rate, p.max_wait) == (2, 30)
     assert not p.time_invariant and p.piecewise_constant

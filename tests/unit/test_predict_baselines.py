@@ -74,6 +74,10 @@ def test_registry_specs(tmp_path) -> None:
         ("constant:size=3", "unknown options"),
         ("constant:tokens", "not key=value"),
         ("oracle", "needs path"),
+        ("learned(wrap=magic)", "unknown predictor 'magic'"),
+        ("auto(candidates=[prompt-length, 5])", "expected a spec, got 5"),
+        ("constant(tokens=many)", "constant: bad option"),
+        ("prompt-length(ratio=[1, 2])", "prompt-length: bad option"),
     ],
 )
 def test_registry_errors(spec: str, message: str) -> None:

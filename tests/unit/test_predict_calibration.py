@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from lengthwise.predict.base import LengthRequest, Prediction
+from lengthwise.predict.base import LengthRequest, Prediction, Predictor
 from lengthwise.predict.calibration import CalibratedPredictor, Calibrator
 
 
@@ -79,7 +79,7 @@ def test_persistence_round_trip(tmp_path) -> None:
     assert fresh.method == "isotonic" and not fresh.fitted
 
 
-class Fixed:
+class Fixed(Predictor):
     """A predictor whose raw predictions are a quarter of the truth it is told to expect."""
 
     name = "fixed"

@@ -65,7 +65,7 @@ async def test_it_falls_back_to_fcfs_when_every_candidate_is_noise() -> None:
 
 async def test_a_costly_candidate_runs_on_a_sample_until_chosen() -> None:
     costly = _signal()
-    costly.name = "self:plain"  # self-predictions cost engine time
+    costly.name, costly.costly = "self:plain", True  # self-predictions cost engine time
     auto = AutoPredictor([_noise(), costly], sample=0.25, min_requests=10, rng=random.Random(0))
     await _run(auto, 80)
     sampled = len(costly.observed)
@@ -76,7 +76,7 @@ async def test_a_costly_candidate_runs_on_a_sample_until_chosen() -> None:
 
 
 async def test_a_costly_shadow_does_not_delay_the_request() -> None:
-    slow = FunctionPredictor(lambda r: r.max_tokens, name="self:slow", delay_s=0.3)
+    slow = FunctionPredictor(lambda r: r.max_tokens, name="self:slow", delay_s=0.3, costly=True)
     auto = AutoPredictor([_noise(), slow], sample=1.0, min_requests=3)
     request = _request(0, 10)
     started = asyncio.get_running_loop().time()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -252,6 +253,9 @@ def compare(
     arms = standard_arms(predictor or [DEFAULT_PREDICTOR], tuple(gateway_arg) if gateway_arg else DEFAULT_GATEWAY_ARGS)
     if no_oracle:
         arms = [a for a in arms if not a.oracle]
+    if cpu_layout == "split" and len(os.sched_getaffinity(0)) < 2:
+        console.print("[yellow]--cpu-layout split needs two cores and this process has one: using shared")
+        cpu_layout = "shared"
     with _clear_errors():
         cores = cores_for(cpu_layout)  # type: ignore[arg-type]
         prompts = load_prompts(workload, n, seed, max_prompt_tokens)

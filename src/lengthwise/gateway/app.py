@@ -62,9 +62,7 @@ class Gateway:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
         urgent = self.engine_priority.urgent if self.engine_priority else None
         self.predictor: Predictor = predictor or build_predictor(config, self._predict_client, urgent)
-        self._predictor_status = getattr(self.predictor, "status", None)
-        if callable(self._predictor_status):
-            self.metrics.watch_predictor(self._predictor_status)
+        self.metrics.watch_predictor(self.predictor.status)
         self._epoch = time.monotonic()
         self._api_keys = ApiKeys(config.api_keys)
         self._session: aiohttp.ClientSession | None = None
@@ -149,7 +147,7 @@ class Gateway:
     async def _status(self, request: Request) -> Response:
         """What schedules: mode, policy, predictor, and the predictor's own status if it has one
         (an automatic choice gives its evidence there)."""
-        status = self._predictor_status() if callable(self._predictor_status) else None
+        status = self.predictor.status()
         return JSONResponse({"mode": self.config.mode, "policy": self.policy.name, "predictor": self.predictor.name,
                              "status": status})
 

@@ -63,12 +63,12 @@ class _StateCollector(Collector):
 class _PredictorCollector(Collector):
     """The automatic predictor choice and each candidate's measured ranking quality."""
 
-    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, status: Callable[[], dict[str, Any] | None]) -> None:
         self.status = status
 
     def collect(self) -> Iterator[Metric]:
         status = self.status()
-        if "choice" not in status:  # a predictor that reports, but does not choose
+        if status is None or "choice" not in status:  # a predictor that does not choose
             return
         chosen = GaugeMetricFamily("lengthwise_predictor_chosen", "1 for the predictor that schedules "
                                    "(none: FCFS), 0 for the other candidates.", labels=["predictor"])
@@ -124,7 +124,7 @@ class GatewayMetrics:
                                      "(nothing to learn from).", registry=r)
         r.register(_StateCollector(pool, scheduler))
 
-    def watch_predictor(self, status: Callable[[], dict[str, Any]]) -> None:
+    def watch_predictor(self, status: Callable[[], dict[str, Any] | None]) -> None:
         """Export a predictor's `status()` at scrape time, if it is a choice (lengthwise.predict.auto.selector)."""
         self.registry.register(_PredictorCollector(status))
 

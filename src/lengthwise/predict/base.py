@@ -7,8 +7,9 @@ It never raises to its caller: on any failure it returns a fallback prediction w
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 Endpoint = Literal["chat", "completion"]
 
@@ -62,19 +63,31 @@ class Prediction:
         return self.fallback_reason is not None
 
 
-@runtime_checkable
-class Predictor(Protocol):
-    """Predicts output length; learns from completions if it can."""
+class Predictor(ABC):
+    """Predicts output length; learns from completions if it can.
+
+    What a caller may ask beyond `predict` has a default here, so no caller probes for it:
+    `costly` (True when a prediction spends engine time: the self-query; a wrapper is costly
+    when anything it wraps is), `status()` (what a status page shows; None: nothing) and
+    `aclose()`.
+    """
 
     name: str
+    costly: bool = False
 
+    @abstractmethod
     async def predict(self, request: LengthRequest) -> Prediction:
         """Never raises: failures become a fallback `Prediction`."""
         ...
 
+    @abstractmethod
     def observe(self, request: LengthRequest, prediction: Prediction, actual_tokens: int) -> None:
         """Called once per completed request with its actual output tokens."""
         ...
+
+    def status(self) -> dict[str, Any] | None:
+        """What this predictor has chosen or learned, JSON-able; None when there is nothing to say."""
+        return None
 
     async def aclose(self) -> None:
         """Release what the predictor holds (clients, state to save)."""

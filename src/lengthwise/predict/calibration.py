@@ -190,6 +190,7 @@ class CalibratedPredictor(Predictor):
         self.path = Path(path) if path is not None else None
         self.save_every = save_every
         self.name = f"{inner.name}+cal"
+        self.costly = inner.costly
         self._observed = 0
 
     async def predict(self, request: LengthRequest) -> Prediction:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from lengthwise.core.io import read_jsonl
-from lengthwise.core.policy.spec import parse_params
+from lengthwise.core.spec import parse_params
 from lengthwise.core.stats import kendall_tau
 
 

@@ -50,6 +50,8 @@ class FunctionPredictor(Predictor):
     fn: Callable[[LengthRequest], float]
     name: str = "function"
     delay_s: float = 0.0
+    #: Stands in for a predictor that spends engine time (see `Predictor.costly`).
+    costly: bool = False
     observed: list[tuple[str, float, int]] = field(default_factory=list)
 
     async def predict(self, request: LengthRequest) -> Prediction:

@@ -2,6 +2,6 @@
 
 from lengthwise.core.policy.base import Job, Policy
 from lengthwise.core.policy.queue import WaitingQueue
-from lengthwise.core.policy.registry import POLICIES, WRAPPERS, make_policy, parse_policy
+from lengthwise.core.policy.registry import make_policy
 
-__all__ = ["POLICIES", "WRAPPERS", "Job", "Policy", "WaitingQueue", "make_policy", "parse_policy"]
+__all__ = ["Job", "Policy", "WaitingQueue", "make_policy"]

@@ -1,4 +1,4 @@
-"""Policies by name or spec, for the CLI, the gateway and the simulator."""
+"""Policies by name or spec, for the CLI, the gateway and the simulator: tables of factories."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from lengthwise.core.policy.hrrn import HRRN
 from lengthwise.core.policy.mlfq import SkipJoinMLFQ
 from lengthwise.core.policy.rr import RoundRobin
 from lengthwise.core.policy.sjf import SJF
-from lengthwise.core.policy.spec import parse_spec
 from lengthwise.core.policy.srpt import SRPT
+from lengthwise.core.spec import Spec, parse_chain
 
 POLICIES: dict[str, Callable[..., Policy]] = {
     "fcfs": FCFS,
@@ -30,31 +30,31 @@ WRAPPERS: dict[str, Callable[..., Policy]] = {
 }
 
 
-def make_policy(name: str, **params: Any) -> Policy:
-    """Build a policy from a name or a spec; keyword `params` go to the base policy.
+def make_policy(spec: str, **params: Any) -> Policy:
+    """Build a policy from a name or a spec (`lengthwise.core.spec`); keyword `params` go to the base policy.
 
     Specs: ``NAME[:K=V,...][+WRAPPER[:K=V,...]]...``, e.g. ``sjf``, ``srpt:overrun=0.3``,
-    ``sjf+aging:rate=2,max_wait=30``. Base policies: fcfs, sjf, srpt (overrun),
-    hrrn (tokens_per_s), rr (quantum), mlfq (levels, base_quantum, prefill_ratio);
-    wrapper: aging (rate, max_wait). Unknown names or parameters raise ValueError.
+    ``sjf+aging:rate=2,max_wait=30`` (or ``sjf+aging(rate=2, max_wait=30)``). Base policies: fcfs,
+    sjf (prompt_weight), srpt (overrun), hrrn (tokens_per_s), rr (quantum), mlfq (levels,
+    base_quantum, prefill_ratio); wrapper: aging (rate, max_wait). Unknown names or
+    parameters raise ValueError.
     """
-    (base_name, base_params), *wrappers = parse_spec(name)
-    policy = _build(POLICIES, base_name, {**base_params, **params}, "policy")
-    for wrapper_name, wrapper_params in wrappers:
-        policy = _build(WRAPPERS, wrapper_name, wrapper_params, "policy wrapper", policy)
+    base, *wrappers = parse_chain(spec, "policy spec")
+    policy = _build(POLICIES, Spec(base.name, {**base.params, **params}), "policy")
+    for wrapper in wrappers:
+        policy = _build(WRAPPERS, wrapper, "policy wrapper", policy)
     return policy
 
 
-#: The spec parser under the name the CLI and gateway read best.
-parse_policy = make_policy
-
-
-def _build(table: dict[str, Callable[..., Policy]], name: str, params: dict[str, Any], kind: str, *args: Any) -> Policy:
+def _build(table: dict[str, Callable[..., Policy]], spec: Spec, kind: str, *args: Any) -> Policy:
     try:
-        factory = table[name]
+        factory = table[spec.name]
     except KeyError:
-        raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(sorted(table))}") from None
+        raise ValueError(f"unknown {kind} {spec.name!r}; known: {', '.join(sorted(table))}") from None
+    nested = sorted(key for key, value in spec.params.items() if isinstance(value, Spec | list))
+    if nested:
+        raise ValueError(f"{kind} {spec.name!r}: parameters {nested} take numbers, not specs or lists")
     try:
-        return factory(*args, **params)
+        return factory(*args, **spec.params)
     except TypeError as e:
-        raise ValueError(f"{kind} {name!r}: bad parameters {params}: {e}") from None
+        raise ValueError(f"{kind} {spec.name!r}: bad parameters {spec.params}: {e}") from None

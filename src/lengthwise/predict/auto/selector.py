@@ -1,9 +1,9 @@
 """Do no harm: schedule by the predictor that measurably ranks best, or by arrival when none does.
 
 `AutoPredictor` is a predictor made of candidates. Every request is predicted by the
-cheap candidates and the chosen one; costly candidates (those that query the engine: the
-self-prediction) that are not chosen predict a `sample` fraction of requests, in the
-background: the request does not wait for them. Each
+cheap candidates and the chosen one; costly candidates (`Predictor.costly`: those that
+query the engine, the self-prediction and whatever wraps it) that are not chosen predict a
+`sample` fraction of requests, in the background: the request does not wait for them. Each
 completed request feeds every candidate that predicted it and its `QualityWindow`.
 
 The choice is the candidate whose tau-b has the highest lower confidence bound, if that
@@ -41,17 +41,10 @@ log = logging.getLogger("lengthwise.predict.auto")
 NONE = "none"
 
 
-def is_costly(predictor: Predictor) -> bool:
-    """A predictor costs engine time if it says so (`costly`), or if it is a self-prediction."""
-    flag = getattr(predictor, "costly", None)
-    return bool(flag) if flag is not None else predictor.name.startswith("self")
-
-
 @dataclass
 class _Candidate:
     predictor: Predictor
     window: QualityWindow
-    costly: bool
     predicted: int = 0
 
 
@@ -73,8 +66,8 @@ class AutoPredictor(Predictor):
             raise ValueError("sample must be between 0 and 1")
         if min_requests < 3:
             raise ValueError("min_requests must be at least 3")
-        self.candidates = {c.name: _Candidate(c, QualityWindow(window, confidence), is_costly(c))
-                           for c in candidates}
+        self.candidates = {c.name: _Candidate(c, QualityWindow(window, confidence)) for c in candidates}
+        self.costly = any(c.costly for c in candidates)
         self.sample = sample
         self.min_requests = min_requests
         self.margin = margin
@@ -99,7 +92,7 @@ class AutoPredictor(Predictor):
         self.requests += 1
         awaited, shadows = [], []
         for name, c in self.candidates.items():
-            if not c.costly or name == self.choice:
+            if not c.predictor.costly or name == self.choice:
                 awaited.append(c)
             elif self._rng.random() < self.sample:
                 shadows.append(c)
@@ -168,13 +161,14 @@ class AutoPredictor(Predictor):
             "min_requests": self.min_requests,
             "state": str(self.state_path) if self.state_path else None,
             "restored": self.restored,
-            "candidates": {
-                name: {**c.window.quality().to_dict(), "costly": c.costly,
-                       "sampled_fraction": round(c.predicted / self.requests, 4) if self.requests else 0.0,
-                       **({"detail": c.predictor.status()} if callable(getattr(c.predictor, "status", None)) else {})}
-                for name, c in self.candidates.items()
-            },
+            "candidates": {name: self._candidate_status(c) for name, c in self.candidates.items()},
         }
+
+    def _candidate_status(self, c: _Candidate) -> dict[str, Any]:
+        detail = c.predictor.status()
+        return {**c.window.quality().to_dict(), "costly": c.predictor.costly,
+                "sampled_fraction": round(c.predicted / self.requests, 4) if self.requests else 0.0,
+                **({"detail": detail} if detail is not None else {})}
 
     def _remember(self, request_id: str, predictions: dict[str, Prediction]) -> None:
         self._pending[request_id] = predictions

@@ -107,6 +107,7 @@ class LearnedPredictor(Predictor):
         fit: FitFn = fit_online,
     ) -> None:
         self.inner = inner
+        self.costly = inner is not None and inner.costly
         self.embedder = embedder
         self.pretrained = pretrained
         self.layout = Layout(use_self=inner is not None, embedding_dim=embedder.dimension if embedder else 0)

@@ -61,6 +61,9 @@ class SelfPredictor(Predictor):
     served first; SGLang by default the opposite; None sends no priority).
     """
 
+    #: Every prediction is a request to the engine.
+    costly = True
+
     def __init__(
         self,
         client: httpx.AsyncClient,
