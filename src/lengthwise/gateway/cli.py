@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from lengthwise.gateway.config import GatewayConfig
+from lengthwise.gateway.credentials import redacted
 
 _D = {f.name: f.default for f in dataclasses.fields(GatewayConfig)}
 
@@ -78,6 +79,6 @@ def serve(
         raise typer.BadParameter(str(e)) from None
     if host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
         logging.getLogger("lengthwise.gateway").warning("listening on %s without --api-key", host)
-    typer.echo(f"lengthwise gateway on http://{host}:{port}/v1 → {', '.join(config.backends)} "
+    typer.echo(f"lengthwise gateway on http://{host}:{port}/v1 → {', '.join(map(redacted, config.backends))} "
                f"(mode {mode}, policy {policy}, predictor {gateway.predictor.name})", err=True)
     run(gateway.app, host, port, access_log=access_log)
