@@ -51,6 +51,9 @@ def serve(
     health_path: Annotated[str, typer.Option(help="Backend path answering 200 when healthy.")] = _D["health_path"],
     read_timeout: Annotated[float, typer.Option(help="Longest silence (s) from a backend mid-response.")] =
         _D["read_timeout_s"],
+    stall_timeout: Annotated[float, typer.Option(
+        help="Seconds all of a backend's requests may be silent before its health check sends a one-token "
+             "completion (failing: the backend leaves the pool).")] = _D["stall_timeout_s"],
     affinity_slack: Annotated[float, typer.Option(
         help="Predicted tokens a prefix's backend may carry above the least loaded before requests spill over.")] =
         _D["affinity_slack_tokens"],
@@ -85,6 +88,7 @@ def serve(
             prediction_timeout_s=prediction_timeout, fallback_tokens=fallback_tokens, max_body_bytes=max_body_bytes,
             max_header_bytes=max_header_bytes,
             health_interval_s=health_interval, health_path=health_path, read_timeout_s=read_timeout,
+            stall_timeout_s=stall_timeout,
             affinity_slack_tokens=affinity_slack, max_upstream_connections=max_upstream_connections,
             header_timeout_s=header_timeout, body_timeout_s=body_timeout, max_connections=max_connections,
             graceful_shutdown_s=graceful_shutdown_timeout,

@@ -59,6 +59,9 @@ class GatewayConfig:
     health_path: str = "/health"
     #: A health check slower than this fails (a loaded engine answers slowly).
     health_timeout_s: float = 10.0
+    #: When all of a backend's requests in flight have been silent this long, its health check
+    #: also asks for a one-token completion (an engine may answer /health and complete nothing).
+    stall_timeout_s: float = 60.0
     connect_timeout_s: float = 5.0
     #: Longest silence from a backend while a response is under way.
     read_timeout_s: float = 600.0
@@ -100,7 +103,7 @@ class GatewayConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("prediction_timeout_s", "health_interval_s", "health_timeout_s", "connect_timeout_s",
-                     "read_timeout_s", "header_timeout_s", "body_timeout_s", "graceful_shutdown_s"):
+                     "read_timeout_s", "stall_timeout_s", "header_timeout_s", "body_timeout_s", "graceful_shutdown_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.priority_scale <= 0:
