@@ -309,13 +309,13 @@ async def test_hung_backend_leaves_the_pool_although_its_health_endpoint_answers
                           "f.backend.progressed() on response headers, on each relayed chunk and after a whole body",
                    strict=False)
 async def test_hung_backend_detection_is_on_with_the_configured_stall_timeout() -> None:
-    async with running_stub(token_interval_s=0.5) as (stub, stub_url):
+    async with running_stub(token_interval_s=0.1) as (stub, stub_url):
         config = GatewayConfig(backends=(stub_url,), health_interval_s=0.1, health_timeout_s=0.5,
                                stall_timeout_s=0.3)
         async with running_gateway(config, predictor=_oracle()) as (gateway, url), httpx.AsyncClient() as client:
             assert gateway.pool.stall_timeout_s == 0.3
-            # A stream that makes progress every 0.5 s is not stalled: no one-token completion is sent.
-            await client.post(url + "/v1/chat/completions", json={**CHAT, "stream": True, "max_tokens": 4})
+            # A stream with a token every 0.1 s is not stalled: no one-token completion is sent.
+            await client.post(url + "/v1/chat/completions", json={**CHAT, "stream": True, "max_tokens": 10})
             assert not any(r.body.get("prompt") == "ping" for r in stub.received)
             stub.fault = "hang"
             waiting = asyncio.create_task(client.post(url + "/v1/chat/completions", json=CHAT, timeout=60))
