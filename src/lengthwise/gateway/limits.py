@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -146,16 +147,16 @@ class BodyDeadline:
                 await send({"type": "http.response.body", "body": body})
 
 
+@dataclass
 class _GuardedRequest:
     """One request's receive and send, with the body's deadline."""
 
-    def __init__(self, receive: Any, send: Any, deadline: float) -> None:
-        self._receive = receive
-        self._send = send
-        self.deadline = deadline
-        self.body_complete = False
-        self.expired = False
-        self.response_started = False
+    _receive: Any
+    _send: Any
+    deadline: float
+    body_complete: bool = False
+    expired: bool = False
+    response_started: bool = False
 
     async def receive(self) -> dict[str, Any]:
         if self.body_complete:
