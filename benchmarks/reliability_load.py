@@ -8,9 +8,14 @@ processes on loopback, then
    unique, and each stream must carry one engine id only (no mixed-up streams);
    the gateway's RSS is read after a warm-up and after each round;
 2. a burst of `--clients` requests against a gateway with a small queue (`--burst-queue`):
-   each one is a complete stream or a 429 with Retry-After, and none hangs.
+   each one is a complete stream or a 429 with Retry-After, and none hangs;
+3. slowloris: `--stalled` connections that send half a request (half of them part of the
+   headers, half the headers and part of a body) and then nothing, against a gateway with
+   `--header-timeout` and `--body-timeout` of `--slow-timeout` s: each must be answered 408
+   and closed within the timeout (plus `--slow-grace`), while `--normal-clients` streams
+   run; their latency is compared with the same round without stalled connections.
 
-    python benchmarks/reliability_load.py [--clients 1000] [--rounds 3] [--tokens 16]
+    python benchmarks/reliability_load.py [--clients 1000] [--rounds 3] [--tokens 16] [--stalled 1500]
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import asyncio
 import collections
 import json
+import resource
 import sys
 import time
 from dataclasses import dataclass
@@ -103,12 +109,66 @@ def _check(outcomes: list[Outcome], tokens: int) -> dict[str, object]:
     }
 
 
+def _half_a_request(i: int) -> bytes:
+    """Part of the headers (odd i), or the headers and part of a body (even i)."""
+    if i % 2:
+        return b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-ty"
+    body = json.dumps({"model": "stub-model", "messages": [{"role": "user", "content": f"stalled {i}"}]}).encode()
+    return (b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n" % len(body)) + body[: len(body) // 2]
+
+
+async def _stall(port: int, i: int, give_up_s: float) -> tuple[float, int | None]:
+    """One stalled connection: seconds until the gateway closed it, and the status it answered (None: none)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.perf_counter()
+    try:
+        writer.write(_half_a_request(i))
+        raw = await asyncio.wait_for(reader.read(), give_up_s)
+    except TimeoutError:
+        return give_up_s, None
+    finally:
+        writer.close()
+    return time.perf_counter() - started, int(raw.split()[1]) if raw.startswith(b"HTTP/1.1 ") else None
+
+
+async def _slowloris(stub_url: str, args: argparse.Namespace) -> int:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    timeout = str(args.slow_timeout)
+    with process(_gateway(stub_url, port, "--max-inflight", "256", "--max-queue", str(args.clients),
+                          "--header-timeout", timeout, "--body-timeout", timeout), url + "/health"):
+        await _round(url, 50, args.tokens, args.timeout)  # warm-up
+        baseline = _check(await _round(url, args.normal_clients, args.tokens, args.timeout), args.tokens)
+        give_up_s = args.slow_timeout + args.slow_grace
+        stalled = asyncio.gather(*(_stall(port, i, give_up_s) for i in range(args.stalled)))
+        await asyncio.sleep(min(1.0, args.slow_timeout / 2))  # they are all open and silent
+        during = _check(await _round(url, args.normal_clients, args.tokens, args.timeout), args.tokens)
+        closed = await stalled
+    statuses = collections.Counter(status for _, status in closed)
+    slowest = max(seconds for seconds, _ in closed)
+    print(f"slowloris: {args.stalled} stalled connections, timeouts {timeout} s: statuses {dict(statuses)}, "
+          f"all closed after {slowest:.1f} s at most")
+    print(f"  {args.normal_clients} streams alone: p50 {baseline['p50_s']} s, max {baseline['max_s']} s; "
+          f"with the stalled connections: p50 {during['p50_s']} s, max {during['max_s']} s")
+    print("  " + json.dumps(during))
+    return int(statuses.get(408, 0) != args.stalled or slowest >= give_up_s
+               or during["complete"] != args.normal_clients)
+
+
+def _raise_file_limit() -> None:
+    """Thousands of sockets (here and, inherited, in the gateway): the soft limit is often 1024."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _gateway(stub_url: str, port: int, *flags: str) -> list[str]:
     return [sys.executable, "-c", "from lengthwise.cli import app; app()", "serve", "--backend", stub_url, "--port", str(port),
             "--mode", "queue", "--predictor", "constant:tokens=16", "--log-level", "warning", *flags]
 
 
 async def main(args: argparse.Namespace) -> int:
+    _raise_file_limit()
     failures = 0
     with running_stub("--token-interval-ms", str(args.token_interval_ms)) as stub_url:
         port = free_port()
@@ -142,7 +202,9 @@ async def main(args: argparse.Namespace) -> int:
             accounted = report["complete"] + report["other"].get(429, 0)  # type: ignore[union-attr]
             failures += accounted != args.clients or report["429_without_retry_after"] \
                 or report["duplicate_gateway_ids"] or report["duplicate_stream_ids"]
-    print("OK: nothing lost, nothing duplicated" if not failures else f"FAILED checks: {failures}")
+        if args.stalled:
+            failures += await _slowloris(stub_url, args)
+    print("OK: nothing lost, nothing duplicated, stalled clients closed" if not failures else f"FAILED checks: {failures}")
     return 1 if failures else 0
 
 
@@ -155,4 +217,8 @@ if __name__ == "__main__":
     parser.add_argument("--max-inflight", type=int, default=256, help="the gateway's slots per backend")
     parser.add_argument("--burst-queue", type=int, default=100, help="max_queue of the burst phase")
     parser.add_argument("--timeout", type=float, default=300.0, help="a client gives up after this many s")
+    parser.add_argument("--stalled", type=int, default=1500, help="slowloris connections (0: skip that phase)")
+    parser.add_argument("--slow-timeout", type=float, default=5.0, help="the gateway's header and body timeouts")
+    parser.add_argument("--slow-grace", type=float, default=5.0, help="seconds past the timeout a close may take")
+    parser.add_argument("--normal-clients", type=int, default=100, help="streams run beside the stalled ones")
     sys.exit(uvloop.run(main(parser.parse_args())))

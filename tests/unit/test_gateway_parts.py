@@ -194,6 +194,20 @@ def test_tap_counts_per_choice_for_completions_and_nothing_without_content() -> 
     assert empty.result() is None
 
 
+def test_unbounded_stream_tail_is_capped_and_not_recopied() -> None:
+    """An upstream that never ends an event grew the tap's buffer without bound, copying all of it
+    again for each chunk (quadratic: 8 MiB in 1 KiB chunks took minutes). Now it is linear, holds at
+    most one event's worth, counts what it skipped, and reads the stream's later events as before."""
+    tap = StreamTap()
+    piece = b"data: " + b"x" * 1018
+    for _ in range(8 * 1024):  # 8 MiB, no event end
+        tap.feed(piece)
+        assert len(tap._tail) <= StreamTap.MAX_EVENT_BYTES
+    tap.feed(b"still the same event\n\n" + _sse(CHUNK, LAST))
+    assert tap.overflow_bytes >= 8 * 1024 * 1024 - StreamTap.MAX_EVENT_BYTES
+    assert tap.result() == {"completion_tokens": 2}
+
+
 # ---- validation ----------------------------------------------------------------------------------
 
 

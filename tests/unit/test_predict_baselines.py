@@ -24,11 +24,19 @@ async def test_constant_is_the_same_for_every_request() -> None:
 
 async def test_prompt_length_counts_tokens_and_falls_back_on_bad_input() -> None:
     predictor = PromptLengthPredictor(ratio=2.0)
-    short, long = await predictor.predict(chat("hi")), await predictor.predict(chat("hello there " * 50, max_tokens=64))
+    short, long = await predictor.predict(chat("hi")), await predictor.predict(chat("hello there " * 50, max_tokens=640))
     assert short.tokens < long.tokens
-    assert long.features["prompt_tokens"] * 2 == long.tokens and long.features["max_tokens"] == 64
+    assert long.features["prompt_tokens"] * 2 == long.tokens and long.features["max_tokens"] == 640
     bad = await predictor.predict(LengthRequest("chat", {"messages": []}))
     assert bad.is_fallback and bad.tokens == 256
+
+
+async def test_prompt_length_prediction_is_capped_by_max_tokens() -> None:
+    """Was 1,580,002 tokens predicted for a huge prompt with `max_tokens: 1`: the engine stops at the cap."""
+    predictor = PromptLengthPredictor(ratio=2.0)
+    capped = await predictor.predict(chat("hello there " * 500, max_tokens=1))
+    assert capped.tokens == 1 and capped.features["prompt_tokens"] > 500
+    assert (await predictor.predict(chat("hello there " * 500, max_tokens=30))).tokens == 30
 
 
 def test_prompt_hash_ignores_everything_but_roles_and_texts() -> None:

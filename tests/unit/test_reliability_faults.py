@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -234,3 +234,88 @@ async def test_a_client_leaving_before_the_first_byte_aborts_the_upstream_reques
                 await asyncio.sleep(0.05)
             assert stub.inflight == 0
             _assert_nothing_held(gateway, 0)
+
+
+# ---- second pass (issue 15) ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _accept_queue_full() -> Iterator[str]:
+    """A listening socket whose accept queue is full: connects to it time out (SYNs are dropped),
+    as they seemed to when the gateway's event loop lagged under a burst."""
+    with socket.socket() as listener, contextlib.ExitStack() as fillers:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        for _ in range(3):
+            filler = fillers.enter_context(socket.socket())
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(listener.getsockname())
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+async def test_burst_connect_timeout_keeps_the_only_backend_in_the_pool() -> None:
+    """In 1 of 5 bursts of 500 streams, "connection timed out" took the only backend out of the pool
+    (rejoined 0.35 s later). A connect timeout is not proof of a lost backend: refused connections
+    and failed health checks are."""
+    with _accept_queue_full() as url:
+        config = GatewayConfig(backends=(url,), connect_timeout_s=0.3, health_timeout_s=0.3, health_interval_s=3600)
+        async with running_gateway(config, predictor=_oracle()) as (gateway, gateway_url), \
+                httpx.AsyncClient(timeout=30) as client:
+            backend = gateway.pool.backends[0]
+            gateway.pool.mark_up(backend)  # as if its health check had passed (it cannot here)
+            r = await client.post(gateway_url + "/v1/chat/completions", json=CHAT)
+            assert r.status_code == 503 and r.json()["error"]["code"] == "backend_unavailable"
+            assert backend.healthy and backend.inflight == 0
+            metrics = (await client.get(gateway_url + "/metrics")).text
+            assert f'lengthwise_upstream_errors_total{{backend="{url}",kind="connect"}}' in metrics
+
+
+async def test_a_refused_connection_still_takes_the_backend_out() -> None:
+    port = _free_port()  # nothing listens there
+    config = GatewayConfig(backends=(f"http://127.0.0.1:{port}",), health_interval_s=3600)
+    async with running_gateway(config, predictor=_oracle()) as (gateway, url), httpx.AsyncClient() as client:
+        backend = gateway.pool.backends[0]
+        gateway.pool.mark_up(backend)
+        assert (await client.post(url + "/v1/chat/completions", json=CHAT)).status_code == 503
+        assert not backend.healthy
+
+
+async def _wait_health(client: httpx.AsyncClient, url: str, status: int) -> None:
+    async with asyncio.timeout(30):
+        while (await client.get(url + "/health")).status_code != status:
+            await asyncio.sleep(0.05)
+
+
+async def test_hung_backend_leaves_the_pool_although_its_health_endpoint_answers() -> None:
+    """A backend whose completions hang (vLLM's /health only asks whether the engine core died)
+    stayed green while requests waited up to --read-timeout (600 s)."""
+    async with running_stub() as (stub, stub_url):
+        config = GatewayConfig(backends=(stub_url,), health_interval_s=0.1, health_timeout_s=0.5, stall_timeout_s=0.3)
+        async with running_gateway(config, predictor=_oracle()) as (gateway, url), httpx.AsyncClient() as client:
+            stub.fault = "hang"
+            waiting = asyncio.create_task(client.post(url + "/v1/chat/completions", json=CHAT, timeout=60))
+            await _wait_health(client, url, 503)
+            assert any(r.body.get("prompt") == "ping" and r.body["max_tokens"] == 1 for r in stub.received)
+            stub.fault = None
+            waiting.cancel()  # the client gives up: nothing is in flight, nothing is late
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+            await _wait_health(client, url, 200)
+
+
+async def test_hung_backend_detection_is_on_with_the_configured_stall_timeout() -> None:
+    async with running_stub(token_interval_s=0.1) as (stub, stub_url):
+        config = GatewayConfig(backends=(stub_url,), health_interval_s=0.1, health_timeout_s=0.5,
+                               stall_timeout_s=0.3)
+        async with running_gateway(config, predictor=_oracle()) as (gateway, url), httpx.AsyncClient() as client:
+            assert gateway.pool.stall_timeout_s == 0.3
+            # A stream with a token every 0.1 s is not stalled: no one-token completion is sent.
+            await client.post(url + "/v1/chat/completions", json={**CHAT, "stream": True, "max_tokens": 10})
+            assert not any(r.body.get("prompt") == "ping" for r in stub.received)
+            stub.fault = "hang"
+            waiting = asyncio.create_task(client.post(url + "/v1/chat/completions", json=CHAT, timeout=60))
+            await _wait_health(client, url, 503)
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting

@@ -27,6 +27,7 @@ from lengthwise.gateway.auth import ApiKeys
 from lengthwise.gateway.backends import BackendPool
 from lengthwise.gateway.completions import Completions
 from lengthwise.gateway.config import GatewayConfig
+from lengthwise.gateway.credentials import BackendCredentials
 from lengthwise.gateway.errors import GatewayError
 from lengthwise.gateway.metrics import GatewayMetrics
 from lengthwise.gateway.predictors import build_predictor
@@ -50,7 +51,10 @@ class Gateway:
         self.scheduler = Scheduler(self.policy, config.max_inflight, config.max_queue, self.clock) \
             if config.queues else None
         self.pool = BackendPool(config.backend_urls, slack_tokens=config.affinity_slack_tokens,
-                                on_down=self.scheduler.evict if self.scheduler else None)
+                                on_down=self.scheduler.evict if self.scheduler else None,
+                                stall_timeout_s=config.stall_timeout_s)
+        #: Userinfo of the backend URLs, sent as Basic auth unless a key is set (never logged).
+        self.credentials = BackendCredentials(config.backends)
         #: The engine's priority scale (prediction queries use it in every mode).
         self.engine_priority = PriorityMap.for_config(config)
         self.metrics = GatewayMetrics(self.pool, self.scheduler)
@@ -58,7 +62,7 @@ class Gateway:
             if config.backend_api_key else {}
         #: The predictor's own client (httpx, as the predictors take it), with the backend key.
         self._predict_client = None if predictor else httpx.AsyncClient(
-            headers=self._backend_headers, timeout=config.prediction_timeout_s,
+            headers=self._backend_headers, timeout=config.prediction_timeout_s, auth=self.credentials.httpx_auth(),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
         urgent = self.engine_priority.urgent if self.engine_priority else None
         self.predictor: Predictor = predictor or build_predictor(config, self._predict_client, urgent)
@@ -94,11 +98,13 @@ class Gateway:
         """Open the backend connections and start the health checks; on shutdown, undo both and
         close the predictor (it may save what it learned), then its HTTP client."""
         async with contextlib.AsyncExitStack() as stack:
-            # Unlimited connections: admission is the scheduler's job, not the pool's. Idle
-            # connections close before uvicorn's 5 s keep-alive would close them under us.
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0)
-            session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector,
-                                                                            auto_decompress=False))
+            # Admission is the scheduler's job; the connection bound per backend only keeps a burst
+            # from opening sockets without limit. Idle connections close before uvicorn's 5 s
+            # keep-alive would close them under us.
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=self.config.max_upstream_connections,
+                                             keepalive_timeout=4.0)
+            session = await stack.enter_async_context(aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, middlewares=self.credentials.aiohttp_middlewares()))
             self._session = self.completions.session = session
             if self._predict_client is not None:
                 stack.push_async_callback(self._predict_client.aclose)
@@ -124,11 +130,17 @@ class Gateway:
 
     # ---- small endpoints ----------------------------------------------------------------
 
-    async def _models(self, request: Request) -> Response:
+    def _denied(self, request: Request) -> Response | None:
+        """The 401 for a request without a valid key, when keys are configured; else None."""
         try:
             self._api_keys.check(request.scope)
         except GatewayError as e:
             return e.response()
+        return None
+
+    async def _models(self, request: Request) -> Response:
+        if denied := self._denied(request):
+            return denied
         if not any(b.model_cards for b in self.pool.backends):
             await self._probe_all()
         listing = self.pool.model_list()
@@ -142,11 +154,16 @@ class Gateway:
                              "backends": len(self.pool)}, status_code=200 if healthy else 503)
 
     async def _metrics(self, request: Request) -> Response:
+        """Prometheus metrics; with API keys configured, only for a caller with a key (they name backends)."""
+        if denied := self._denied(request):
+            return denied
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def _status(self, request: Request) -> Response:
         """What schedules: mode, policy, predictor, and the predictor's own status if it has one
-        (an automatic choice gives its evidence there)."""
+        (an automatic choice gives its evidence there). With API keys configured, only with a key."""
+        if denied := self._denied(request):
+            return denied
         status = self.predictor.status()
         return JSONResponse({"mode": self.config.mode, "policy": self.policy.name, "predictor": self.predictor.name,
                              "status": status})

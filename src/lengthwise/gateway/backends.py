@@ -5,6 +5,11 @@ engine's prefix cache keeps serving that prefix) unless the home has more than
 `slack_tokens` more predicted work outstanding than the least loaded backend; then it
 goes to the least loaded one. A backend failing its health check leaves the pool and
 rejoins when a check passes again.
+
+An engine can answer /health while it no longer completes anything (vLLM's /health only
+asks whether the engine core died, not whether it is stuck). So when a backend's requests
+in flight have all been silent for `stall_timeout_s`, the check also sends it a one-token
+completion, and a backend that cannot finish that in time leaves the pool too.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +41,12 @@ class Backend:
     outstanding_tokens: float = 0.0
     #: Requests sent upstream whose response has not ended.
     inflight: int = 0
+    #: When the backend last showed it works (monotonic seconds): a response's headers or bytes,
+    #: a one-token completion, or nothing in flight at a health check.
+    last_progress: float = field(default_factory=time.monotonic)
+
+    def progressed(self) -> None:
+        self.last_progress = time.monotonic()
 
     def serves(self, model: str | None) -> bool:
         return model is None or self.models is None or model in self.models
@@ -64,10 +76,14 @@ class BackendPool:
         *,
         slack_tokens: float,
         on_down: Callable[[Backend], None] | None = None,
+        stall_timeout_s: float | None = None,
     ) -> None:
         self.backends = [Backend(url, i) for i, url in enumerate(urls)]
         self.slack_tokens = slack_tokens
         self.on_down = on_down
+        #: Silence of all requests in flight after which a health check also asks for a one-token
+        #: completion (None: never; the gateway must then report progress, `Backend.progressed`).
+        self.stall_timeout_s = stall_timeout_s
 
     def __len__(self) -> int:
         return len(self.backends)
@@ -118,7 +134,8 @@ class BackendPool:
 
     async def probe(self, backend: Backend, session: aiohttp.ClientSession, health_path: str,
                     headers: dict[str, str], timeout_s: float) -> None:
-        """One health check (health path, then /v1/models); marks the backend up or down."""
+        """One health check (health path, /v1/models, and a one-token completion if the backend's
+        requests are all stalled); marks the backend up or down."""
         timeout = aiohttp.ClientTimeout(total=timeout_s)
         try:
             async with session.get(backend.url + health_path, headers=headers, timeout=timeout) as r:
@@ -130,14 +147,49 @@ class BackendPool:
                 cards = (await r.json(content_type=None))["data"]
             backend.models = frozenset(card["id"] for card in cards)
             backend.model_cards = cards
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
-            self.mark_down(backend, f"health check failed: {type(exc).__name__}: {exc}"[:300])
-        else:
-            self.mark_up(backend)
+        except _CHECK_FAILURES as exc:
+            self.mark_down(backend, f"health check failed: {_describe(exc)}")
+            return
+        silent_s = self._silent_s(backend)
+        if silent_s is not None:
+            try:
+                await _complete_one_token(backend, session, headers, timeout)
+            except _CHECK_FAILURES as exc:
+                self.mark_down(backend, f"{backend.inflight} request(s) in flight silent for {silent_s:.0f} s, and a "
+                                        f"one-token completion failed: {_describe(exc)}")
+                return
+        self.mark_up(backend)
+
+    def _silent_s(self, backend: Backend) -> float | None:
+        """How long the backend's requests in flight have all been silent, if longer than the stall timeout."""
+        if backend.inflight == 0:
+            backend.progressed()  # nothing is awaited from it: nothing is late
+        silent_s = time.monotonic() - backend.last_progress
+        return silent_s if self.stall_timeout_s is not None and silent_s > self.stall_timeout_s else None
 
     async def probe_all(self, session: aiohttp.ClientSession, health_path: str,
                         headers: dict[str, str], timeout_s: float) -> None:
         await asyncio.gather(*(self.probe(b, session, health_path, headers, timeout_s) for b in self.backends))
+
+
+_CHECK_FAILURES = (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError)
+
+
+async def _complete_one_token(backend: Backend, session: aiohttp.ClientSession, headers: dict[str, str],
+                              timeout: aiohttp.ClientTimeout) -> None:
+    """Does the engine still complete requests? (A 4xx is an answer too: the request, not the engine.)"""
+    body: dict[str, object] = {"prompt": "ping", "max_tokens": 1}
+    if backend.models:
+        body["model"] = min(backend.models)
+    async with session.post(backend.url + "/v1/completions", json=body, headers=headers, timeout=timeout) as r:
+        await r.read()
+        if r.status >= 500:
+            raise ValueError(f"a one-token completion answered HTTP {r.status}")
+    backend.progressed()
+
+
+def _describe(exc: BaseException) -> str:
+    return (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)[:300]
 
 
 def _weight(key: str, url: str) -> bytes:

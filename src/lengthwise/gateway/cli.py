@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from lengthwise.gateway.config import GatewayConfig
+from lengthwise.gateway.credentials import redacted
 
 _D = {f.name: f.default for f in dataclasses.fields(GatewayConfig)}
 
@@ -50,14 +51,30 @@ def serve(
     health_path: Annotated[str, typer.Option(help="Backend path answering 200 when healthy.")] = _D["health_path"],
     read_timeout: Annotated[float, typer.Option(help="Longest silence (s) from a backend mid-response.")] =
         _D["read_timeout_s"],
+    stall_timeout: Annotated[float, typer.Option(
+        help="Seconds all of a backend's requests may be silent before its health check sends a one-token "
+             "completion (failing: the backend leaves the pool).")] = _D["stall_timeout_s"],
     affinity_slack: Annotated[float, typer.Option(
         help="Predicted tokens a prefix's backend may carry above the least loaded before requests spill over.")] =
         _D["affinity_slack_tokens"],
+    max_upstream_connections: Annotated[int, typer.Option(
+        help="Connections to one backend at most; more requests wait for one.")] = _D["max_upstream_connections"],
+    header_timeout: Annotated[float, typer.Option(
+        help="Seconds a client has to begin a request, and to finish its headers (else 408, closed).")] =
+        _D["header_timeout_s"],
+    body_timeout: Annotated[float, typer.Option(
+        help="Seconds after the headers by which the whole body must have arrived (else 408, closed).")] =
+        _D["body_timeout_s"],
+    max_connections: Annotated[int, typer.Option(help="Client connections at most (beyond: 503).")] =
+        _D["max_connections"],
+    graceful_shutdown_timeout: Annotated[float, typer.Option(
+        help="On SIGTERM, seconds to let requests finish before they are cut.")] = _D["graceful_shutdown_s"],
     log_level: Annotated[str, typer.Option(help="debug | info | warning.")] = "info",
     access_log: Annotated[bool, typer.Option(help="uvicorn's access log (costs throughput).")] = False,
 ) -> None:
     """Run the OpenAI-compatible scheduling gateway in front of one or more engines."""
     from lengthwise.gateway.app import Gateway
+    from lengthwise.gateway.limits import guard
     from lengthwise.gateway.server import run
 
     # Before the gateway is built: its predictor logs what it restores at construction.
@@ -71,13 +88,18 @@ def serve(
             prediction_timeout_s=prediction_timeout, fallback_tokens=fallback_tokens, max_body_bytes=max_body_bytes,
             max_header_bytes=max_header_bytes,
             health_interval_s=health_interval, health_path=health_path, read_timeout_s=read_timeout,
-            affinity_slack_tokens=affinity_slack,
+            stall_timeout_s=stall_timeout,
+            affinity_slack_tokens=affinity_slack, max_upstream_connections=max_upstream_connections,
+            header_timeout_s=header_timeout, body_timeout_s=body_timeout, max_connections=max_connections,
+            graceful_shutdown_s=graceful_shutdown_timeout,
         )
         gateway = Gateway(config)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     if host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
         logging.getLogger("lengthwise.gateway").warning("listening on %s without --api-key", host)
-    typer.echo(f"lengthwise gateway on http://{host}:{port}/v1 → {', '.join(config.backends)} "
+    typer.echo(f"lengthwise gateway on http://{host}:{port}/v1 → {', '.join(map(redacted, config.backends))} "
                f"(mode {mode}, policy {policy}, predictor {gateway.predictor.name})", err=True)
-    run(gateway.app, host, port, access_log=access_log)
+    app, limits = guard(gateway.app, config)
+    # uvicorn's lines (the access log's too) at the same level and in the same format as the gateway's.
+    run(app, host, port, access_log=access_log, log_level=log_level.lower(), log_config=None, **limits)

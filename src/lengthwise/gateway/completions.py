@@ -40,7 +40,7 @@ from lengthwise.gateway.priority import PriorityMap
 from lengthwise.gateway.proxy import StreamTap, UpstreamFailed, forward_headers, open_upstream, response_headers
 from lengthwise.gateway.retry import Retry
 from lengthwise.gateway.scheduler import BackendGone, QueueFull, Scheduler
-from lengthwise.gateway.validation import parse_body
+from lengthwise.gateway.validation import parse_body, prediction_body
 from lengthwise.predict.base import LengthRequest, Prediction, Predictor
 
 log = logging.getLogger("lengthwise.gateway")
@@ -174,7 +174,7 @@ class Completions:
 
     async def _predict(self, f: Flight) -> None:
         assert f.backend is not None
-        f.length_request = LengthRequest(f.endpoint, f.body, f.id, f.backend.url)
+        f.length_request = LengthRequest(f.endpoint, prediction_body(f.endpoint, f.body), f.id, f.backend.url)
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.config.prediction_timeout_s):
@@ -225,6 +225,7 @@ class Completions:
         f.upstream = await open_upstream(self.session, url, payload, headers, self._timeout)
         # Unread bytes left: closing the connection aborts the request upstream.
         attempt.callback(f.upstream.close)
+        f.backend.progressed()
         if not f.relays_stream:
             await self._read_whole(f)
 
@@ -234,6 +235,7 @@ class Completions:
         assert upstream is not None
         try:
             f.answer = await upstream.read()
+            f.backend.progressed()
         except (aiohttp.ClientError, TimeoutError) as e:
             raise UpstreamFailed("disconnect", f"the response was cut: {type(e).__name__}") from e
         if upstream.status == 200:
@@ -262,6 +264,7 @@ class Completions:
                     "headers": response_headers(upstream) + f.lengthwise_headers()})
         try:
             async for chunk in upstream.content.iter_any():
+                f.backend.progressed()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 tap.feed(chunk)
                 if tap.done and not f.response_complete:

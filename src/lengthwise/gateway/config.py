@@ -7,6 +7,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from lengthwise.core.tokens import FALLBACK_TOKENS
+from lengthwise.gateway.credentials import redacted, split_credentials
 
 Engine = Literal["vllm", "sglang", "openai"]
 Mode = Literal["priority", "queue", "both"]
@@ -21,7 +22,8 @@ DEFAULT_PREDICTOR = "auto:candidates=learned:wrap=none|self|prompt-length"
 class GatewayConfig:
     """What `lengthwise serve` runs; checked on construction (ValueError says what is wrong)."""
 
-    #: Engine base URLs (no `/v1`), e.g. http://127.0.0.1:8100.
+    #: Engine base URLs (no `/v1`), e.g. http://127.0.0.1:8100; `http://user:pass@host` sends
+    #: the credentials as `Authorization: Basic` (see `backend_urls` and gateway/credentials.py).
     backends: tuple[str, ...]
     engine: Engine = "vllm"
     #: priority: forward at once with a priority; queue: hold and admit by policy;
@@ -58,9 +60,24 @@ class GatewayConfig:
     health_path: str = "/health"
     #: A health check slower than this fails (a loaded engine answers slowly).
     health_timeout_s: float = 10.0
+    #: When all of a backend's requests in flight have been silent this long, its health check
+    #: also asks for a one-token completion (an engine may answer /health and complete nothing).
+    stall_timeout_s: float = 60.0
     connect_timeout_s: float = 5.0
     #: Longest silence from a backend while a response is under way.
     read_timeout_s: float = 600.0
+    #: Connections to one backend at most (requests beyond wait for one to free up): a burst is
+    #: not a storm of simultaneous connects.
+    max_upstream_connections: int = 1024
+    #: A client must begin a request within this many seconds of connecting (or of its last
+    #: response, after uvicorn's 5 s keep-alive), and finish its headers this long after beginning.
+    header_timeout_s: float = 10.0
+    #: The whole request body must arrive within this many seconds of the headers; else 408.
+    body_timeout_s: float = 30.0
+    #: Client connections at most; beyond, uvicorn answers 503 and closes.
+    max_connections: int = 2048
+    #: On SIGTERM, streams still running after this many seconds are cut.
+    graceful_shutdown_s: float = 30.0
     #: Prompt characters hashed for prefix affinity.
     affinity_prefix_chars: int = 1024
     #: Stay on the prefix's backend unless it has this many more predicted tokens
@@ -72,21 +89,22 @@ class GatewayConfig:
             raise ValueError("at least one --backend URL is needed")
         for url in self.backends:
             parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ValueError(f"backend {url!r} is not an http(s) URL")
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"backend {redacted(url)!r} is not an http(s) URL")
             if parts.path.rstrip("/").endswith("/v1"):
-                raise ValueError(f"backend {url!r}: give the server root, without /v1")
+                raise ValueError(f"backend {redacted(url)!r}: give the server root, without /v1")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         if self.engine == "openai" and self.mode != "queue":
             raise ValueError("engine 'openai' has no priority field: use --mode queue")
-        for name in ("max_inflight", "max_queue", "max_body_bytes", "max_header_bytes"):
+        for name in ("max_inflight", "max_queue", "max_body_bytes", "max_header_bytes", "max_upstream_connections",
+                     "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("prediction_timeout_s", "health_interval_s", "health_timeout_s", "connect_timeout_s",
-                     "read_timeout_s"):
+                     "read_timeout_s", "stall_timeout_s", "header_timeout_s", "body_timeout_s", "graceful_shutdown_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.priority_scale <= 0:
@@ -102,4 +120,5 @@ class GatewayConfig:
 
     @property
     def backend_urls(self) -> tuple[str, ...]:
-        return tuple(url.rstrip("/") for url in self.backends)
+        """The backends' URLs without credentials (what the gateway uses, logs and labels metrics with)."""
+        return tuple(split_credentials(url)[0].rstrip("/") for url in self.backends)

@@ -30,7 +30,9 @@ class UpstreamFailed(Exception):
     def __init__(self, kind: str, message: str, *, connect: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
-        #: The backend could not be reached at all (it is down, not just this request).
+        #: The network said the backend is not there (refused, unreachable, unknown host): it is down,
+        #: not just this request. A connect *timeout* is not such proof: the gateway's own event loop,
+        #: lagging under a burst, fires the timer late (a health check judges instead).
         self.connect = connect
 
 
@@ -65,7 +67,7 @@ async def open_upstream(
     except aiohttp.ClientConnectorError as exc:
         raise UpstreamFailed("connect", f"cannot connect: {exc.os_error or exc}", connect=True) from exc
     except aiohttp.ConnectionTimeoutError as exc:
-        raise UpstreamFailed("connect", "connection timed out", connect=True) from exc
+        raise UpstreamFailed("connect", "connection timed out") from exc
     except TimeoutError as exc:
         raise UpstreamFailed("timeout", "no response in time") from exc
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
@@ -87,30 +89,50 @@ class StreamTap:
     `system_fingerprint` from the last chunk to the usage chunk.
     """
 
+    #: Bytes of one unfinished event kept at most; beyond, the event is skipped (vLLM's events
+    #: are a few KiB; an upstream that never ends one must not grow the gateway's memory).
+    MAX_EVENT_BYTES = 1 << 20
+
     def __init__(self) -> None:
         self.usage: dict[str, Any] | None = None
         #: `data: [DONE]` went by: the answer is complete.
         self.done = False
+        #: Bytes skipped in events longer than MAX_EVENT_BYTES.
+        self.overflow_bytes = 0
         self._chunks: dict[int, int] = {}
-        self._tail = b""
+        #: The unfinished event so far; only its new bytes are searched for the event's end.
+        self._tail = bytearray()
+        self._skipping = False
 
     def feed(self, chunk: bytes) -> None:
-        *events, self._tail = _EVENT_END.split(self._tail + chunk)
-        for event in events:
-            self._read(event)
+        searched_to = max(0, len(self._tail) - 3)  # an event end may straddle two chunks
+        self._tail += chunk
+        start = 0
+        for end in _EVENT_END.finditer(self._tail, searched_to):
+            if self._skipping:  # the rest of an oversized event
+                self.overflow_bytes += end.start() - start
+                self._skipping = False
+            else:
+                self._read(self._tail[start:end.start()])
+            start = end.end()
+        del self._tail[:start]
+        if len(self._tail) > self.MAX_EVENT_BYTES:
+            self.overflow_bytes += len(self._tail)
+            self._tail.clear()
+            self._skipping = True
 
     def result(self) -> dict[str, Any] | None:
         """The usage, or one with only `completion_tokens` counted per choice (None: no content seen)."""
-        if self._tail:
+        if self._tail and not self._skipping:
             self._read(self._tail)
-            self._tail = b""
+            self._tail.clear()
         if self.usage is not None:
             return self.usage
         if not self._chunks:
             return None
         return {"completion_tokens": sum(self._chunks.values())}
 
-    def _read(self, event: bytes) -> None:
+    def _read(self, event: bytes | bytearray) -> None:
         for line in event.splitlines():
             if not line.startswith(b"data:"):
                 continue

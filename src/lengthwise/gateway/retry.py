@@ -21,7 +21,8 @@ _FAILURES = {
 @dataclass
 class Retry:
     """One request's tries. A dropped connection is one strike (maybe a stale keep-alive
-    connection: the same backend once more), any other failure two; a backend with two
+    connection: the same backend once more), and so is a connect timeout (maybe the gateway's
+    own event loop lagging under a burst); any other failure is two. A backend with two
     strikes is not tried again for this request.
 
     `choose(exclude)` picks a backend other than `exclude`, or raises GatewayError when none is left.
@@ -32,7 +33,8 @@ class Retry:
 
     def after_failure(self, backend: Backend, failure: UpstreamFailed) -> Backend | None:
         """The backend to move to after `failure` on `backend`; None: `backend` once more."""
-        strikes = self.strikes[backend] = self.strikes.get(backend, 0) + (1 if failure.kind == "disconnect" else 2)
+        doubtful = failure.kind == "disconnect" or (failure.kind == "connect" and not failure.connect)
+        strikes = self.strikes[backend] = self.strikes.get(backend, 0) + (1 if doubtful else 2)
         return self.elsewhere(failure) if strikes >= 2 else None
 
     def elsewhere(self, failure: UpstreamFailed | None = None) -> Backend:

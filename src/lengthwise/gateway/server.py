@@ -21,8 +21,13 @@ def _config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
 
 
 def run(app: Any, host: str, port: int, **options: Any) -> None:
-    """Serve until interrupted (blocks; uvicorn owns the event loop)."""
-    uvicorn.Server(_config(app, host, port, **options)).run()
+    """Serve until interrupted (blocks; uvicorn owns the event loop).
+
+    The port is bound before the app starts: a port in use fails at once, before the app
+    has started anything or said it is ready."""
+    config = _config(app, host, port, **options)
+    socket = config.bind_socket()  # logs the error and exits when the port is taken
+    uvicorn.Server(config).run(sockets=[socket])
 
 
 @contextlib.asynccontextmanager

@@ -1,4 +1,8 @@
-"""Checks on the request fields the gateway itself reads; every other field is the backend's to judge."""
+"""Checks on the request fields the gateway itself reads; every other field is the backend's to judge.
+
+Also what predictors may read of a request: a field the backend ignores must not change
+a prediction, or a client could set it to buy priority.
+"""
 
 from __future__ import annotations
 
@@ -53,3 +57,31 @@ def parse_body(endpoint: Endpoint, raw: bytes) -> dict[str, Any]:
         if value is not None and not (_is_int(value) and value >= (1 if name == "n" else 0)):
             raise bad_request(f"'{name}' must be a {'positive' if name == 'n' else 'non-negative'} integer", name)
     return body
+
+
+#: The output caps of a request body; predictors see only the one the backend enforces.
+_CAPS = ("max_tokens", "max_completion_tokens")
+
+
+def enforced_max_tokens(endpoint: Endpoint, body: dict[str, Any]) -> int | None:
+    """The output cap the backend applies (None: no positive cap given).
+
+    vLLM's completions API reads only `max_tokens` (`max_completion_tokens` is ignored: a
+    client sending `max_tokens: 300, max_completion_tokens: 1` gets up to 300 tokens); its
+    chat API reads `max_completion_tokens or max_tokens`.
+    """
+    value = body.get("max_completion_tokens") or body.get("max_tokens") if endpoint == "chat" \
+        else body.get("max_tokens")
+    return value if _is_int(value) and value > 0 else None
+
+
+def prediction_body(endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+    """The body predictors see (`LengthRequest.body`): the client's, with the enforced cap as its
+    only cap, under `max_tokens` (a shallow copy: prompts are not copied)."""
+    if not any(name in body for name in _CAPS):
+        return body
+    view = {name: value for name, value in body.items() if name not in _CAPS}
+    cap = enforced_max_tokens(endpoint, body)
+    if cap is not None:
+        view["max_tokens"] = cap
+    return view

@@ -38,7 +38,8 @@ class ConstantPredictor(Predictor):
 
 
 class PromptLengthPredictor(Predictor):
-    """Predicts `ratio` × prompt tokens (cl100k, offline): longer questions, longer answers.
+    """Predicts `ratio` × prompt tokens (cl100k, offline), at most the request's max_tokens:
+    longer questions, longer answers.
 
     Its `prompt_tokens` feature is what a calibrator maps to output lengths.
     """
@@ -55,8 +56,9 @@ class PromptLengthPredictor(Predictor):
             return Prediction(self.fallback_tokens, self.name, fallback_reason=str(exc))
         value = max(1.0, self.ratio * tokens)
         features = {"prompt_tokens": float(tokens)}
-        if request.max_tokens is not None:
+        if request.max_tokens is not None:  # the engine stops there, however long the prompt
             features["max_tokens"] = float(request.max_tokens)
+            value = min(value, features["max_tokens"])
         return Prediction(value, self.name, raw=value, features=features)
 
     def observe(self, request: LengthRequest, prediction: Prediction, actual_tokens: int) -> None:

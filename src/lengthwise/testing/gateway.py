@@ -19,6 +19,7 @@ from typing import Any
 from lengthwise.testing.stub_backend import StubBackend
 from lengthwise.gateway.app import Gateway
 from lengthwise.gateway.config import GatewayConfig
+from lengthwise.gateway.limits import guard
 from lengthwise.gateway.server import serving
 from lengthwise.predict.base import LengthRequest, Prediction, Predictor
 
@@ -33,9 +34,11 @@ async def running_stub(**fields: Any) -> AsyncIterator[tuple[StubBackend, str]]:
 
 @contextlib.asynccontextmanager
 async def running_gateway(config: GatewayConfig, **overrides: Any) -> AsyncIterator[tuple[Gateway, str]]:
-    """The gateway on a free loopback port (config.host/port are ignored): yields it and its base URL."""
+    """The gateway on a free loopback port (config.host/port are ignored), with its limits on clients
+    as `lengthwise serve` has them: yields it and its base URL."""
     gateway = Gateway(config, **overrides)
-    async with serving(gateway.app) as url:
+    app, limits = guard(gateway.app, config)
+    async with serving(app, **limits) as url:
         yield gateway, url
 
 

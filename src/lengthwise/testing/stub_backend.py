@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lengthwise.gateway.validation import enforced_max_tokens
+
 Fault = Literal["down", "error", "garbage", "hang", "cut"]
 #: What each fault does: "down" → 503 everywhere, health included; "error" → 500 on
 #: completions; "garbage" → 200 with a body that is not JSON; "hang" → no answer until
@@ -81,10 +83,11 @@ def prompt_text(path: str, body: dict[str, Any]) -> str:
     return prompt if isinstance(prompt, str) else json.dumps(prompt)
 
 
-def requested_tokens(body: dict[str, Any], default: int) -> int:
-    """`max_completion_tokens` or `max_tokens` (the stub behaves as with ignore_eos)."""
-    value = body.get("max_completion_tokens", body.get("max_tokens"))
-    return value if isinstance(value, int) and value > 0 else default
+def requested_tokens(path: str, body: dict[str, Any], default: int) -> int:
+    """The cap vLLM enforces for the endpoint (the stub behaves as with ignore_eos): chat reads
+    `max_completion_tokens` or `max_tokens`, completions `max_tokens` only."""
+    endpoint = "chat" if path.endswith("/chat/completions") else "completion"
+    return enforced_max_tokens(endpoint, body) or default
 
 
 @dataclass
@@ -94,7 +97,7 @@ class StubBackend:
     models: tuple[str, ...] = ("stub-model",)
     #: Output tokens when the request gives no max_tokens.
     default_tokens: int = 16
-    #: Tokens of a request: defaults to `requested_tokens(body, default_tokens)`.
+    #: Tokens of a request: defaults to `requested_tokens(path, body, default_tokens)`.
     length_fn: Callable[[dict[str, Any]], int] | None = None
     #: Answer text for a request (e.g. a number for prediction queries); None → "tok" × length.
     answer_fn: Callable[[dict[str, Any]], str | None] | None = None
@@ -173,7 +176,7 @@ class StubBackend:
         if answer is not None:
             pieces = [answer]
         else:
-            n = self.length_fn(body) if self.length_fn else requested_tokens(body, self.default_tokens)
+            n = self.length_fn(body) if self.length_fn else requested_tokens(path, body, self.default_tokens)
             pieces = ["tok "] * n
         prompt = prompt_text(path, body)
         prompt_tokens = max(1, len(prompt) // CHARS_PER_TOKEN)
