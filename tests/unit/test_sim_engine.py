@@ -118,10 +118,9 @@ def test_preemptive_engine_lets_a_short_arrival_in_at_once() -> None:
 
 
 def _one_decode_step(run) -> None:  # noqa: ANN001 - the engine's private run state
-    n = len(run.decoders)
-    base, slope = run.cost.decode_affine(n)
-    run.now += base + slope * (run.sum_x + n * run.D)
-    run.D += 1
+    base, slope = run.cost.decode_affine(len(run.batch))
+    run.now += base + slope * run.batch.context_tokens()
+    run.batch.steps += 1
     run.after_steps(trimmed=False)
 
 
@@ -133,7 +132,7 @@ def test_fast_forward_matches_stepping_one_decode_at_a_time(cfg: EngineConfig, r
     w = _workload(*zip(*sorted(reqs), strict=True))
     fast = Simulator(cfg, COST, make_policy(spec)).run(w)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(engine._Run, "decode_steps", _one_decode_step)
+        mp.setattr(engine._EngineRun, "decode_steps", _one_decode_step)
         slow = Simulator(cfg, COST, make_policy(spec)).run(w)
     assert fast.preemptions == slow.preemptions
     for a, b in zip(fast.records, slow.records, strict=True):
