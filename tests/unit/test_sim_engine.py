@@ -118,7 +118,7 @@ def test_preemptive_engine_lets_a_short_arrival_in_at_once() -> None:
 
 
 def _one_decode_step(run) -> None:  # noqa: ANN001 - the engine's private run state
-    base, slope = run.cost.decode_affine(len(run.batch))
+    base, slope = run.cost.decode_affine(len(run.batch.requests))
     run.now += base + slope * run.batch.context_tokens()
     run.batch.steps += 1
     run.after_steps(trimmed=False)

@@ -30,6 +30,7 @@ class DecodeBatch:
         #: Engine steps taken so far: the clock that decode positions count from.
         self.steps = 0
         #: An insertion-ordered set (dict keys), so preemption ties break as they always have.
+        #: Read directly (`len`, `in`) rather than through methods: this is the hot loop.
         self.requests: dict[SimRequest, None] = {}
         self.sum_context_offsets = 0
         self.sum_block_bases = 0
@@ -37,12 +38,6 @@ class DecodeBatch:
         #: (step, tiebreak, decode_epoch, request): when a request finishes or its quantum ends.
         self._events: list[tuple[int, int, int, SimRequest]] = []
         self._tiebreak = itertools.count()
-
-    def __len__(self) -> int:
-        return len(self.requests)
-
-    def __contains__(self, request: SimRequest) -> bool:
-        return request in self.requests
 
     def add(self, request: SimRequest) -> None:
         """`request` has generated `generated_tokens` so far; from now on it decodes one per step."""
@@ -107,11 +102,16 @@ class DecodeBatch:
             heapq.heappop(events)
         return events[0][0]
 
-    def pop_due(self) -> list[SimRequest]:
-        """Requests whose event step has come: each has finished or used up its quantum."""
-        events, due = self._events, []
-        while events and events[0][0] <= self.steps:
+    def pop_due(self) -> tuple[list[SimRequest], list[SimRequest]]:
+        """Requests whose event step has come: those done, removed from the batch, and those out of quantum."""
+        events, steps, finished, out_of_quantum = self._events, self.steps, [], []
+        while events and events[0][0] <= steps:
             _, _, epoch, request = heapq.heappop(events)
-            if epoch == request.decode_epoch:
-                due.append(request)
-        return due
+            if epoch != request.decode_epoch:
+                continue
+            if request.context_offset + steps - request.prompt_tokens >= request.output_tokens:  # all generated
+                self.remove(request)
+                finished.append(request)
+            else:
+                out_of_quantum.append(request)
+        return finished, out_of_quantum

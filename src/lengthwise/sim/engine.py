@@ -111,7 +111,7 @@ class _EngineRun:
             plan = scheduler.schedule(self.now)
             if any(chunk > 0 for _, chunk in plan):
                 self.step(plan)
-            elif len(batch):
+            elif batch.requests:
                 self.decode_steps()
             else:
                 arrival = self.next_arrival_time()
@@ -150,7 +150,7 @@ class _EngineRun:
 
     def step(self, plan: Plan) -> None:
         """One engine step with prefill chunks."""
-        batch, decoders = self.batch, len(self.batch)
+        batch, decoders = self.batch, len(self.batch.requests)
         chunks = [(chunk, request.computed_tokens) for request, chunk in plan if chunk > 0]
         num_tokens = decoders + sum(chunk for chunk, _ in chunks)
         self.now += self.cost.step_time(num_tokens, decoders + len(chunks), batch.context_tokens(), chunks)
@@ -172,8 +172,9 @@ class _EngineRun:
         """Advance every decoder through as many identical steps as nothing can change."""
         batch, config = self.batch, self.config
         steps = 1 if self.scheduler.admission_blocked else batch.next_event_step() - batch.steps
-        base, slope = self.cost.decode_affine(len(batch))
-        first_step_s, growth_s = base + slope * batch.context_tokens(), slope * len(batch)
+        decoders = len(batch.requests)
+        base, slope = self.cost.decode_affine(decoders)
+        first_step_s, growth_s = base + slope * batch.context_tokens(), slope * decoders
         arrival = self.next_arrival_time()
         seats_free = self.scheduler.running_count() < config.max_num_seqs
         if arrival < math.inf and (seats_free or (config.preemptive and config.preempt_threshold < math.inf)):
@@ -189,15 +190,13 @@ class _EngineRun:
         The cache is trimmed at the peak of KV use, before anything is freed (unless
         the caller just did), so eviction is as eager as vLLM's.
         """
-        scheduler, batch = self.scheduler, self.batch
+        scheduler = self.scheduler
         if not trimmed:
             scheduler.trim_cache()
-        for request in batch.pop_due():
-            if batch.generated_tokens(request) >= request.output_tokens:
-                batch.remove(request)
-                self.finish(request, request.prompt_tokens + request.output_tokens - 1)
-            else:
-                scheduler.expired_quanta.append(request)
+        finished, out_of_quantum = self.batch.pop_due()
+        for request in finished:
+            self.finish(request, request.prompt_tokens + request.output_tokens - 1)
+        scheduler.expired_quanta += out_of_quantum
         scheduler.trim_cache()
 
     def finish(self, request: SimRequest, kv_tokens: int) -> None:

@@ -82,7 +82,7 @@ class Scheduler:
         return [*self.batch.requests, *self.prefilling]
 
     def running_count(self) -> int:
-        return len(self.batch) + len(self.prefilling)
+        return len(self.batch.requests) + len(self.prefilling)
 
     def head(self, now: float) -> SimRequest | None:
         """The next request to admit: a prediction query first, else the policy's best."""
@@ -94,7 +94,7 @@ class Scheduler:
     def current_key(self, request: SimRequest, now: float) -> float:
         if request.query_for is not None:
             return -math.inf
-        if request in self.batch:
+        if request in self.batch.requests:
             request.job.generated_tokens = self.batch.generated_tokens(request)
         return self.policy.key(request.job, now)
 
@@ -122,7 +122,7 @@ class Scheduler:
         """
         batch, block_size = self.batch, self.block_size
         while True:
-            token_budget = self.config.max_num_batched_tokens - len(batch)
+            token_budget = self.config.max_num_batched_tokens - len(batch.requests)
             blocks_needed = batch.blocks_needed(batch.steps)
             plan = []
             for request in self.prefilling:
@@ -138,7 +138,7 @@ class Scheduler:
     def _admit_waiting(self, plan: Plan, token_budget: int, blocks_needed: int, now: float) -> None:
         """Admit forced requests, then the queue's head, while a seat, budget and KV space remain."""
         block_size = self.block_size
-        seats = self.config.max_num_seqs - self.running_count()
+        seats = self.config.max_num_seqs - len(self.batch.requests) - len(self.prefilling)
         while seats > 0 and token_budget > 0:
             forced = bool(self.forced_admissions)
             request = self.forced_admissions[0] if forced else self.head(now)
@@ -212,7 +212,7 @@ class Scheduler:
         """A decoder whose quantum ran out yields to a waiting request no worse than itself, else goes on."""
         expired, self.expired_quanta = self.expired_quanta, []
         for request in expired:
-            if request not in self.batch:
+            if request not in self.batch.requests:
                 continue
             own_key = self.current_key(request, now)
             head = self.head(now)
@@ -260,14 +260,15 @@ class Scheduler:
     def take_prefilled(self) -> list[SimRequest]:
         """Prefills that completed in the step just taken, removed from the running prefills."""
         done = [request for request in self.prefilling if request.computed_tokens >= request.prefill_target]
-        if done:
-            self.prefilling = [request for request in self.prefilling if request.computed_tokens < request.prefill_target]
+        for request in done:
+            self.prefilling.remove(request)
         return done
 
     def trim_cache(self) -> None:
         """Keep the prefix cache within the blocks the running requests leave free in the step just taken."""
         held = self.batch.blocks_needed(self.batch.steps - 1)
-        held += sum(blocks_for(request.computed_tokens, self.block_size) for request in self.prefilling)
+        if self.prefilling:
+            held += sum(blocks_for(request.computed_tokens, self.block_size) for request in self.prefilling)
         self.prefix_cache.trim(self.num_blocks - held)
 
     def query_prefix_reuse(self) -> float | None:
