@@ -118,10 +118,9 @@ def test_preemptive_engine_lets_a_short_arrival_in_at_once() -> None:
 
 
 def _one_decode_step(run) -> None:  # noqa: ANN001 - the engine's private run state
-    n = len(run.decoders)
-    base, slope = run.cost.decode_affine(n)
-    run.now += base + slope * (run.sum_x + n * run.D)
-    run.D += 1
+    base, slope = run.cost.decode_affine(len(run.batch.requests))
+    run.now += base + slope * run.batch.context_tokens()
+    run.batch.steps += 1
     run.after_steps(trimmed=False)
 
 
@@ -133,7 +132,7 @@ def test_fast_forward_matches_stepping_one_decode_at_a_time(cfg: EngineConfig, r
     w = _workload(*zip(*sorted(reqs), strict=True))
     fast = Simulator(cfg, COST, make_policy(spec)).run(w)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(engine._Run, "decode_steps", _one_decode_step)
+        mp.setattr(engine._EngineRun, "decode_steps", _one_decode_step)
         slow = Simulator(cfg, COST, make_policy(spec)).run(w)
     assert fast.preemptions == slow.preemptions
     for a, b in zip(fast.records, slow.records, strict=True):
@@ -148,3 +147,31 @@ def test_admission_stops_at_the_first_request_that_does_not_fit() -> None:
     r0, r1, r2 = Simulator(cfg, ConstantCost(1.0), make_policy("fcfs")).run(w).records
     assert r1.scheduled_time >= r0.finish_time  # r1's 8 blocks fit only once r0 is done
     assert r2.scheduled_time >= r1.scheduled_time  # r2 fit long before, but waited its turn
+
+
+_PINNED_BASE = {"max_num_seqs": 6, "max_num_batched_tokens": 96, "block_size": 8}
+
+
+@pytest.mark.parametrize(
+    ("spec", "config", "mean_e2e", "preemptions", "steps", "cache_hits", "query_reuse"),
+    [
+        # KV exhaustion: recompute preemptions whose prefix mostly comes back from the cache.
+        ("sjf", EngineConfig(**_PINNED_BASE, num_blocks=60), 1.879233354666666, 29, 625, 984, None),
+        # Arrivals preempt (threshold 0), behind prediction queries.
+        ("srpt", EngineConfig(**_PINNED_BASE, num_blocks=120, preemptive=True, preempt_threshold=0.0,
+                              query=QueryConfig(postfix_tokens=12, output_tokens=2, delay_s=0.01)),
+         1.6087728570000004, 29, 450, 3496, 0.621301775147929),
+        # Quantum expiries.
+        ("mlfq:base_quantum=4", EngineConfig(**_PINNED_BASE, num_blocks=120, preemptive=True),
+         2.417482441333334, 77, 445, 1976, None),
+    ],
+)  # fmt: skip
+def test_pinned_scenarios_keep_their_summary(spec, config, mean_e2e, preemptions, steps, cache_hits, query_reuse) -> None:
+    """A refactor of the engine must not move these numbers (recorded from the engine of commit 0560cee)."""
+    i = np.arange(30)
+    output = 1 + (53 * i) % 149
+    w = _workload(i * 0.07, 8 + (37 * i) % 110, output, predicted=output * (0.5 + (i % 5) * 0.25))
+    result = Simulator(config, COST, make_policy(spec)).run(w)
+    assert np.mean([r.finish_time - r.arrival for r in result.records]) == pytest.approx(mean_e2e, rel=1e-12)
+    assert (result.preemptions, result.steps, result.cache.hits) == (preemptions, steps, cache_hits)
+    assert result.query_prefix_reuse == (None if query_reuse is None else pytest.approx(query_reuse, rel=1e-12))

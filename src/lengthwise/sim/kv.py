@@ -14,6 +14,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 
+def blocks_for(tokens: int, block_size: int) -> int:
+    """KV blocks that hold `tokens` tokens (the last one may be partly filled)."""
+    return -(-tokens // block_size)
+
+
 @dataclass
 class CacheStats:
     """Token counts of prefix-cache lookups, as vLLM's `prefix_cache_queries/hits`."""

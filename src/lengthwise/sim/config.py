@@ -1,0 +1,43 @@
+"""The simulated engine's settings: vLLM's scheduler limits, KV cache, preemption, prediction query."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    """The self-prediction query sent ahead of each request, at top priority.
+
+    It prefills the prompt plus the postfix and decodes a few tokens; the real
+    request is sent `delay_s` after its answer and reuses the prompt's full blocks
+    if they are still cached.
+    """
+
+    postfix_tokens: int = 60
+    output_tokens: int = 4
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    block_size: int = 16
+    num_blocks: int = 50_000
+    prefix_caching: bool = True
+    preemptive: bool = False
+    preempt_threshold: float = math.inf
+    query: QueryConfig | None = None
+
+    def __post_init__(self) -> None:
+        if min(self.max_num_seqs, self.block_size, self.num_blocks) < 1:
+            raise ValueError("max_num_seqs, block_size and num_blocks must be >= 1")
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(
+                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs "
+                f"({self.max_num_seqs}) so every running request decodes each step"
+            )
+        if self.preempt_threshold < 0:
+            raise ValueError("preempt_threshold must be >= 0")
