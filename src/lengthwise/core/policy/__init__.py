@@ -2,6 +2,10 @@
 
 from lengthwise.core.policy.base import Job, Policy
 from lengthwise.core.policy.queue import WaitingQueue
-from lengthwise.core.policy.registry import POLICIES, WRAPPERS, make_policy, parse_policy
+from lengthwise.core.policy.registry import DEFAULT_POLICY, POLICIES, WRAPPERS, make_policy, parse_policy
+from lengthwise.core.policy.service import ServiceTime
 
-__all__ = ["POLICIES", "WRAPPERS", "Job", "Policy", "WaitingQueue", "make_policy", "parse_policy"]
+__all__ = [
+    "DEFAULT_POLICY", "POLICIES", "WRAPPERS", "Job", "Policy", "ServiceTime", "WaitingQueue", "make_policy",
+    "parse_policy",
+]  # fmt: skip
