@@ -62,6 +62,15 @@ def test_lognormal_noise_is_tuned_to_the_target_kendall_tau() -> None:
         make_predictions("psychic", output)
 
 
+def test_calibrated_predictions_keep_the_order_and_undo_the_noise_s_overstatement() -> None:
+    output = np.random.default_rng(7).lognormal(5, 1, 4000).astype(int) + 1
+    raw, cal = make_predictions("lognormal:tau=0.5", output), make_predictions("calibrated:lognormal:tau=0.5", output)
+    assert kendall_tau(cal, output) == pytest.approx(kendall_tau(raw, output), abs=1e-9)
+    top = raw >= np.quantile(raw, 0.9)  # what a length-aware queue leaves waiting
+    assert raw[top].sum() > 3 * output[top].sum()  # a raw log-normal prediction overstates them by far
+    assert cal[top].sum() == pytest.approx(output[top].sum(), rel=0.3)
+
+
 def test_replayed_predictions_keep_a_predictor_without_signal_signal_free(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     path = tmp_path / "eval.jsonl"

@@ -504,6 +504,9 @@ class _Run:
             heapq.heappush(self.submissions, (self.now + delay, next(self.seq), real))
             return
         self.finished[r.idx] = r
+        if (service := self.policy.service) is not None:  # what the gateway sees: times from admission
+            running = len(self.decoders) + len(self.prefilling) + 1
+            service.observe(r.prompt, r.cached or 0, r.output, r.first_token - r.sched, self.now - r.sched, running)
         self.done += 1
         if self.progress is not None and self.done % 1000 == 0:
             self.progress(self.done)
