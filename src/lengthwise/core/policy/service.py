@@ -33,31 +33,28 @@ from dataclasses import dataclass, field
 from lengthwise.core.policy.base import Job
 
 
-@dataclass
 class _Decayed:
-    """Exponentially weighted sums of x, y, x², xy: a running least-squares fit."""
+    """Exponentially weighted n, Σx, Σy, Σx², Σxy: a running least-squares fit."""
 
-    decay: float
-    n: float = 0.0
-    x: float = 0.0
-    y: float = 0.0
-    xx: float = 0.0
-    xy: float = 0.0
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+        self.sums = (0.0,) * 5
 
     def add(self, x: float, y: float) -> None:
         d = self.decay
-        self.n, self.x, self.y = d * self.n + 1, d * self.x + x, d * self.y + y
-        self.xx, self.xy = d * self.xx + x * x, d * self.xy + x * y
+        self.sums = tuple(d * s + v for s, v in zip(self.sums, (1.0, x, y, x * x, x * y), strict=True))
 
     def slope(self) -> float | None:
         """Least-squares slope of y on x; None while x has (almost) no spread."""
-        mx, my = self.x / self.n, self.y / self.n
-        var = self.xx / self.n - mx * mx
-        return None if var <= 1e-9 * (1 + mx * mx) else (self.xy / self.n - mx * my) / var
+        n, sx, sy, sxx, sxy = self.sums
+        mx, my = sx / n, sy / n
+        var = sxx / n - mx * mx
+        return None if var <= 1e-9 * (1 + mx * mx) else (sxy / n - mx * my) / var
 
     def ratio(self) -> float | None:
         """Σy / Σx; None before any x."""
-        return self.y / self.x if self.x > 0 else None
+        _, sx, sy, _, _ = self.sums
+        return sy / sx if sx > 0 else None
 
 
 @dataclass
