@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lengthwise.core.policy.base import Job
+from lengthwise.core.policy.job import Job
 
 
 class _Decayed:
