@@ -23,7 +23,7 @@ def _normalize(data: bytes) -> bytes:
 async def env() -> AsyncIterator[tuple]:
     async with running_stub() as (stub, stub_url):
         predictor = FunctionPredictor(lambda r: r.max_tokens or 16)
-        config = GatewayConfig(backends=(stub_url,), mode="both", max_inflight=2)
+        config = GatewayConfig(backends=(stub_url,), mode="both", max_inflight=2, policy="sjf")  # priority = prediction
         async with running_gateway(config, predictor=predictor) as (gateway, url), httpx.AsyncClient() as client:
             yield stub, stub_url, gateway, url, predictor, client
 

@@ -32,7 +32,7 @@ async def test_status_and_metrics_report_the_choice_after_a_few_dozen_requests()
             status = (await client.get(url + "/lengthwise/status")).json()
             metrics = (await client.get(url + "/metrics")).text
     selection = status["status"]
-    assert selection["choice"] == "signal" and status["policy"] == "sjf"
+    assert selection["choice"] == "signal" and status["policy"] == "sst+deadline"
     assert selection["candidates"]["signal"]["n"] == 36 and selection["candidates"]["signal"]["ci_low"] > 0
     assert selection["candidates"]["noise"]["ci_low"] <= 0
     assert 'lengthwise_predictor_chosen{predictor="signal"} 1.0' in metrics
@@ -49,5 +49,5 @@ async def test_status_of_a_predictor_that_does_not_choose() -> None:
             async with running_gateway(config, predictor=predictor) as (_, url), httpx.AsyncClient() as client:
                 status = (await client.get(url + "/lengthwise/status")).json()
                 metrics = (await client.get(url + "/metrics")).text
-            assert status == {"mode": "priority", "policy": "sjf", "predictor": predictor.name, "status": expected}
+            assert status == {"mode": "priority", "policy": "sst+deadline", "predictor": predictor.name, "status": expected}
             assert "lengthwise_predictor_chosen" not in metrics

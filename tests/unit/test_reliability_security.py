@@ -157,7 +157,7 @@ async def test_queue_jump_via_max_completion_tokens_on_completions_buys_no_prior
     """`max_tokens: 300, max_completion_tokens: 1` on /v1/completions got priority 1 (the front of the
     queue) while the engine, which ignores `max_completion_tokens` there, generated 300 tokens."""
     async with running_stub() as (stub, stub_url):
-        config = GatewayConfig(backends=(stub_url,))
+        config = GatewayConfig(backends=(stub_url,), policy="sjf")  # priority = predicted tokens
         async with running_gateway(config, predictor=_oracle()) as (_, url), httpx.AsyncClient() as client:
             body = {"model": "stub-model", "prompt": PROMPT, "max_tokens": 300, "max_completion_tokens": 1}
             r = await client.post(url + "/v1/completions", json=body)

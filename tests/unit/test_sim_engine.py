@@ -56,7 +56,7 @@ requests = st.lists(
 
 
 @settings(max_examples=60, deadline=None)
-@given(configs, requests, st.sampled_from(["fcfs", "sjf", "srpt", "rr:quantum=4", "mlfq:base_quantum=2", "sjf+aging:rate=50,max_wait=0.5", "hrrn"]))
+@given(configs, requests, st.sampled_from(["fcfs", "sjf", "srpt", "rr:quantum=4", "mlfq:base_quantum=2", "sjf+aging:rate=50,max_wait=0.5", "hrrn", "sst+deadline:k=1"]))
 def test_every_request_finishes_exactly_once_with_its_tokens(cfg: EngineConfig, reqs, spec: str) -> None:
     if max(p + max(o, 8) for _, p, o, _ in reqs) > cfg.num_blocks * cfg.block_size:
         return  # the engine rejects requests larger than its KV cache (tested below)
@@ -70,6 +70,20 @@ def test_every_request_finishes_exactly_once_with_its_tokens(cfg: EngineConfig, 
         assert arrival <= r.scheduled_time <= r.first_token_time <= r.finish_time
         if cfg.query is None and not cfg.prefix_caching:  # nothing can beat running alone
             assert r.finish_time - r.arrival >= r.ideal_s * (1 - 1e-9)
+
+
+def test_the_simulator_teaches_the_service_time_estimator_what_the_engine_did() -> None:
+    """Each completion feeds it (times from admission, as the gateway sees them): it learns this engine's costs."""
+    rng = np.random.default_rng(1)
+    n = 400
+    w = _workload(np.sort(rng.uniform(0, 40, n)), rng.integers(16, 2000, n), rng.integers(2, 200, n))
+    policy = make_policy("sst+deadline")
+    Simulator(EngineConfig(max_num_seqs=8, max_num_batched_tokens=2048), COST, policy).run(w)
+    service = policy.service
+    assert service.observations == n
+    assert service.prefill_s_per_token == pytest.approx(COST.c_token, rel=0.5)  # a prefill token's marginal cost
+    step_per_seq = (COST.c0 + 8 * (COST.c_token + COST.c_seq)) / 8
+    assert step_per_seq / 3 < service.decode_s_per_token < step_per_seq * 3  # a decode step shared by the batch
 
 
 def test_requests_bigger_than_the_kv_cache_are_rejected() -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lengthwise.core.stats import kendall_tau
 from lengthwise.sim.cost import LinearCost, ProfiledCost, load_cost_model
 from lengthwise.sim.predictions import make_predictions, output_cap, read_eval_pairs, replayed, sampled_kendall_tau
 from lengthwise.workload.arrivals import gamma_arrivals, mean_rate, rescale_to_rate, tile_arrivals
@@ -60,6 +61,15 @@ def test_lognormal_noise_is_tuned_to_the_target_kendall_tau() -> None:
     assert np.array_equal(make_predictions("oracle", output), output)
     with pytest.raises(ValueError, match="unknown prediction model"):
         make_predictions("psychic", output)
+
+
+def test_calibrated_predictions_keep_the_order_and_undo_the_noise_s_overstatement() -> None:
+    output = np.random.default_rng(7).lognormal(5, 1, 4000).astype(int) + 1
+    raw, cal = make_predictions("lognormal:tau=0.5", output), make_predictions("calibrated:lognormal:tau=0.5", output)
+    assert kendall_tau(cal, output) == pytest.approx(kendall_tau(raw, output), abs=1e-9)
+    top = raw >= np.quantile(raw, 0.9)  # what a length-aware queue leaves waiting
+    assert raw[top].sum() > 3 * output[top].sum()  # a raw log-normal prediction overstates them by far
+    assert cal[top].sum() == pytest.approx(output[top].sum(), rel=0.3)
 
 
 def test_replayed_predictions_keep_a_predictor_without_signal_signal_free(tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ def serve(
         _D["engine"],
     mode: Annotated[str, typer.Option(help="priority: forward at once with an engine priority; queue: hold and "
                                            "admit by policy; both.")] = _D["mode"],
-    policy: Annotated[str, typer.Option(help="Policy spec, e.g. fcfs, sjf, srpt, sjf+aging:rate=2,max_wait=30.")] =
+    policy: Annotated[str, typer.Option(help="Policy spec, e.g. sst+deadline:k=1.5, sst, sjf, fcfs, "
+                                                "sjf+aging:rate=2,max_wait=30.")] =
         _D["policy"],
     predictor: Annotated[str, typer.Option(help="Predictor spec, e.g. self, self:postfix=fewshot, constant:tokens=200, "
                                                 "prompt-length; calibration=PATH learns online.")] = _D["predictor"],

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
+from lengthwise.core.policy import DEFAULT_POLICY
 from lengthwise.core.tokens import FALLBACK_TOKENS
 from lengthwise.gateway.credentials import redacted, split_credentials
 
@@ -29,7 +30,9 @@ class GatewayConfig:
     #: priority: forward at once with a priority; queue: hold and admit by policy;
     #: both: hold and admit, and send the priority too.
     mode: Mode = "priority"
-    policy: str = "sjf"
+    #: Shortest predicted service time first, waits bounded relative to FCFS's (the bound
+    #: acts where the gateway queues: queue and both modes; a priority is sent once).
+    policy: str = DEFAULT_POLICY
     #: Do no harm by default: schedule by whichever candidate measurably ranks lengths
     #: best, FCFS until one does (docs/AUTO_PREDICTOR.md).
     predictor: str = DEFAULT_PREDICTOR

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from lengthwise.core.policy import DEFAULT_POLICY
 from lengthwise.core.records import parse_goodput, save_records, summarize_by_bucket
 from lengthwise.sim.cost import CostModel
 from lengthwise.sim.engine import EngineConfig, QueryConfig
@@ -42,7 +43,9 @@ N = Annotated[int | None, typer.Option("--n", help="Requests (azure: tiled beyon
 Arrivals = Annotated[str, typer.Option(help="trace (the workload's own timing) or gamma.")]
 Burstiness = Annotated[float, typer.Option(help="Gamma shape of inter-arrival gaps: 1 Poisson, <1 burstier.")]
 Predictions = Annotated[
-    str, typer.Option(help="oracle, lognormal:tau=0.5, lognormal:sigma=1 or replay:EVAL.jsonl[,variant=NAME].")
+    str,
+    typer.Option(help="oracle, lognormal:tau=0.5, lognormal:sigma=1, replay:EVAL.jsonl[,variant=NAME]; "
+                      "calibrated:SPEC maps SPEC's predictions as the gateway's calibrator would."),
 ]
 Profile = Annotated[Path | None, typer.Option(help="Cost profile JSON; default the H200 Llama-3-8B profile.")]
 OverheadMs = Annotated[float | None, typer.Option(help="Per-step framework overhead (ms) added to a GPU profile.")]
@@ -196,7 +199,8 @@ def run(
     *,
     policy: Annotated[
         list[str] | None,
-        typer.Option(help="Policy arm (repeatable): a spec such as sjf+aging:rate=30; append @oracle for true lengths."),
+        typer.Option(help="Policy arm (repeatable): a spec such as sst+deadline:k=1.5 or sjf; append @oracle for "
+                         "true lengths. Default: fcfs, the default policy, sst@oracle."),
     ] = None,
     scenario: Scenario,
     load: Annotated[float, typer.Option(help="Arrival rate as a fraction of the engine's FCFS capacity.")] = 0.9,
@@ -216,7 +220,7 @@ def run(
 ) -> None:
     """Simulate one workload at one load under each policy arm (same arrivals) and print a table."""
     with _clear_errors():
-        arms = [Arm(p) for p in (policy or ["fcfs", "sjf", "sjf@oracle"])]
+        arms = [Arm(p) for p in (policy or ["fcfs", DEFAULT_POLICY, "sst@oracle"])]
         for arm in arms:
             arm.validate()
         slos = [s for g in goodput or [] for s in g.split()] or None
@@ -259,11 +263,12 @@ def sweep(
     aging: Annotated[str, typer.Option(help="The aging arm's spec.")] = "sjf+aging:rate=30",
     scenario: Scenario,
 ) -> None:
-    """Latency against load for FCFS, predicted SJF, oracle SJF and aging; a table and a PNG."""
+    """Latency against load for FCFS, predicted SJF, the default policy, the clairvoyant service-time order
+    and aging; a table and a PNG."""
     from lengthwise.sim.plots import sweep_png
 
     with _clear_errors():
-        arms = [Arm("fcfs"), Arm("sjf"), Arm("sjf@oracle"), Arm(aging)]
+        arms = [Arm("fcfs"), Arm("sjf"), Arm(DEFAULT_POLICY), Arm("sst@oracle"), Arm(aging)]
         arms[-1].validate()
         config = scenario.engine()
         cost = scenario.cost()

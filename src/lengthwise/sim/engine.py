@@ -208,6 +208,11 @@ class _EngineRun:
             heapq.heappush(self.delayed_submissions, (self.now + delay, next(self._tiebreak), request.query_for))
             return
         self.finished[request.index] = request
+        if (service := self.scheduler.policy.service) is not None:  # what the gateway sees: times from admission
+            assert request.first_token_time is not None and request.scheduled_time is not None
+            service.observe(request.prompt_tokens, request.cached_tokens or 0, request.output_tokens,
+                            request.first_token_time - request.scheduled_time, self.now - request.scheduled_time,
+                            self.scheduler.running_count() + 1)
         self.done += 1
         if self.progress is not None and self.done % 1000 == 0:
             self.progress(self.done)

@@ -2,6 +2,7 @@
 
 from lengthwise.core.policy.base import Job, Policy
 from lengthwise.core.policy.queue import WaitingQueue
-from lengthwise.core.policy.registry import make_policy
+from lengthwise.core.policy.registry import DEFAULT_POLICY, make_policy
+from lengthwise.core.policy.service import ServiceTime
 
-__all__ = ["Job", "Policy", "WaitingQueue", "make_policy"]
+__all__ = ["DEFAULT_POLICY", "Job", "Policy", "ServiceTime", "WaitingQueue", "make_policy"]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from lengthwise.core.policy.base import Job, Policy
+from lengthwise.core.policy.base import Job, Policy, Wrapper
 
 #: Key of a job past its maximum wait: ahead of every other key; ties by arrival.
 OVERDUE_KEY = -1e18
 
 
-class Aging(Policy):
+class Aging(Wrapper):
     """`base`'s key, minus `rate` per second waited; past `max_wait` seconds, first in line.
 
     Rate: key = base − rate · (now − arrival). At any instant that orders jobs exactly
@@ -27,10 +27,9 @@ class Aging(Policy):
             raise ValueError(f"aging: rate must be >= 0, got {rate}")
         if max_wait is not None and max_wait < 0:
             raise ValueError(f"aging: max_wait must be >= 0 seconds, got {max_wait}")
-        self.base = base
+        super().__init__(base, "aging")
         self.rate = rate
         self.max_wait = max_wait
-        self.name = f"{base.name}+aging"
         self.time_invariant = base.time_invariant and max_wait is None
         self.piecewise_constant = base.time_invariant and max_wait is not None
 
@@ -44,9 +43,6 @@ class Aging(Policy):
             return None
         deadline = job.arrival + self.max_wait  # the very expression `key` compares with
         return deadline if deadline > now else None
-
-    def quantum(self, job: Job) -> float | None:
-        return self.base.quantum(job)
 
     def __repr__(self) -> str:
         return f"Aging({self.base!r}, rate={self.rate}, max_wait={self.max_wait})"

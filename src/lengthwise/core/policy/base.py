@@ -8,28 +8,11 @@ so that what we simulate is exactly what we run.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any
 
+from lengthwise.core.policy.job import Job
+from lengthwise.core.policy.service import ServiceTime
 
-@dataclass
-class Job:
-    """A request as a scheduler sees it.
-
-    `predicted_tokens` is the (calibrated) expected output length; `generated_tokens`
-    and `service_s` grow while it runs (SRPT, MLFQ and round robin read them).
-    `payload` carries whatever the owner needs back (the gateway's pending request,
-    the simulator's request record) and is never read by a policy.
-    """
-
-    id: str
-    arrival: float
-    predicted_tokens: float = 0.0
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    service_s: float = 0.0
-    last_run: float | None = None
-    payload: Any = field(default=None, repr=False, compare=False)
+__all__ = ["Job", "Policy", "Wrapper"]
 
 
 class Policy(ABC):
@@ -42,6 +25,9 @@ class Policy(ABC):
     #: True when a waiting job's key changes only at the instants `rekey_at` names
     #: (a max-wait bound): WaitingQueue then keeps its heap and re-keys at those instants.
     piecewise_constant: bool = False
+    #: The service-time estimator the policy ranks by, if any: whoever runs the requests
+    #: feeds it (`ServiceTime.observe`) as they complete.
+    service: ServiceTime | None = None
 
     @abstractmethod
     def key(self, job: Job, now: float) -> float:
@@ -51,6 +37,12 @@ class Policy(ABC):
         """The next instant after `now` at which a waiting `job`'s key changes; None if never."""
         return None
 
+    def enqueued(self, job: Job, now: float) -> None:
+        """`job` joined a WaitingQueue (before it is keyed there). Most policies ignore it."""
+
+    def dequeued(self, job: Job, now: float | None) -> None:
+        """`job` left a WaitingQueue: admitted at `now`, or dropped (`now` None)."""
+
     def quantum(self, job: Job) -> float | None:
         """Output tokens `job` may generate before it must yield to a waiting job whose key is
         no worse than its own; None: never. Only engines that can preempt honor it."""
@@ -58,3 +50,21 @@ class Policy(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+class Wrapper(Policy):
+    """A policy that modifies `base`'s keys (aging, deadlines): passes everything else through."""
+
+    def __init__(self, base: Policy, suffix: str) -> None:
+        self.base = base
+        self.name = f"{base.name}+{suffix}"
+        self.service = base.service
+
+    def enqueued(self, job: Job, now: float) -> None:
+        self.base.enqueued(job, now)
+
+    def dequeued(self, job: Job, now: float | None) -> None:
+        self.base.dequeued(job, now)
+
+    def quantum(self, job: Job) -> float | None:
+        return self.base.quantum(job)

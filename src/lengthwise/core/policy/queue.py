@@ -42,6 +42,7 @@ class WaitingQueue:
         if job.id in self._live:
             raise ValueError(f"job {job.id!r} is already queued")
         self._live[job.id] = job
+        self.policy.enqueued(job, now)
         if self._use_heap:
             self._push(job, now)
         else:
@@ -49,8 +50,14 @@ class WaitingQueue:
 
     def remove(self, job_id: str) -> Job | None:
         """Drop a job (e.g. its client went away); its heap entry is skipped later."""
+        return self._take(job_id, None)
+
+    def _take(self, job_id: str, admitted_at: float | None) -> Job | None:
         self._entry.pop(job_id, None)
-        return self._live.pop(job_id, None)
+        job = self._live.pop(job_id, None)
+        if job is not None:
+            self.policy.dequeued(job, admitted_at)
+        return job
 
     def peek(self, now: float) -> Job | None:
         if not self._use_heap:
@@ -62,13 +69,13 @@ class WaitingQueue:
         if not self._use_heap:
             job = self._best_now(now)
             if job is not None:
-                self.remove(job.id)
+                self._take(job.id, now)
             return job
         self._settle(now)
         if not self._heap:
             return None
         job = heapq.heappop(self._heap)[3]
-        self.remove(job.id)
+        self._take(job.id, now)
         return job
 
     def _push(self, job: Job, now: float) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from lengthwise.core.policy.aging import Aging
 from lengthwise.core.policy.base import Policy
+from lengthwise.core.policy.deadline import Deadline
 from lengthwise.core.policy.fcfs import FCFS
 from lengthwise.core.policy.hrrn import HRRN
 from lengthwise.core.policy.mlfq import SkipJoinMLFQ
@@ -14,10 +15,12 @@ from lengthwise.core.policy.rr import RoundRobin
 from lengthwise.core.policy.sjf import SJF
 from lengthwise.core.policy.srpt import SRPT
 from lengthwise.core.spec import Spec, parse_chain
+from lengthwise.core.policy.sst import SST
 
 POLICIES: dict[str, Callable[..., Policy]] = {
     "fcfs": FCFS,
     "sjf": SJF,
+    "sst": SST,
     "srpt": SRPT,
     "hrrn": HRRN,
     "rr": RoundRobin,
@@ -27,17 +30,22 @@ POLICIES: dict[str, Callable[..., Policy]] = {
 #: Policies that wrap another: ``base+wrapper:params``.
 WRAPPERS: dict[str, Callable[..., Policy]] = {
     "aging": Aging,
+    "deadline": Deadline,
 }
+
+#: Shortest predicted service time first, no wait past k × the FCFS-equivalent wait
+#: (docs/SIMULATOR.md, "Policies": measured on the Azure trace and ShareGPT lengths).
+DEFAULT_POLICY = "sst+deadline"
 
 
 def make_policy(spec: str, **params: Any) -> Policy:
     """Build a policy from a name or a spec (`lengthwise.core.spec`); keyword `params` go to the base policy.
 
     Specs: ``NAME[:K=V,...][+WRAPPER[:K=V,...]]...``, e.g. ``sjf``, ``srpt:overrun=0.3``,
-    ``sjf+aging:rate=2,max_wait=30`` (or ``sjf+aging(rate=2, max_wait=30)``). Base policies: fcfs,
-    sjf (prompt_weight), srpt (overrun), hrrn (tokens_per_s), rr (quantum), mlfq (levels,
-    base_quantum, prefill_ratio); wrapper: aging (rate, max_wait). Unknown names or
-    parameters raise ValueError.
+    ``sjf+aging:rate=2,max_wait=30`` (or ``sjf+aging(rate=2, max_wait=30)``), ``sst+deadline:k=1``. Base policies: fcfs, sjf
+    (prompt_weight), sst (the ServiceTime priors), srpt (overrun), hrrn (tokens_per_s),
+    rr (quantum), mlfq (levels, base_quantum, prefill_ratio); wrappers: aging (rate,
+    max_wait), deadline (k, memory). Unknown names or parameters raise ValueError.
     """
     base, *wrappers = parse_chain(spec, "policy spec")
     policy = _build(POLICIES, Spec(base.name, {**base.params, **params}), "policy")

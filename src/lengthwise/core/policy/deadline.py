@@ -1,0 +1,124 @@
+"""Deadline: a wrapper that keeps any policy's waits within k × what FCFS would have made them.
+
+A fixed maximum wait (aging's `max_wait=60`) means nothing on a workload whose FCFS tail
+is 5 s or 500 s, and a bound relative to each request's own size (HRRN's slowdown)
+lets exactly the long requests wait longest. What transfers across workloads, loads and
+engines is the wait FCFS itself would impose: the predicted work queued ahead of an
+arrival ÷ the rate at which the engine takes work off the queue (`FcfsWait`).
+"""
+
+from __future__ import annotations
+
+from lengthwise.core.policy.base import Job, Policy, Wrapper
+from lengthwise.core.policy.service import ServiceTime
+
+#: Overdue keys are deadline − this: below every key a base policy gives (seconds since
+#: the clock's start stay well under it), in deadline order, at 0.1 ms resolution.
+OVERDUE_OFFSET = 1e12
+
+
+class FcfsWait:
+    """The wait FCFS would impose on an arrival now, from the queue's predicted work.
+
+    `queued` is the work (predicted engine-seconds) waiting; `rate` the work admitted per
+    second while jobs waited (exponentially weighted over `smoothing`⁻¹ admissions; gaps
+    that began with an empty queue say nothing about the engine and are skipped).
+    `reference` is the largest such wait of recent arrivals, decaying by 1/`memory` per
+    arrival: the scale of waits this workload has, not one instant's.
+
+    Under a policy other than FCFS the queue's content is biased toward long jobs, so
+    its predicted work is only unbiased when predictions are calibrated expectations (as
+    the gateway's are).
+    """
+
+    def __init__(self, memory: int = 1000, smoothing: float = 0.001) -> None:
+        if memory < 1 or not 0 < smoothing <= 1:
+            raise ValueError(f"FCFS wait: need memory >= 1 and 0 < smoothing <= 1, got {memory}, {smoothing}")
+        self.decay, self.smoothing = 1.0 - 1.0 / memory, smoothing
+        self.queued, self.waiting = 0.0, 0
+        self.reference = 0.0
+        self._admissions = 0  # admissions that measured the rate
+        self._work = 0.0  # per admission, smoothed
+        self._gap = 0.0  # seconds between admissions, smoothed
+        self._last: float | None = None
+        self._busy = False  # jobs waited throughout since the last admission
+
+    @property
+    def rate(self) -> float | None:
+        """Predicted work admitted per second while the queue was not empty; None before it is measured."""
+        return self._work / self._gap if self._gap > 0 else None
+
+    def joined(self, work: float) -> float:
+        """A job of `work` arrives: its FCFS-equivalent wait folded into `reference`, which is returned."""
+        rate = self.rate
+        wait = self.queued / rate if rate else 0.0
+        self.reference = max(wait, self.reference * self.decay)
+        self.queued += work
+        self.waiting += 1
+        return self.reference
+
+    def left(self, work: float, admitted_at: float | None) -> None:
+        """A job of `work` left the queue: admitted at `admitted_at`, or dropped (None)."""
+        self.waiting -= 1
+        self.queued = self.queued - work if self.waiting else 0.0  # no float drift once empty
+        if admitted_at is None:
+            return
+        if self._busy and self._last is not None:
+            self._admissions += 1
+            a = max(self.smoothing, 1.0 / self._admissions)  # a plain mean until the window fills
+            self._work += a * (work - self._work)
+            self._gap += a * (admitted_at - self._last - self._gap)
+        self._last = admitted_at
+        self._busy = self.waiting > 0
+
+
+class Deadline(Wrapper):
+    """`base`'s order, but a job waiting past arrival + k × the FCFS-equivalent wait goes first.
+
+    When a job joins the queue its deadline is fixed: arrival + k · `FcfsWait.reference`
+    (never below k × its own FCFS-equivalent wait). Until then it ranks by `base`; once
+    overdue it goes ahead of every job that is not, overdue jobs by earliest deadline
+    (EDF), so under overload the bound degrades in deadline order rather than starving
+    anyone. The key changes once, at the deadline: WaitingQueue re-keys it then
+    (`piecewise_constant`). A job's size is its `ServiceTime` (the base's estimator if it
+    has one). A static engine priority cannot express it: it holds where our queue decides.
+    """
+
+    def __init__(self, base: Policy, k: float = 1.5, memory: int = 1000) -> None:
+        if not k > 0:
+            raise ValueError(f"deadline: k must be > 0, got {k}")
+        super().__init__(base, "deadline")
+        self.k = k
+        self.service = base.service or ServiceTime()
+        self.fcfs = FcfsWait(memory)
+        self.time_invariant = False
+        self.piecewise_constant = base.time_invariant
+        self._due: dict[str, tuple[float, float]] = {}  # job id → (deadline, work)
+
+    def enqueued(self, job: Job, now: float) -> None:
+        work = self.service.of(job)
+        self._due[job.id] = (job.arrival + self.k * self.fcfs.joined(work), work)
+        super().enqueued(job, now)
+
+    def dequeued(self, job: Job, now: float | None) -> None:
+        entry = self._due.pop(job.id, None)
+        if entry is not None:
+            self.fcfs.left(entry[1], now)
+        super().dequeued(job, now)
+
+    def deadline(self, job: Job) -> float | None:
+        entry = self._due.get(job.id)
+        return None if entry is None else entry[0]
+
+    def key(self, job: Job, now: float) -> float:
+        due = self.deadline(job)
+        if due is not None and now >= due:
+            return due - OVERDUE_OFFSET
+        return self.base.key(job, now)
+
+    def rekey_at(self, job: Job, now: float) -> float | None:
+        due = self.deadline(job)
+        return due if due is not None and due > now else None
+
+    def __repr__(self) -> str:
+        return f"Deadline({self.base!r}, k={self.k})"
