@@ -224,7 +224,7 @@ def compare(
     ] = None,
     gateway_arg: Annotated[
         list[str] | None,
-        typer.Option(help="Gateway arguments for the guided arms, replacing '--engine vllm --mode priority --policy sjf' (repeatable)."),
+        typer.Option(help="Gateway arguments for the guided arms, replacing '--engine vllm --mode priority' (the gateway's default policy) (repeatable)."),
     ] = None,
     no_oracle: Annotated[bool, typer.Option("--no-oracle", help="Leave the oracle arm out.")] = False,
     goodput: Goodput = None,

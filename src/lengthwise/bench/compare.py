@@ -44,7 +44,7 @@ from lengthwise.bench.speed import (
 from lengthwise.gateway.config import DEFAULT_PREDICTOR
 
 #: What the LLM-guided arm asks of the gateway besides its predictor.
-DEFAULT_GATEWAY_ARGS = ("--engine", "vllm", "--mode", "priority", "--policy", "sjf")
+DEFAULT_GATEWAY_ARGS = ("--engine", "vllm", "--mode", "priority")
 
 
 @dataclass(frozen=True)
