@@ -42,7 +42,7 @@ def build_learned(options: dict[str, str], deps: dict[str, Any]) -> LearnedPredi
     state = options.get("state")
     return LearnedPredictor(
         inner,
-        embedder=PromptEmbedder() if embedding else None,
+        embedder=PromptEmbedder(preload=True) if embedding else None,
         pretrained=pretrained,
         state_path=Path(state).expanduser() if state else None,
         **{key: int(options[key]) for key in _INT_OPTIONS if key in options},
