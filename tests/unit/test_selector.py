@@ -36,6 +36,7 @@ async def _run(auto: AutoPredictor, requests: int, seed: int = 3) -> list[Predic
         request = _request(i, rng.randint(1, 1000))  # the actual length is max_tokens
         prediction = await auto.predict(request)
         out.append(prediction)
+        await asyncio.sleep(0)  # the candidates not chosen predict in the background, while the request runs
         auto.observe(request, prediction, request.max_tokens)
     return out
 
