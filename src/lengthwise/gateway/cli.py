@@ -40,6 +40,12 @@ def serve(
         _D["priority_scale"],
     prediction_timeout: Annotated[float, typer.Option(help="Seconds before a prediction falls back.")] =
         _D["prediction_timeout_s"],
+    lazy_prediction: Annotated[bool, typer.Option(
+        help="With a free seat, send a request at once and predict it in the background, only to learn.")] =
+        _D["lazy_prediction"],
+    backend_seats: Annotated[int, typer.Option(
+        help="Priority mode: requests each backend runs at once (vLLM's --max-num-seqs), below which nothing "
+             "waits. 0: unknown, always wait for the prediction.")] = _D["backend_seats"],
     fallback_tokens: Annotated[float, typer.Option(help="Predicted tokens when a prediction fails.")] =
         _D["fallback_tokens"],
     max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get 413.")] = _D["max_body_bytes"],
@@ -68,7 +74,9 @@ def serve(
             backends=tuple(backend), engine=engine, mode=mode, policy=policy, predictor=predictor,  # type: ignore[arg-type]
             max_inflight=max_inflight, max_queue=max_queue, host=host, port=port, api_keys=tuple(api_key or ()),
             backend_api_key=backend_api_key, sglang_low_first=sglang_low_first, priority_scale=priority_scale,
-            prediction_timeout_s=prediction_timeout, fallback_tokens=fallback_tokens, max_body_bytes=max_body_bytes,
+            prediction_timeout_s=prediction_timeout, lazy_prediction=lazy_prediction, backend_seats=backend_seats,
+            fallback_tokens=fallback_tokens,
+            max_body_bytes=max_body_bytes,
             max_header_bytes=max_header_bytes,
             health_interval_s=health_interval, health_path=health_path, read_timeout_s=read_timeout,
             affinity_slack_tokens=affinity_slack,
