@@ -15,7 +15,9 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -88,17 +90,21 @@ def gateway_command(backend: str, port: int, args: Sequence[str]) -> list[str]:
     return lengthwise_command("serve", "--backend", backend, "--host", "127.0.0.1", "--port", str(port), *args)
 
 
-def engine_busy(url: str) -> float | None:
-    """Requests running or waiting in a vLLM engine (from /metrics); None if it has no such gauges."""
+def _metric_families(url: str) -> list[Any]:
+    """The metric families of `GET {url}/metrics`; empty if it does not answer them."""
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
         resp = httpx.get(f"{url.rstrip('/')}/metrics", timeout=5.0)
-        families = list(text_string_to_metric_families(resp.text)) if resp.status_code == 200 else []
+        return list(text_string_to_metric_families(resp.text)) if resp.status_code == 200 else []
     except (httpx.HTTPError, ValueError):
-        return None
+        return []
+
+
+def engine_busy(url: str) -> float | None:
+    """Requests running or waiting in a vLLM engine (from /metrics); None if it has no such gauges."""
     gauges = ("vllm:num_requests_running", "vllm:num_requests_waiting")
-    values = [s.value for fam in families if fam.name in gauges for s in fam.samples]
+    values = [s.value for fam in _metric_families(url) if fam.name in gauges for s in fam.samples]
     return sum(values) if values else None
 
 
@@ -108,3 +114,28 @@ def wait_idle(url: str, timeout_s: float = 300.0) -> bool:
     while (busy := engine_busy(url)) and time.monotonic() < deadline:
         time.sleep(1.0)
     return not busy
+
+
+@dataclass(frozen=True)
+class GatewayCpu:
+    """The gateway's process CPU seconds and answered requests, read from its /metrics at one moment."""
+
+    cpu_s: float
+    requests: float
+
+
+def gateway_cpu(url: str) -> GatewayCpu | None:
+    """The gateway's CPU reading (`lengthwise_gateway_cpu_seconds_total`, `lengthwise_requests_total`);
+    None when `url` is not a lengthwise gateway or does not answer."""
+    totals = {fam.name: sum(s.value for s in fam.samples if s.name.endswith("_total"))
+              for fam in _metric_families(url)}
+    if "lengthwise_gateway_cpu_seconds" not in totals:
+        return None
+    return GatewayCpu(totals["lengthwise_gateway_cpu_seconds"], totals.get("lengthwise_requests", 0.0))
+
+
+def cpu_per_request(before: GatewayCpu | None, after: GatewayCpu | None) -> float | None:
+    """The gateway's CPU seconds per request answered between two readings (None if unknown)."""
+    if before is None or after is None or after.requests <= before.requests:
+        return None
+    return (after.cpu_s - before.cpu_s) / (after.requests - before.requests)
