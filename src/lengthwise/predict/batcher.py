@@ -46,7 +46,7 @@ class MicroBatcher(Generic[In, Out]):
     """
 
     def __init__(self, fn: Callable[[list[In]], Sequence[Out]], *, name: str = "batcher", max_batch: int = 16,
-                 window_s: float = 0.002, max_waiting: int = 64, background_share: float = 0.1) -> None:
+                 window_s: float = 0.002, max_waiting: int = 64, background_share: float = 0.05) -> None:
         if max_batch < 1 or max_waiting < 1:
             raise ValueError("max_batch and max_waiting must be at least 1")
         if not 0 < background_share <= 1:

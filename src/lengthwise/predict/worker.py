@@ -28,7 +28,7 @@ MAX_REST_S = 10.0
 class Worker:
     """One daemon thread running tasks in order, at most `share` of a core; see the module docstring."""
 
-    def __init__(self, name: str, *, share: float = 0.25, max_backlog: int = 10_000) -> None:
+    def __init__(self, name: str, *, share: float = 0.1, max_backlog: int = 10_000) -> None:
         if not 0 < share <= 1:
             raise ValueError("share must be in (0, 1]")
         self.name = name
