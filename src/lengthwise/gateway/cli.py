@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 from typing import Annotated
 
@@ -88,4 +89,7 @@ def serve(
         logging.getLogger("lengthwise.gateway").warning("listening on %s without --api-key", host)
     typer.echo(f"lengthwise gateway on http://{host}:{port}/v1 → {', '.join(config.backends)} "
                f"(mode {mode}, policy {policy}, predictor {gateway.predictor.name})", err=True)
+    # What start-up built (modules, models, the predictor's vocabulary) lives as long as the process:
+    # out of the collector's sight, a full collection no longer stalls requests (0.15 s here).
+    gc.freeze()
     run(gateway.app, host, port, access_log=access_log)

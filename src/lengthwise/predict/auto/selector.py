@@ -5,7 +5,9 @@ candidate's prediction only. The others predict it in the background, to be meas
 the cheap ones every request, the costly ones (those that query the engine: the
 self-prediction) a `sample` fraction; at most `max_shadows` per candidate at once, so
 that measuring never queues up work under load (a request beyond it is not measured).
-Each completed request feeds every candidate that predicted it and its `QualityWindow`.
+Each completed request feeds every candidate that predicted it and its `QualityWindow`,
+once the last of its shadows has ended (a request often completes before a background
+prediction of it, which then learns from it in the learning worker).
 While nothing is chosen, a request waits for nothing at all.
 
 The choice is the candidate whose tau-b has the highest lower confidence bound, if that
@@ -32,12 +34,13 @@ import random
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from lengthwise.predict.base import LengthRequest, Prediction, Predictor
 from lengthwise.predict.batcher import Backlogged
+from lengthwise.predict.worker import learning_worker
 from lengthwise.core.io import atomic_write_json
 from lengthwise.core.stats import RankQuality
 from lengthwise.core.tokens import FALLBACK_TOKENS
@@ -62,6 +65,18 @@ class _Candidate:
     predicted: int = 0
     #: Background predictions under way.
     shadows: int = 0
+
+
+@dataclass
+class _Measured:
+    """One request's predictions by the candidates, until it has completed and its shadows have ended."""
+
+    request: LengthRequest
+    predictions: dict[str, Prediction] = field(default_factory=dict)
+    #: Shadow predictions still under way.
+    running: int = 0
+    #: Its actual output tokens, once it has completed.
+    actual: int | None = None
 
 
 class AutoPredictor(Predictor):
@@ -96,8 +111,8 @@ class AutoPredictor(Predictor):
         self.choice = NONE
         self.requests = 0
         self._rng = rng or random.Random()
-        #: request id → each candidate's prediction, until the request completes.
-        self._pending: OrderedDict[str, dict[str, Prediction]] = OrderedDict()
+        #: request id → its candidates' predictions, until it has completed and its shadows have ended.
+        self._pending: OrderedDict[str, _Measured] = OrderedDict()
         self._shadows: set[asyncio.Task[None]] = set()
         self._lock = threading.RLock()
         self.state_path = Path(state_path).expanduser() if state_path else None
@@ -109,25 +124,27 @@ class AutoPredictor(Predictor):
     async def predict(self, request: LengthRequest) -> Prediction:
         self.requests += 1
         chosen = self.candidates.get(self.choice)
-        predictions: dict[str, Prediction] = {}
-        self._remember(request.request_id, predictions)
-        measured = replace(request, background=True)  # shares what was read of the request
+        measured = _Measured(request)
+        self._remember(request.request_id, measured)
+        background = replace(request, background=True)  # shares what was read of the request
         for c in self.candidates.values():
             if c is not chosen and c.shadows < self.max_shadows and (not c.costly or self._rng.random() < self.sample):
                 c.shadows += 1
-                task = asyncio.create_task(self._shadow(c, measured, predictions))
+                measured.running += 1
+                task = asyncio.create_task(self._shadow(c, background, measured))
                 self._shadows.add(task)
                 task.add_done_callback(self._shadows.discard)
         if chosen is None:
             return Prediction(self.fallback_tokens, f"{self.name}:{NONE}", raw=self.fallback_tokens)
         chosen.predicted += 1
-        prediction = predictions[chosen.predictor.name] = await chosen.predictor.predict(request)
+        prediction = measured.predictions[chosen.predictor.name] = await chosen.predictor.predict(request)
         return prediction
 
-    async def _shadow(self, c: _Candidate, request: LengthRequest, predictions: dict[str, Prediction]) -> None:
-        """A candidate's prediction, measured only: kept if it arrives before the request completes."""
+    async def _shadow(self, c: _Candidate, request: LengthRequest, measured: _Measured) -> None:
+        """A candidate's prediction, measured only; the last shadow of a request that has completed
+        meanwhile hands it to the learning worker."""
         try:
-            predictions[c.predictor.name] = await c.predictor.predict(request)
+            measured.predictions[c.predictor.name] = await c.predictor.predict(request)
             c.predicted += 1
         except Backlogged:  # the candidate declined: it is not measured on this request
             pass
@@ -135,21 +152,36 @@ class AutoPredictor(Predictor):
             log.exception("auto: candidate %s raised", c.predictor.name)
         finally:
             c.shadows -= 1
+            with self._lock:
+                measured.running -= 1
+                last = not measured.running and measured.actual is not None and \
+                    self._pending.pop(request.request_id, None) is measured
+            if last:
+                learning_worker().submit(self._learn, measured)
 
     def observe(self, request: LengthRequest, prediction: Prediction, actual_tokens: int) -> None:
-        """Feed each candidate that predicted this request; every `recheck` completions, choose again."""
+        """Feed each candidate that predicted this request (once its shadows have ended); every
+        `recheck` completions, choose again."""
         with self._lock:
-            predictions = self._pending.pop(request.request_id, None)
-            if predictions is None:
+            measured = self._pending.get(request.request_id)
+            if measured is None:
                 return
-            predictions = dict(predictions)  # a late shadow may still write into it
-            for name, p in predictions.items():
-                self.candidates[name].window.add(p.tokens, actual_tokens)
+            measured.actual = actual_tokens
+            if measured.running:  # its last shadow learns from it
+                return
+            del self._pending[request.request_id]
+        self._learn(measured)
+
+    def _learn(self, measured: _Measured) -> None:
+        assert measured.actual is not None
+        with self._lock:
+            for name, p in measured.predictions.items():
+                self.candidates[name].window.add(p.tokens, measured.actual)
             self.completed += 1
             recheck = self.completed % self.recheck == 0
-        for name, p in predictions.items():
+        for name, p in measured.predictions.items():
             try:
-                self.candidates[name].predictor.observe(request, p, actual_tokens)
+                self.candidates[name].predictor.observe(measured.request, p, measured.actual)
             except Exception:  # one candidate's bug must not stop the others learning
                 log.exception("auto: candidate %s failed to observe", name)
         if recheck:
@@ -191,9 +223,9 @@ class AutoPredictor(Predictor):
             },
         }
 
-    def _remember(self, request_id: str, predictions: dict[str, Prediction]) -> None:
+    def _remember(self, request_id: str, measured: _Measured) -> None:
         with self._lock:
-            self._pending[request_id] = predictions
+            self._pending[request_id] = measured
             while len(self._pending) > self.pending_limit:  # requests that never completed
                 self._pending.popitem(last=False)
 
