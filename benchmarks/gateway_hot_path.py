@@ -84,11 +84,12 @@ async def sequential(url: str, n: int, tokens: int, offset: int) -> list[float]:
         return sorted([await _one(session, url, _chat(offset + i, tokens, stream=False)) for i in range(n)])
 
 
-async def big_prompt(url: str, megabytes: float, rate: float, seconds: float, proc: psutil.Process | None) -> dict:
+async def big_prompt(url: str, megabytes: float, rate: float, seconds: float, tokens: int,
+                     proc: psutil.Process | None) -> dict:
     """Small requests at `rate`/s for `seconds`; one big prompt sent a third of the way in."""
     size = int(megabytes * 1e6)  # 8 MB: under the gateway's 8 MiB body limit
     text = ("All work and no play makes Jack a dull boy. " * (size // 44 + 1))[:size]
-    big = json.dumps(_chat(-1, 1, stream=False, text=text)).encode()  # not encoded while the clock runs
+    big = json.dumps(_chat(-1, tokens, stream=False, text=text)).encode()  # not encoded while the clock runs
     rss: list[float] = []
     small: list[tuple[float, float]] = []  # (sent at, latency)
 
@@ -99,7 +100,7 @@ async def big_prompt(url: str, megabytes: float, rate: float, seconds: float, pr
 
     async with _session() as session:
         for i in range(10):
-            await _one(session, url, _chat(i, 4, stream=False))
+            await _one(session, url, _chat(i, tokens, stream=False))
         start = time.perf_counter()
         watcher = asyncio.create_task(watch_rss())
         await asyncio.sleep(0.2)
@@ -107,7 +108,7 @@ async def big_prompt(url: str, megabytes: float, rate: float, seconds: float, pr
 
         async def timed(i: int) -> None:
             sent = time.perf_counter() - start
-            small.append((sent, await _one(session, url, _chat(i, 4, stream=False))))
+            small.append((sent, await _one(session, url, _chat(i, tokens, stream=False))))
 
         tasks, big_task, big_at = [], None, seconds / 3
         for i in range(int(rate * seconds)):
@@ -149,7 +150,9 @@ def _gateway(stub_url: str, port: int, predictor: str | None, args: argparse.Nam
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=500, help="concurrent streams per burst")
-    parser.add_argument("--tokens", type=int, default=16, help="streamed tokens per request")
+    parser.add_argument("--tokens", type=int, default=16,
+                        help="tokens per answer, the same for every request: the stub's lengths then carry no "
+                             "signal, and `auto` keeps its choice 'none' throughout")
     parser.add_argument("--sequential", type=int, default=300, help="requests one at a time, per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--big-mb", type=float, default=8.0, help="size of the big prompt (0: skip)")
@@ -197,7 +200,7 @@ def main() -> None:
             for path in paths:
                 mark = gateway_cpu(gateways[path]) if path in gateways else None
                 proc = psutil.Process(procs[path].pid) if path in procs else None
-                report = uvloop.run(big_prompt(urls[path], args.big_mb, args.rate, 6.0, proc))
+                report = uvloop.run(big_prompt(urls[path], args.big_mb, args.rate, 6.0, args.tokens, proc))
                 print(f"big prompt ({args.big_mb:g} MB) {path:9} {json.dumps(report)}{_cpu_since(gateways.get(path), mark)}")
 
 

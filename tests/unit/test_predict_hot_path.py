@@ -97,6 +97,22 @@ async def test_a_deadline_ends_the_wait_and_a_full_line_answers_at_once() -> Non
     batcher.close()
 
 
+async def test_urgent_items_are_refused_when_those_waiting_would_take_too_long() -> None:
+    def slow(items: list[int]) -> list[int]:
+        time.sleep(0.1 * len(items))
+        return items
+
+    batcher = MicroBatcher(slow, max_batch=1, window_s=0.0, max_wait_s=0.25)
+    assert await batcher.submit(0) == 0  # measures about 0.1 s per item
+    waiting = [asyncio.create_task(batcher.submit(i)) for i in (1, 2)]
+    await asyncio.sleep(0)  # both wait now: 0.2 s of work
+    with pytest.raises(Backlogged):
+        await batcher.submit(3)  # a third would make it 0.3 s
+    assert [await t for t in waiting] == [1, 2]
+    assert await batcher.submit(4, background=True) == 4  # the background line is bounded by count only
+    batcher.close()
+
+
 def test_the_learning_worker_runs_in_order_within_its_share_and_bounded() -> None:
     worker = Worker("test-learning", share=0.5, max_backlog=3)
     done: list[int] = []

@@ -9,10 +9,12 @@ arrive while it is busy form the next batch.
 Two classes of items: urgent ones (a request waits for its prediction) always go first;
 background ones (predicted only to learn, `LengthRequest.background`) run only when no
 urgent item waits, and use at most `background_share` of a core. Both waiting lines are
-bounded: beyond `max_waiting`, `submit` raises `Backlogged` at once, since an answer
-that comes too late is worth nothing. A caller that stops waiting (its deadline
-passed) leaves its item behind: a batch skips the items nobody waits for any more,
-and the work of a batch already running finishes in the background.
+bounded, and `submit` raises `Backlogged` at once beyond the bound, since an answer that
+comes too late is worth nothing: an urgent item when it and those waiting would take more
+than `max_wait_s` to compute (at the measured seconds per item), a background one beyond
+`max_waiting`. A caller that stops waiting (its deadline passed) leaves its item behind:
+a batch skips the items nobody waits for any more, and the work of a batch already
+running finishes in the background.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ class MicroBatcher(Generic[In, Out]):
     """
 
     def __init__(self, fn: Callable[[list[In]], Sequence[Out]], *, name: str = "batcher", max_batch: int = 16,
-                 window_s: float = 0.002, max_waiting: int = 64, background_share: float = 0.05) -> None:
+                 window_s: float = 0.002, max_waiting: int = 64, max_wait_s: float = 0.25,
+                 background_share: float = 0.05) -> None:
         if max_batch < 1 or max_waiting < 1:
             raise ValueError("max_batch and max_waiting must be at least 1")
         if not 0 < background_share <= 1:
@@ -55,7 +58,10 @@ class MicroBatcher(Generic[In, Out]):
         self.max_batch = max_batch
         self.window_s = window_s
         self.max_waiting = max_waiting
+        self.max_wait_s = max_wait_s
         self.background_share = background_share
+        #: Seconds per item of recent batches (moving average), for the urgent line's bound.
+        self.item_s = 0.0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._urgent: deque[_Item[In, Out]] = deque()
         self._background: deque[_Item[In, Out]] = deque()
@@ -73,7 +79,7 @@ class MicroBatcher(Generic[In, Out]):
         """The result of `value`; raises Backlogged when its waiting line is full, or what `fn` raised."""
         line = self._background if background else self._urgent
         _drop_abandoned(line)
-        if len(line) >= self.max_waiting:
+        if len(line) >= self.max_waiting or not background and (len(line) + 1) * self.item_s > self.max_wait_s:
             raise Backlogged(f"{len(line)} {'background' if background else 'urgent'} items wait already")
         loop = asyncio.get_running_loop()
         item: _Item[In, Out] = _Item(value, loop.create_future())
@@ -122,11 +128,14 @@ class MicroBatcher(Generic[In, Out]):
         self._busy = True
         self.batches += 1
         work = loop.run_in_executor(self._executor, _timed, self._fn, [item.value for item in batch])
-        work.add_done_callback(lambda done: self._finished(loop, batch, background, done))
+        started = loop.time()
+        work.add_done_callback(lambda done: self._finished(loop, batch, background, done, started))
 
     def _finished(self, loop: asyncio.AbstractEventLoop, batch: list[_Item[In, Out]], background: bool,
-                  done: asyncio.Future[tuple[Sequence[Out], float]]) -> None:
+                  done: asyncio.Future[tuple[Sequence[Out], float]], started: float) -> None:
         self._busy = False
+        per_item = (loop.time() - started) / len(batch)
+        self.item_s = per_item if not self.item_s else 0.8 * self.item_s + 0.2 * per_item
         if done.cancelled():
             error: BaseException | None = RuntimeError("the batch was cancelled")
         else:
