@@ -97,6 +97,9 @@ class PromptEmbedder:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
+            # Without its arena, onnxruntime gives back what a padded batch used (+185 MB kept
+            # after batches of 16 × 128 tokens otherwise), for about 5% more CPU.
+            options.enable_cpu_mem_arena = False
             self._tokenizer = tokenizer
             self._session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
