@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Generic, TypeVar
 
 In = TypeVar("In")
@@ -41,39 +41,37 @@ class _Item(Generic[In, Out]):
     future: asyncio.Future[Out]
 
 
+@dataclass(eq=False)
 class MicroBatcher(Generic[In, Out]):
     """`await submit(x)` → `fn([..., x, ...])[i]`, computed in one worker thread; see the module docstring.
 
     Used from one event loop; `fn` maps a list of items to a list of results, in order.
     """
 
-    def __init__(self, fn: Callable[[list[In]], Sequence[Out]], *, name: str = "batcher", max_batch: int = 16,
-                 window_s: float = 0.002, max_waiting: int = 64, max_wait_s: float = 0.25,
-                 background_share: float = 0.05) -> None:
-        if max_batch < 1 or max_waiting < 1:
-            raise ValueError("max_batch and max_waiting must be at least 1")
-        if not 0 < background_share <= 1:
-            raise ValueError("background_share must be in (0, 1]")
-        self._fn = fn
-        self.max_batch = max_batch
-        self.window_s = window_s
-        self.max_waiting = max_waiting
-        self.max_wait_s = max_wait_s
-        self.background_share = background_share
-        #: Seconds per item of recent batches (moving average), for the urgent line's bound.
-        self.item_s = 0.0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self._urgent: deque[_Item[In, Out]] = deque()
-        self._background: deque[_Item[In, Out]] = deque()
-        self._busy = False
-        self._timer: asyncio.TimerHandle | None = None
-        #: Loop time before which no background batch starts (its share of the core).
-        self._background_after = 0.0
-        self.batches = 0
+    fn: Callable[[list[In]], Sequence[Out]]
+    _: KW_ONLY
+    name: str = "batcher"
+    max_batch: int = 16
+    window_s: float = 0.002
+    max_waiting: int = 64
+    max_wait_s: float = 0.25
+    background_share: float = 0.05
+    #: Seconds per item of recent batches (moving average), for the urgent line's bound.
+    item_s: float = field(default=0.0, init=False)
+    _executor: ThreadPoolExecutor = field(init=False, repr=False)
+    _urgent: deque[_Item[In, Out]] = field(default_factory=deque, init=False, repr=False)
+    _background: deque[_Item[In, Out]] = field(default_factory=deque, init=False, repr=False)
+    _busy: bool = field(default=False, init=False, repr=False)
+    _timer: asyncio.TimerHandle | None = field(default=None, init=False, repr=False)
+    #: Loop time before which no background batch starts (its share of the core).
+    _background_after: float = field(default=0.0, init=False, repr=False)
 
-    @property
-    def waiting(self) -> int:
-        return len(self._urgent) + len(self._background)
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.max_waiting < 1:
+            raise ValueError("max_batch and max_waiting must be at least 1")
+        if not 0 < self.background_share <= 1:
+            raise ValueError("background_share must be in (0, 1]")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name)
 
     async def submit(self, value: In, *, background: bool = False) -> Out:
         """The result of `value`; raises Backlogged when its waiting line is full, or what `fn` raised."""
@@ -126,8 +124,7 @@ class MicroBatcher(Generic[In, Out]):
             self._schedule(loop, 0.0)
             return
         self._busy = True
-        self.batches += 1
-        work = loop.run_in_executor(self._executor, _timed, self._fn, [item.value for item in batch])
+        work = loop.run_in_executor(self._executor, _timed, self.fn, [item.value for item in batch])
         started = loop.time()
         work.add_done_callback(lambda done: self._finished(loop, batch, background, done, started))
 
