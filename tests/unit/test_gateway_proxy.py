@@ -23,7 +23,8 @@ def _normalize(data: bytes) -> bytes:
 async def env() -> AsyncIterator[tuple]:
     async with running_stub() as (stub, stub_url):
         predictor = FunctionPredictor(lambda r: r.max_tokens or 16)
-        config = GatewayConfig(backends=(stub_url,), mode="both", max_inflight=2, policy="sjf")  # priority = prediction
+        config = GatewayConfig(backends=(stub_url,), mode="both", max_inflight=2, policy="sjf",  # priority = prediction
+                               lazy_prediction=False)
         async with running_gateway(config, predictor=predictor) as (gateway, url), httpx.AsyncClient() as client:
             yield stub, stub_url, gateway, url, predictor, client
 
@@ -42,6 +43,7 @@ async def test_plain_answers_are_the_backends_bytes(env: tuple, path: str, body:
     assert proxied.headers["x-lengthwise-priority"] == str(body["max_tokens"])
     sent = stub.received[-1].body
     assert sent == {**body, "priority": body["max_tokens"]}  # every field untouched, plus the priority
+    await gateway.completions.predicting.settle()  # the predictor learns in the background
     assert predictor.observed[-1][1:] == (body["max_tokens"], body["max_tokens"])
 
 
@@ -57,6 +59,7 @@ async def test_streams_are_the_backends_bytes_and_still_teach_the_predictor(env:
     assert _normalize(proxied.content) == _normalize(direct.content)
     assert (b'"usage"' in proxied.content) == client_asks_usage
     assert stub.received[-1].body == {**body, "priority": 5}  # nothing asked on the client's behalf
+    await gateway.completions.predicting.settle()
     assert predictor.observed[-1][2] == 5  # from the usage, or counted
 
 

@@ -25,10 +25,11 @@ async def test_status_and_metrics_report_the_choice_after_a_few_dozen_requests()
                          min_requests=20)
     async with running_stub() as (_, stub_url):
         config = GatewayConfig(backends=(stub_url,), mode="queue", max_inflight=2)
-        async with running_gateway(config, predictor=auto) as (_, url), httpx.AsyncClient() as client:
+        async with running_gateway(config, predictor=auto) as (gateway, url), httpx.AsyncClient() as client:
             before = (await client.get(url + "/lengthwise/status")).json()
             assert before["status"]["choice"] == "none" and before["predictor"] == "auto"
             await _drive(url, 36)
+            await gateway.completions.predicting.settle()  # the predictor learns in the background
             status = (await client.get(url + "/lengthwise/status")).json()
             metrics = (await client.get(url + "/metrics")).text
     selection = status["status"]

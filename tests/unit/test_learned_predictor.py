@@ -37,6 +37,9 @@ class PatternEmbedder:
         vector[0] = np.log(k)
         return vector
 
+    def embed_many(self, texts: list[str]) -> np.ndarray:
+        return np.stack([self.embed(t) for t in texts])
+
 
 class ConstantSelf(Predictor):
     """A self-predictor with no signal (like the embedded model's greedy answer)."""
@@ -171,7 +174,7 @@ class Raises(Predictor):
     def observe(self, request: LengthRequest, prediction: Prediction, actual_tokens: int) -> None:
         raise RuntimeError("boom")
 
-    def embed(self, text: str) -> np.ndarray:
+    def embed_many(self, texts: list[str]) -> np.ndarray:
         raise RuntimeError("no model")
 
 

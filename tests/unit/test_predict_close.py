@@ -3,6 +3,7 @@ learned since their last periodic save."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from unittest.mock import AsyncMock
 
@@ -27,7 +28,9 @@ def _closing(predictor: Predictor) -> Predictor:
 async def _feed(predictor: Predictor, requests: int) -> None:
     for i in range(requests):
         request = _request(i)
-        predictor.observe(request, await predictor.predict(request), request.max_tokens or 0)
+        prediction = await predictor.predict(request)
+        await asyncio.sleep(0)  # auto's candidates not chosen predict in the background, while the request runs
+        predictor.observe(request, prediction, request.max_tokens or 0)
 
 
 async def test_a_plain_predictor_has_nothing_to_close() -> None:

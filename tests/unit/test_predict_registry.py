@@ -1,5 +1,7 @@
 """Predictors from nested specs, and what wrappers say about their cost."""
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -38,6 +40,7 @@ async def test_auto_samples_a_learned_self_candidate_instead_of_running_it_on_ev
     assert isinstance(auto, AutoPredictor)
     for i in range(5):
         await auto.predict(LengthRequest("chat", {"messages": [{"role": "user", "content": "hi"}]}, f"r{i}"))
+    await asyncio.sleep(0.1)  # the candidates not chosen predict in the background
     learned = auto.status()["candidates"]["learned"]
     assert learned["costly"] and learned["sampled_fraction"] == 0.0
     assert auto.status()["candidates"]["prompt-length"]["sampled_fraction"] == 1.0

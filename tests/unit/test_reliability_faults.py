@@ -166,7 +166,7 @@ async def test_slow_predictions_under_load_fall_back_and_no_request_is_dropped()
     predictor = FunctionPredictor(lambda r: 5, name="slow", delay_s=2.0)
     async with running_stub(latency_s=0.02) as (stub, stub_url):
         config = GatewayConfig(backends=(stub_url,), mode="queue", max_inflight=4, prediction_timeout_s=0.1,
-                               fallback_tokens=40)
+                               fallback_tokens=40, lazy_prediction=False)
         async with running_gateway(config, predictor=predictor) as (gateway, url), \
                 httpx.AsyncClient(timeout=30) as client, asyncio.timeout(20):
             bodies = [{**CHAT, "user": f"client-{i}"} for i in range(50)]

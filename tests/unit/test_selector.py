@@ -12,6 +12,7 @@ from lengthwise.testing.gateway import FunctionPredictor
 from lengthwise.predict.base import LengthRequest, Prediction
 from lengthwise.predict.registry import make_predictor
 from lengthwise.predict.auto.selector import AutoPredictor
+from lengthwise.predict.worker import learning_worker
 
 
 def _request(i: int, length: int) -> LengthRequest:
@@ -36,6 +37,7 @@ async def _run(auto: AutoPredictor, requests: int, seed: int = 3) -> list[Predic
         request = _request(i, rng.randint(1, 1000))  # the actual length is max_tokens
         prediction = await auto.predict(request)
         out.append(prediction)
+        await asyncio.sleep(0)  # the candidates not chosen predict in the background, while the request runs
         auto.observe(request, prediction, request.max_tokens)
     return out
 
@@ -177,3 +179,15 @@ def test_the_spec_takes_a_state_path(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert isinstance(auto, AutoPredictor)
     assert auto.state_path == tmp_path / "cache" / "auto.json" and auto.recheck == 5
     assert make_predictor("auto:candidates=prompt-length").state_path is None  # type: ignore[attr-defined]
+
+
+async def test_a_shadow_that_ends_after_its_request_completed_is_still_measured() -> None:
+    slow = FunctionPredictor(lambda r: r.max_tokens, name="slow", delay_s=0.2)
+    auto = AutoPredictor([slow], min_requests=3)
+    request = _request(0, 10)
+    prediction = await auto.predict(request)
+    auto.observe(request, prediction, 10)  # completed before its background prediction ended
+    assert slow.observed == [] and auto.status()["candidates"]["slow"]["n"] == 0
+    await asyncio.sleep(0.3)
+    await asyncio.to_thread(learning_worker().wait, 5)
+    assert slow.observed == [("r0", 10.0, 10)] and auto.status()["candidates"]["slow"]["n"] == 1

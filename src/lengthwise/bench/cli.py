@@ -21,6 +21,7 @@ from lengthwise.core.records import parse_goodput, summarize
 from lengthwise.bench.plan import build_plan
 from lengthwise.bench.prompts import load_prompts
 from lengthwise.bench.runfile import BenchRun, save_run
+from lengthwise.bench.services import cpu_per_request, gateway_cpu
 from lengthwise.core.openai_server import served_model
 from lengthwise.bench.table import serving_table
 from lengthwise.workload.arrivals import gamma_arrivals, rescale_to_rate
@@ -104,9 +105,13 @@ def bench(
             arrivals = arrivals if math.isinf(rate) else rescale_to_rate(arrivals, rate)
         plan = build_plan(prompts, arrivals, max_tokens)
         target = Target(url, model, endpoint=endpoint, api_key=api_key)  # type: ignore[arg-type]
+        before = gateway_cpu(url)
         records = asyncio.run(replay(plan, target))
+        gateway_cpu_s = cpu_per_request(before, gateway_cpu(url))
     summary = summarize(records, goodput=slos)
     console.print(serving_table(summary))
+    if gateway_cpu_s is not None:  # a lengthwise gateway: what it cost besides the engine
+        console.print(f"gateway CPU per request: {1e3 * gateway_cpu_s:.2f} ms")
     errors = [r.error for r in records if r.error]
     if errors:
         console.print(f"[yellow]{len(errors)} failed[/yellow], e.g. {errors[0]}")
@@ -115,6 +120,7 @@ def bench(
             "url": url, "model": model, "endpoint": endpoint, "workload": workload, "n": n, "rate": rate,
             "burstiness": burstiness, "trace": str(trace) if trace else None, "max_tokens": max_tokens,
             "max_prompt_tokens": max_prompt_tokens, "seed": seed, "goodput": slos, "summary": summary,
+            "gateway_cpu_s_per_request": gateway_cpu_s,
         }  # fmt: skip
         console.print(f"saved {save_run(out, BenchRun(config, records))}")
 

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -133,3 +134,27 @@ def wait_idle(url: str, timeout_s: float = 300.0) -> bool:
     while (busy := engine_busy(url)) and time.monotonic() < deadline:
         time.sleep(1.0)
     return not busy
+
+
+@dataclass(frozen=True)
+class GatewayCpu:
+    """The gateway's process CPU seconds and answered requests, read from its /metrics at one moment."""
+
+    cpu_s: float
+    requests: float
+
+
+def gateway_cpu(url: str) -> GatewayCpu | None:
+    """The gateway's CPU reading (`lengthwise_gateway_cpu_seconds_total`, `lengthwise_requests_total`);
+    None when `url` is not a lengthwise gateway or does not answer."""
+    samples = _metric_samples(url) or {}
+    if "lengthwise_gateway_cpu_seconds_total" not in samples:
+        return None
+    return GatewayCpu(samples["lengthwise_gateway_cpu_seconds_total"], samples.get("lengthwise_requests_total", 0.0))
+
+
+def cpu_per_request(before: GatewayCpu | None, after: GatewayCpu | None) -> float | None:
+    """The gateway's CPU seconds per request answered between two readings (None if unknown)."""
+    if before is None or after is None or after.requests <= before.requests:
+        return None
+    return (after.cpu_s - before.cpu_s) / (after.requests - before.requests)

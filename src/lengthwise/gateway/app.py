@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from lengthwise.core.policy import Policy, make_policy
+from lengthwise.core.tokens import count_tokens
 from lengthwise.gateway.asgi import CompletionsFirst, http_exception
 from lengthwise.gateway.auth import ApiKeys
 from lengthwise.gateway.backends import BackendPool
@@ -95,8 +96,9 @@ class Gateway:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        """Open the backend connections and start the health checks; on shutdown, undo both and
-        close the predictor (it may save what it learned), then its HTTP client."""
+        """Open the backend connections and start the health checks; on shutdown, undo both, stop
+        the background predictions and close the predictor (it may save what it learned), then
+        its HTTP client."""
         async with contextlib.AsyncExitStack() as stack:
             # Admission is the scheduler's job; the connection bound per backend only keeps a burst
             # from opening sockets without limit. Idle connections close before uvicorn's 5 s
@@ -109,6 +111,8 @@ class Gateway:
             if self._predict_client is not None:
                 stack.push_async_callback(self._predict_client.aclose)
             stack.push_async_callback(self.predictor.aclose)
+            stack.push_async_callback(self.completions.predicting.aclose)
+            await asyncio.to_thread(count_tokens, "load the tokenizer")  # not on the first request's loop turn
             await self._probe_all()
             stack.push_async_callback(_stopped, asyncio.create_task(self._health_loop()))
             log.info("gateway ready: %d backend(s), mode %s, policy %s, predictor %s", len(self.pool),

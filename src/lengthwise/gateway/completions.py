@@ -4,6 +4,8 @@
     engine priority of the policy key; queue mode: wait in the backend's queue for one
     of its N slots, admitted in policy order; both: wait, then forward with the priority.
 
+A request that nothing waits ahead of is not held for its prediction (`predicting`).
+
 The response's body or stream is the backend's, byte for byte; the gateway adds only
 `x-lengthwise-*` headers. Every accepted request gets exactly one response, and gives
 back what it holds (slot, predicted work, upstream connection) however it ends: each is
@@ -18,7 +20,6 @@ import functools
 import itertools
 import json
 import logging
-import math
 import secrets
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -36,12 +37,13 @@ from lengthwise.gateway.config import GatewayConfig
 from lengthwise.gateway.errors import GatewayError
 from lengthwise.gateway.flight import Flight
 from lengthwise.gateway.metrics import GatewayMetrics
+from lengthwise.gateway.predicting import Predicting
 from lengthwise.gateway.priority import PriorityMap
 from lengthwise.gateway.proxy import StreamTap, UpstreamFailed, forward_headers, open_upstream, response_headers
 from lengthwise.gateway.retry import Retry
 from lengthwise.gateway.scheduler import BackendGone, QueueFull, Scheduler
-from lengthwise.gateway.validation import parse_body, prediction_body
-from lengthwise.predict.base import LengthRequest, Prediction, Predictor
+from lengthwise.gateway.validation import parse_body
+from lengthwise.predict.base import Predictor
 
 log = logging.getLogger("lengthwise.gateway")
 
@@ -65,10 +67,14 @@ class Completions:
     _ids: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
     _id_prefix: str = field(default_factory=lambda: secrets.token_hex(4), init=False)
     _timeout: aiohttp.ClientTimeout = field(init=False)
+    #: Predictions awaited or made in the background, and learning from completions.
+    predicting: Predicting = field(init=False)
 
     def __post_init__(self) -> None:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout_s,
                                               sock_read=self.config.read_timeout_s)
+        self.predicting = Predicting(config=self.config, predictor=self.predictor, metrics=self.metrics,
+                                     scheduler=self.scheduler)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = "chat" if scope["path"].endswith("/chat/completions") else "completion"
@@ -126,10 +132,7 @@ class Completions:
     async def _dispatch(self, f: Flight) -> None:
         """Route, predict, admit and open the upstream response, trying other backends on failure."""
         backend = f.backend = self._choose(f)
-        await self._predict(f)
-        assert f.prediction is not None
-        f.job.predicted_tokens = f.prediction.tokens
-        f.job.prompt_tokens = int(f.prediction.features.get("prompt_tokens", 0))
+        await self.predicting.predict(f)
         assignment = self._assign(f, backend)
         retry = Retry(functools.partial(self._choose, f))
         while True:
@@ -171,33 +174,6 @@ class Completions:
         held.callback(self.pool.unassign, backend, f.prediction.tokens)
         f.backend = backend
         return held
-
-    async def _predict(self, f: Flight) -> None:
-        assert f.backend is not None
-        f.length_request = LengthRequest(f.endpoint, prediction_body(f.endpoint, f.body), f.id, f.backend.url)
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(self.config.prediction_timeout_s):
-                prediction = await self.predictor.predict(f.length_request)
-            outcome = "fallback" if prediction.is_fallback else "ok"
-        except TimeoutError:
-            prediction = self._fallback(f"no prediction within {self.config.prediction_timeout_s:g} s")
-            outcome = "timeout"
-        except Exception as e:  # predictors never raise, by contract; a buggy one must not cost the request
-            log.exception("request %s: predictor %s raised", f.id, self.predictor.name)
-            prediction = self._fallback(f"predictor raised {type(e).__name__}")
-            outcome = "fallback"
-        if not math.isfinite(prediction.tokens):
-            prediction = self._fallback(f"predictor returned {prediction.tokens}")
-            outcome = "fallback"
-        f.prediction = prediction
-        f.prediction_s = time.monotonic() - started
-        self.metrics.predictions.labels(self.predictor.name, outcome).inc()
-        self.metrics.prediction_seconds.observe(f.prediction_s)
-        self.metrics.predicted_tokens.observe(prediction.tokens)
-
-    def _fallback(self, reason: str) -> Prediction:
-        return Prediction(self.config.fallback_tokens, self.predictor.name, fallback_reason=reason)
 
     async def _admit(self, f: Flight, attempt: contextlib.ExitStack) -> None:
         assert self.scheduler is not None and f.backend is not None
@@ -293,18 +269,14 @@ class Completions:
         f.response_complete = True
 
     def _learn(self, f: Flight, usage: Any) -> None:
-        """Metrics and the predictor's calibration from the response's usage."""
-        assert f.prediction is not None and f.length_request is not None
+        """Metrics from the response's usage, and the actual length for the predictor to learn from."""
+        assert f.prediction is not None
         if not isinstance(usage, dict):
             self.metrics.usage_missing.inc()
             return
         actual = self.metrics.completed(f.prediction.tokens, usage, f.queue_wait_s, f.body.get("n") or 1)
-        if actual is None:
-            return
-        try:
-            self.predictor.observe(f.length_request, f.prediction, actual)
-        except Exception:
-            log.exception("request %s: predictor.observe failed", f.id)
+        if actual is not None:
+            self.predicting.learn(f, actual)
 
     def _record(self, f: Flight) -> None:
         """Count the answered request (499: the client went away first), and log it at debug level."""

@@ -57,6 +57,12 @@ class GatewayConfig:
     max_header_bytes: int = 64 * 1024
     #: A prediction slower than this is abandoned for the fallback.
     prediction_timeout_s: float = 10.0
+    #: When nothing waits for the backend (a free seat), send a request at once and predict
+    #: it in the background, only to learn from; False: every request waits for its prediction.
+    lazy_prediction: bool = True
+    #: Priority mode: requests a backend runs at once (vLLM's --max-num-seqs), below which
+    #: nothing waits; 0: unknown, so every request waits for its prediction.
+    backend_seats: int = 0
     #: Predicted tokens of a request whose prediction failed.
     fallback_tokens: float = FALLBACK_TOKENS
     health_interval_s: float = 5.0
@@ -106,6 +112,8 @@ class GatewayConfig:
                      "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.backend_seats < 0:
+            raise ValueError("backend_seats must be 0 (unknown) or more")
         for name in ("prediction_timeout_s", "health_interval_s", "health_timeout_s", "connect_timeout_s",
                      "read_timeout_s", "stall_timeout_s", "header_timeout_s", "body_timeout_s", "graceful_shutdown_s"):
             if getattr(self, name) <= 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,8 @@ class Flight:
     backend: Backend | None = None
     length_request: LengthRequest | None = None
     prediction: Prediction | None = None
+    #: The prediction made in the background, only to learn from, when nothing waited.
+    deferred: asyncio.Task[Prediction | None] | None = None
     prediction_s: float = 0.0
     queue_wait_s: float = 0.0
     priority: int | None = None

@@ -8,11 +8,12 @@ scrape time, so the request path never maintains them.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from lengthwise.core.usage import cached_tokens
@@ -88,6 +89,21 @@ class _PredictorCollector(Collector):
         yield from (chosen, tau, low, window)
 
 
+class _CpuCollector(Collector):
+    """The gateway process's CPU time, read at scrape time, and its average per answered request."""
+
+    def __init__(self, requests: Counter) -> None:
+        self.requests = requests
+
+    def collect(self) -> Iterator[Metric]:
+        cpu = time.process_time()
+        yield CounterMetricFamily("lengthwise_gateway_cpu_seconds", "CPU seconds (user + system, all threads) "
+                                  "the gateway process has used.", value=cpu)
+        answered = sum(s.value for m in self.requests.collect() for s in m.samples if s.name.endswith("_total"))
+        yield GaugeMetricFamily("lengthwise_gateway_cpu_seconds_per_request", "The gateway's CPU seconds per "
+                                "answered request since it started.", value=cpu / answered if answered else math.nan)
+
+
 class GatewayMetrics:
     def __init__(self, pool: BackendPool, scheduler: Scheduler | None) -> None:
         self.registry = CollectorRegistry()
@@ -97,7 +113,9 @@ class GatewayMetrics:
         self.queue_wait = Histogram("lengthwise_queue_wait_seconds", "Time requests waited in the gateway queue.",
                                     buckets=_SECONDS_BUCKETS, registry=r)
         self.predictions = Counter("lengthwise_predictions", "Predictions by predictor and outcome "
-                                   "(ok, fallback: the predictor's own, timeout: the gateway gave up waiting).",
+                                   "(ok, fallback: the predictor's own, timeout: the gateway gave up waiting, "
+                                   "deferred: nothing waited, predicted in the background to learn, skipped: "
+                                   "nothing waited and too many background predictions ran).",
                                    ["predictor", "outcome"], registry=r)
         self.prediction_seconds = Histogram("lengthwise_prediction_seconds", "Time spent predicting a request.",
                                             buckets=_SECONDS_BUCKETS, registry=r)
@@ -123,6 +141,7 @@ class GatewayMetrics:
         self.usage_missing = Counter("lengthwise_usage_missing", "Completed responses without usage "
                                      "(nothing to learn from).", registry=r)
         r.register(_StateCollector(pool, scheduler))
+        r.register(_CpuCollector(self.requests))
 
     def watch_predictor(self, status: Callable[[], dict[str, Any] | None]) -> None:
         """Export a predictor's `status()` at scrape time, if it is a choice (lengthwise.predict.auto.selector)."""

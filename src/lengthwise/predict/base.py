@@ -24,6 +24,13 @@ class LengthRequest:
     #: Base URL of the backend the real request will go to; a predictor that queries
     #: an engine (self-prediction) must use it so the engine's prefix cache is shared.
     backend: str | None = None
+    #: No one waits for this prediction: it is made only to learn from (nothing waited for
+    #: a seat, or it measures a candidate that does not schedule). A predictor may do it at
+    #: a lower priority, or decline it with `lengthwise.predict.batcher.Backlogged`.
+    background: bool = False
+    #: What predictors derive from the request once and share, such as its prompt as
+    #: `lengthwise.predict.prompt.read_prompt` reads it; not part of the request's identity.
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def max_tokens(self) -> int | None:

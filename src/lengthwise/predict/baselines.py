@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from lengthwise.predict.base import LengthRequest, Prediction, Predictor
-from lengthwise.predict.self_query.query import UnpredictableRequest, prompt_text
-from lengthwise.core.tokens import FALLBACK_TOKENS, count_tokens
+from lengthwise.predict.prompt import read_prompt
+from lengthwise.predict.self_query.query import UnpredictableRequest
+from lengthwise.core.tokens import FALLBACK_TOKENS
 
 
 def prompt_hash(request: LengthRequest) -> str:
@@ -38,8 +39,8 @@ class ConstantPredictor(Predictor):
 
 
 class PromptLengthPredictor(Predictor):
-    """Predicts `ratio` × prompt tokens (cl100k, offline), at most the request's max_tokens:
-    longer questions, longer answers.
+    """Predicts `ratio` × prompt tokens (cl100k, offline; estimated beyond a few KB), at most the
+    request's max_tokens: longer questions, longer answers.
 
     Its `prompt_tokens` feature is what a calibrator maps to output lengths.
     """
@@ -51,7 +52,7 @@ class PromptLengthPredictor(Predictor):
 
     async def predict(self, request: LengthRequest) -> Prediction:
         try:
-            tokens = count_tokens(prompt_text(request))
+            tokens = read_prompt(request).tokens
         except UnpredictableRequest as exc:
             return Prediction(self.fallback_tokens, self.name, fallback_reason=str(exc))
         value = max(1.0, self.ratio * tokens)

@@ -1,10 +1,14 @@
 """Do no harm: schedule by the predictor that measurably ranks best, or by arrival when none does.
 
-`AutoPredictor` is a predictor made of candidates. Every request is predicted by the
-cheap candidates and the chosen one; costly candidates (`Predictor.costly`: those that
-query the engine, the self-prediction and whatever wraps it) that are not chosen predict a
-`sample` fraction of requests, in the background: the request does not wait for them. Each
-completed request feeds every candidate that predicted it and its `QualityWindow`.
+`AutoPredictor` is a predictor made of candidates. A request waits for the chosen
+candidate's prediction only. The others predict it in the background, to be measured:
+the cheap ones every request, the costly ones (those that query the engine: the
+self-prediction) a `sample` fraction; at most `max_shadows` per candidate at once, so
+that measuring never queues up work under load (a request beyond it is not measured).
+Each completed request feeds every candidate that predicted it and its `QualityWindow`,
+once the last of its shadows has ended (a request often completes before a background
+prediction of it, which then learns from it in the learning worker).
+While nothing is chosen, a request waits for nothing at all.
 
 The choice is the candidate whose tau-b has the highest lower confidence bound, if that
 bound is above 0; otherwise "none": every request gets the same `fallback_tokens`, so a
@@ -16,6 +20,9 @@ choice does not flap between two equally good predictors.
 With `state_path`, the windows and the choice are saved (JSON, atomically) at each recheck
 and restored on start, so a restarted gateway schedules by the evidence it had instead of
 running FCFS for `min_requests` completions again.
+
+`observe` may run in another thread than `predict` (the gateway learns in its learning
+worker): a lock keeps the windows and the pending predictions consistent.
 """
 
 from __future__ import annotations
@@ -24,13 +31,16 @@ import asyncio
 import json
 import logging
 import random
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lengthwise.predict.base import LengthRequest, Prediction, PredictionCost, Predictor
+from lengthwise.predict.base import LengthRequest, Prediction, Predictor
+from lengthwise.predict.batcher import Backlogged
+from lengthwise.predict.worker import learning_worker
 from lengthwise.core.io import atomic_write_json
 from lengthwise.core.stats import RankQuality
 from lengthwise.core.tokens import FALLBACK_TOKENS
@@ -46,6 +56,20 @@ class _Candidate:
     predictor: Predictor
     window: QualityWindow
     predicted: int = 0
+    #: Background predictions under way.
+    shadows: int = 0
+
+
+@dataclass
+class _Measured:
+    """One request's predictions by the candidates, until it has completed and its shadows have ended."""
+
+    request: LengthRequest
+    predictions: dict[str, Prediction] = field(default_factory=dict)
+    #: Shadow predictions still under way.
+    running: int = 0
+    #: Its actual output tokens, once it has completed.
+    actual: int | None = None
 
 
 class AutoPredictor(Predictor):
@@ -55,7 +79,7 @@ class AutoPredictor(Predictor):
 
     def __init__(self, candidates: Sequence[Predictor], *, sample: float = 0.1, window: int = 200,
                  min_requests: int = 30, confidence: float = 0.95, margin: float = 0.02, recheck: int = 10,
-                 fallback_tokens: float = FALLBACK_TOKENS, pending_limit: int = 10_000,
+                 fallback_tokens: float = FALLBACK_TOKENS, pending_limit: int = 10_000, max_shadows: int = 8,
                  rng: random.Random | None = None, state_path: Path | None = None) -> None:
         names = [c.name for c in candidates]
         if not candidates:
@@ -76,12 +100,14 @@ class AutoPredictor(Predictor):
         self.completed = 0
         self.fallback_tokens = float(fallback_tokens)
         self.pending_limit = pending_limit
+        self.max_shadows = max_shadows
         self.choice = NONE
         self.requests = 0
         self._rng = rng or random.Random()
-        #: request id → each candidate's prediction, until the request completes.
-        self._pending: OrderedDict[str, dict[str, Prediction]] = OrderedDict()
+        #: request id → its candidates' predictions, until it has completed and its shadows have ended.
+        self._pending: OrderedDict[str, _Measured] = OrderedDict()
         self._shadows: set[asyncio.Task[None]] = set()
+        self._lock = threading.RLock()
         self.state_path = Path(state_path).expanduser() if state_path else None
         #: Pairs restored from `state_path` on start, over all candidates.
         self.restored = 0
@@ -90,54 +116,70 @@ class AutoPredictor(Predictor):
 
     async def predict(self, request: LengthRequest) -> Prediction:
         self.requests += 1
-        awaited, shadows = [], []
-        for name, c in self.candidates.items():
-            if not c.predictor.costly or name == self.choice:
-                awaited.append(c)
-            elif self._rng.random() < self.sample:
-                shadows.append(c)
-        predictions: dict[str, Prediction] = {}
-        self._remember(request.request_id, predictions)
-        for c in shadows:  # measured only: the request does not wait for them
-            task = asyncio.create_task(self._shadow(c, request, predictions))
-            self._shadows.add(task)
-            task.add_done_callback(self._shadows.discard)
-        for c in awaited:
-            c.predicted += 1
-        results = await asyncio.gather(*(c.predictor.predict(request) for c in awaited))
-        predictions.update((c.predictor.name, p) for c, p in zip(awaited, results))
-        if self.choice in predictions:
-            return predictions[self.choice]
-        features: dict[str, float] = {}
-        for p in predictions.values():
-            features = p.features | features  # the first candidate's value wins
-        cost = PredictionCost(max((p.cost.latency_s for p in results), default=0.0),  # the awaited ones
-                              sum(p.cost.prompt_tokens for p in results),
-                              sum(p.cost.completion_tokens for p in results),
-                              sum(p.cost.cached_tokens for p in results))
-        return Prediction(self.fallback_tokens, f"{self.name}:{NONE}", raw=self.fallback_tokens, cost=cost,
-                          features=features)
+        chosen = self.candidates.get(self.choice)
+        measured = _Measured(request)
+        self._remember(request.request_id, measured)
+        background = replace(request, background=True)  # shares what was read of the request
+        for c in self.candidates.values():
+            if c is not chosen and c.shadows < self.max_shadows and (not c.predictor.costly or self._rng.random() < self.sample):
+                c.shadows += 1
+                measured.running += 1
+                task = asyncio.create_task(self._shadow(c, background, measured))
+                self._shadows.add(task)
+                task.add_done_callback(self._shadows.discard)
+        if chosen is None:
+            return Prediction(self.fallback_tokens, f"{self.name}:{NONE}", raw=self.fallback_tokens)
+        chosen.predicted += 1
+        prediction = measured.predictions[chosen.predictor.name] = await chosen.predictor.predict(request)
+        return prediction
 
-    async def _shadow(self, c: _Candidate, request: LengthRequest, predictions: dict[str, Prediction]) -> None:
-        """A costly candidate's prediction, kept if it arrives before the request completes."""
-        c.predicted += 1
-        predictions[c.predictor.name] = await c.predictor.predict(request)
+    async def _shadow(self, c: _Candidate, request: LengthRequest, measured: _Measured) -> None:
+        """A candidate's prediction, measured only; the last shadow of a request that has completed
+        meanwhile hands it to the learning worker."""
+        try:
+            measured.predictions[c.predictor.name] = await c.predictor.predict(request)
+            c.predicted += 1
+        except Backlogged:  # the candidate declined: it is not measured on this request
+            pass
+        except Exception:  # predictors never raise, by contract; a buggy one must not go unnoticed
+            log.exception("auto: candidate %s raised", c.predictor.name)
+        finally:
+            c.shadows -= 1
+            with self._lock:
+                measured.running -= 1
+                last = not measured.running and measured.actual is not None and \
+                    self._pending.pop(request.request_id, None) is measured
+            if last:
+                learning_worker().submit(self._learn, measured)
 
     def observe(self, request: LengthRequest, prediction: Prediction, actual_tokens: int) -> None:
-        """Feed each candidate that predicted this request; every `recheck` completions, choose again."""
-        predictions = self._pending.pop(request.request_id, None)
-        if predictions is None:
-            return
-        for name, p in predictions.items():
-            candidate = self.candidates[name]
-            candidate.window.add(p.tokens, actual_tokens)
+        """Feed each candidate that predicted this request (once its shadows have ended); every
+        `recheck` completions, choose again."""
+        with self._lock:
+            measured = self._pending.get(request.request_id)
+            if measured is None:
+                return
+            measured.actual = actual_tokens
+            if measured.running:  # its last shadow learns from it
+                return
+            del self._pending[request.request_id]
+        self._learn(measured)
+
+    def _learn(self, measured: _Measured) -> None:
+        assert measured.actual is not None
+        with self._lock:
+            for name, p in measured.predictions.items():
+                self.candidates[name].window.add(p.tokens, measured.actual)
+            self.completed += 1
+            recheck = self.completed % self.recheck == 0
+        for name, p in measured.predictions.items():
             try:
-                candidate.predictor.observe(request, p, actual_tokens)
+                self.candidates[name].predictor.observe(measured.request, p, measured.actual)
             except Exception:  # one candidate's bug must not stop the others learning
                 log.exception("auto: candidate %s failed to observe", name)
-        self.completed += 1
-        if self.completed % self.recheck == 0:
-            self._choose()
+        if recheck:
+            with self._lock:
+                self._choose()
             self._save()
 
     async def aclose(self) -> None:
@@ -150,10 +192,15 @@ class AutoPredictor(Predictor):
         await asyncio.gather(*(c.predictor.aclose() for c in self.candidates.values()))
 
     def qualities(self) -> dict[str, RankQuality]:
-        return {name: c.window.quality() for name, c in self.candidates.items()}
+        with self._lock:
+            return {name: c.window.quality() for name, c in self.candidates.items()}
 
     def status(self) -> dict[str, Any]:
         """The choice and its evidence, JSON-able (for /lengthwise/status and the metrics)."""
+        with self._lock:
+            return self._status()
+
+    def _status(self) -> dict[str, Any]:
         return {
             "choice": self.choice,
             "requests": self.requests,
@@ -170,10 +217,11 @@ class AutoPredictor(Predictor):
                 "sampled_fraction": round(c.predicted / self.requests, 4) if self.requests else 0.0,
                 **({"detail": detail} if detail is not None else {})}
 
-    def _remember(self, request_id: str, predictions: dict[str, Prediction]) -> None:
-        self._pending[request_id] = predictions
-        while len(self._pending) > self.pending_limit:  # requests that never completed
-            self._pending.popitem(last=False)
+    def _remember(self, request_id: str, measured: _Measured) -> None:
+        with self._lock:
+            self._pending[request_id] = measured
+            while len(self._pending) > self.pending_limit:  # requests that never completed
+                self._pending.popitem(last=False)
 
     def _choose(self) -> None:
         bounds = {name: q.low for name, q in self.qualities().items()
@@ -217,7 +265,8 @@ class AutoPredictor(Predictor):
         """Write windows and choice to `state_path` atomically: a crash mid-write keeps the old file."""
         if self.state_path is None:
             return
-        state = {"choice": self.choice, "windows": {name: c.window.pairs() for name, c in self.candidates.items()}}
+        with self._lock:
+            state = {"choice": self.choice, "windows": {name: c.window.pairs() for name, c in self.candidates.items()}}
         try:
             atomic_write_json(self.state_path, state)
         except OSError as e:

@@ -15,9 +15,10 @@ stages:
   observations, so a restart resumes where it stopped.
 
 With neither stage ready the wrapped predictor's prediction is returned as it is.
-The prompt features (TF-IDF, embedding) are computed in a thread concurrently with
-the wrapped predictor's query, so they add little latency beyond it; fits run in
-another single thread and never block `predict`.
+The prompt features (TF-IDF, embedding) read the prompt's head only (`predict.prompt`),
+and are computed by a `MicroBatcher`, together with those of concurrent requests, in
+one thread, while the wrapped predictor's query runs. Fits run in the process's
+learning worker (`predict.worker`) and never block `predict`.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import NormalDist
@@ -41,12 +42,13 @@ import numpy as np
 
 from lengthwise.core.io import atomic_write_bytes
 from lengthwise.predict.base import LengthRequest, Prediction, PredictionCost, Predictor
-from lengthwise.predict.learned.embedding import prompt_key
+from lengthwise.predict.batcher import Backlogged, MicroBatcher
 from lengthwise.predict.learned.features import Layout, self_vector
 from lengthwise.predict.learned.pretrained import Pretrained
-from lengthwise.predict.self_query.query import UnpredictableRequest, prompt_text
 from lengthwise.predict.learned.ridge import SCALES, LinearModel, fit_ridge
-from lengthwise.core.tokens import count_tokens
+from lengthwise.predict.prompt import Prompt, read_prompt
+from lengthwise.predict.self_query.query import UnpredictableRequest
+from lengthwise.predict.worker import learning_worker
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ FitFn = Callable[[np.ndarray, np.ndarray, np.ndarray], LinearModel]
 class Embedder(Protocol):
     dimension: int
 
-    def embed(self, text: str) -> np.ndarray: ...
+    def embed_many(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 def fit_online(X: np.ndarray, y: np.ndarray, penalties: np.ndarray) -> LinearModel:
@@ -78,7 +80,7 @@ def fit_online(X: np.ndarray, y: np.ndarray, penalties: np.ndarray) -> LinearMod
 class _Pending:
     """A completion waiting to be learned from (`vector` None: featurize it in the background)."""
 
-    text: str
+    prompt: Prompt
     self_block: np.ndarray
     vector: np.ndarray | None
     actual: int
@@ -127,8 +129,8 @@ class LearnedPredictor(Predictor):
         self._seen: OrderedDict[str, tuple[np.ndarray, Prediction | None]] = OrderedDict()
         self._lock = threading.Lock()
         self._training: Future[None] | None = None
-        self._feature_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="learned-features")
-        self._train_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learned-fit")
+        #: The prompt part of feature vectors, for the prompts of concurrent requests at once.
+        self._features = MicroBatcher(self.featurize, name="learned-features")
         self.observed = 0
         self.fits = 0
         if state_path is not None and state_path.exists():
@@ -136,14 +138,18 @@ class LearnedPredictor(Predictor):
 
     # -- features ---------------------------------------------------------------
 
-    def featurize(self, text: str, self_block: np.ndarray) -> np.ndarray:
-        """The online model's input: [pretrained score (if any), layout features]."""
-        embedding = self.embedder.embed(text) if self.embedder is not None else None
-        vector = self.layout.vector(count_tokens(text), self_block, embedding)
+    def featurize(self, prompts: Sequence[Prompt]) -> list[np.ndarray]:
+        """The online model's inputs, [pretrained score (if any), layout features], with an empty
+        self-prediction block (`_with_self` fills it); one batch for the embedding and TF-IDF."""
+        heads = [p.head for p in prompts]
+        embeddings = self.embedder.embed_many(heads) if self.embedder is not None else [None] * len(prompts)
+        empty = self_vector(None)
+        vectors = np.stack([self.layout.vector(p.tokens, empty, e) for p, e in zip(prompts, embeddings)])
         if self.pretrained is None:
-            return vector
-        dense = vector[[0, *range(self.layout.width - self.pretrained.dense_width + 1, self.layout.width)]]
-        return np.concatenate([self.pretrained.score([text], dense), vector])
+            return list(vectors)
+        dense = vectors[:, [0, *range(self.layout.width - self.pretrained.dense_width + 1, self.layout.width)]]
+        scores = self.pretrained.score(heads, dense)
+        return list(np.column_stack([scores, vectors]))
 
     @property
     def width(self) -> int:
@@ -152,26 +158,33 @@ class LearnedPredictor(Predictor):
     # -- prediction ---------------------------------------------------------------
 
     async def predict(self, request: LengthRequest) -> Prediction:
+        """Raises Backlogged for a background request when too many prompts wait for their features
+        (nothing should be learned from it); otherwise never raises."""
         start = time.perf_counter()
         try:
-            text = prompt_text(request)
+            prompt = read_prompt(request)
         except UnpredictableRequest as exc:
             return await self._inner_predict(request) or _fallback(str(exc), start)
         if self._online is None and self.pretrained is None:  # cold: nothing to add yet
             inner = await self._inner_predict(request)
             if inner is not None:
-                self._remember(request, text, None, inner)
+                self._remember(request, prompt, None, inner)
             return inner or _fallback("cold start: no pretrained model and no observations yet", start)
-        loop = asyncio.get_running_loop()
-        # Start the prompt's features now, in a thread, then finish them with the inner result.
-        prompt_part = loop.run_in_executor(self._feature_pool, self.featurize, text, self_vector(None))
-        inner = await self._inner_predict(request)
+        # Start the prompt's features now, then finish them with the inner result.
+        prompt_part = asyncio.ensure_future(self._features.submit(prompt, background=request.background))
         try:
+            inner = await self._inner_predict(request)
             vector = self._with_self(await prompt_part, self_vector(inner))
+        except Backlogged as exc:
+            if request.background:
+                raise
+            return inner or _fallback(f"prediction backlog: {exc}", start)
         except Exception as exc:  # an embedding model missing or failing must not harm the request
             log.warning("learned predictor: featurizing failed: %r", exc)
             return inner or _fallback(f"featurizing failed: {exc!r}", start)
-        self._remember(request, text, vector, inner)
+        finally:
+            prompt_part.cancel()  # a deadline that ended the wait leaves the batch its item
+        self._remember(request, prompt, vector, inner)
         return self._from_vector(vector, request, inner, start)
 
     def _with_self(self, vector: np.ndarray, self_block: np.ndarray) -> np.ndarray:
@@ -219,9 +232,10 @@ class LearnedPredictor(Predictor):
 
     # -- learning -------------------------------------------------------------
 
-    def _remember(self, request: LengthRequest, text: str, vector: np.ndarray | None, inner: Prediction | None) -> None:
+    def _remember(self, request: LengthRequest, prompt: Prompt, vector: np.ndarray | None,
+                  inner: Prediction | None) -> None:
         with self._lock:
-            key = _request_key(request, text)
+            key = _request_key(request, prompt)
             self._seen[key] = (vector, inner)  # type: ignore[assignment]
             self._seen.move_to_end(key)
             while len(self._seen) > (self._X.maxlen or 1000):  # predictions never observed
@@ -230,11 +244,11 @@ class LearnedPredictor(Predictor):
     def observe(self, request: LengthRequest, prediction: Prediction, actual_tokens: int) -> None:
         """Queue the completion for the next background refit; never blocks on a fit."""
         try:
-            text = prompt_text(request)
+            prompt = read_prompt(request)
         except UnpredictableRequest:
             return
         with self._lock:
-            vector, inner = self._seen.pop(_request_key(request, text), (None, None))
+            vector, inner = self._seen.pop(_request_key(request, prompt), (None, None))
         if self.inner is not None:
             try:
                 self.inner.observe(request, inner or prediction, actual_tokens)
@@ -244,19 +258,21 @@ class LearnedPredictor(Predictor):
             return
         self_block = self_vector(inner or prediction)
         with self._lock:
-            self._pending.append(_Pending(text, self_block, vector, int(actual_tokens)))
+            self._pending.append(_Pending(prompt, self_block, vector, int(actual_tokens)))
             self.observed += 1
             if len(self._pending) >= self.retrain_every and (self._training is None or self._training.done()):
-                self._training = self._train_pool.submit(self._retrain)
+                self._training = learning_worker().submit(self._retrain)
 
     def _retrain(self) -> None:
         try:
             with self._lock:
                 pending, self._pending = self._pending, []
-            for item in pending:
-                vector = item.vector if item.vector is not None else self.featurize(item.text, item.self_block)
-                with self._lock:
-                    self._X.append(vector)
+            unseen = [item for item in pending if item.vector is None]  # not predicted: featurize now
+            for item, vector in zip(unseen, self.featurize([item.prompt for item in unseen]) if unseen else []):
+                item.vector = self._with_self(vector, item.self_block)
+            with self._lock:
+                for item in pending:
+                    self._X.append(item.vector)
                     self._y.append(math.log1p(item.actual))
             self._refit()
         except Exception:  # a failed fit keeps the previous model
@@ -298,26 +314,23 @@ class LearnedPredictor(Predictor):
             with self._lock:
                 training = self._training
                 if self._pending and (training is None or training.done()):
-                    training = self._training = self._train_pool.submit(self._retrain)
+                    training = self._training = learning_worker().submit(self._retrain)
             if training is None or (training.done() and not self._pending):
                 return
             training.result(timeout=None if deadline is None else max(deadline - time.monotonic(), 0.0))
 
     def close(self) -> None:
-        self._feature_pool.shutdown(wait=False, cancel_futures=True)
-        self._train_pool.shutdown(wait=True)
+        """Stop featurizing (from the event loop that predicts, if one runs)."""
+        self._features.close()
 
     async def aclose(self) -> None:
-        """With `state_path`, learn from the completions still pending (the fit saves the state);
-        stop the threads; then close the wrapped predictor."""
-        await asyncio.to_thread(self._learn_pending_and_close)
+        """Stop featurizing; with `state_path`, learn from the completions still pending (the fit
+        saves the state); then close the wrapped predictor."""
+        self.close()
+        if self.state_path is not None:
+            await asyncio.to_thread(self.wait_idle)
         if self.inner is not None:
             await self.inner.aclose()
-
-    def _learn_pending_and_close(self) -> None:
-        if self.state_path is not None:
-            self.wait_idle()
-        self.close()
 
     # -- persistence ------------------------------------------------------------
 
@@ -364,8 +377,8 @@ def _padded(model: LinearModel, X: np.ndarray) -> LinearModel:
     return LinearModel(mean, scale, weights, model.bias, model.loo_rmse)
 
 
-def _request_key(request: LengthRequest, text: str) -> str:
-    return f"{request.request_id}/{prompt_key(text)}"
+def _request_key(request: LengthRequest, prompt: Prompt) -> str:
+    return f"{request.request_id}/{prompt.key}"
 
 
 def _fallback(reason: str, start: float) -> Prediction:

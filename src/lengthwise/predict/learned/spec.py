@@ -43,7 +43,7 @@ def build_learned(options: Mapping[str, Any], build: Callable[[Any], Predictor])
     state = options.get("state")
     return LearnedPredictor(
         inner,
-        embedder=PromptEmbedder() if embedding else None,
+        embedder=PromptEmbedder(preload=True) if embedding else None,
         pretrained=pretrained,
         state_path=None if _is_none(state) else Path(str(state)).expanduser(),
         **{key: int(options[key]) for key in _INT_OPTIONS if key in options},

@@ -25,11 +25,15 @@ from lengthwise.predict.self_query.distribution import (
 )
 from lengthwise.predict.self_query.parse import ParsedLength, parse_label, parse_length
 from lengthwise.predict.self_query.postfix import Postfix, get_postfix
-from lengthwise.predict.self_query.query import ENDPOINT_PATHS, UnpredictableRequest, build_query, prompt_text
-from lengthwise.core.tokens import FALLBACK_TOKENS, count_tokens
+from lengthwise.predict.prompt import read_prompt
+from lengthwise.predict.self_query.query import ENDPOINT_PATHS, UnpredictableRequest, build_query
+from lengthwise.core.tokens import FALLBACK_TOKENS
 from lengthwise.core.usage import cached_tokens
 
 QUANTILES = (0.1, 0.5, 0.9)
+#: Longer prompts are not self-predicted: beyond any context window, and a query (sent
+#: as JSON encoded on the event loop) that costs what the prompt weighs.
+MAX_PROMPT_TOKENS = 131_072
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ class SelfPredictor(Predictor):
         query_max_tokens: int = 8,
         top_logprobs: int = 20,
         priority: int | None = -1_000_000,
-        max_prompt_tokens: int | None = None,
+        max_prompt_tokens: int | None = MAX_PROMPT_TOKENS,
     ) -> None:
         self.client = client
         self.base_url = base_url
@@ -92,16 +96,13 @@ class SelfPredictor(Predictor):
         self.max_prompt_tokens = max_prompt_tokens
         self.name = f"self:{self.postfix.name}"
 
-    async def query(self, request: LengthRequest, prompt_tokens: int | None = None) -> SelfQuery:
+    async def query(self, request: LengthRequest) -> SelfQuery:
         """Send the prediction query; raises UnpredictableRequest, httpx errors or TimeoutError."""
         base_url = request.backend or self.base_url
         if not base_url:
             raise UnpredictableRequest("no backend URL")
-        if self.max_prompt_tokens is not None:
-            if prompt_tokens is None:
-                prompt_tokens = count_tokens(prompt_text(request))
-            if prompt_tokens > self.max_prompt_tokens:
-                raise UnpredictableRequest(f"prompt longer than {self.max_prompt_tokens} tokens")
+        if self.max_prompt_tokens is not None and read_prompt(request).tokens > self.max_prompt_tokens:
+            raise UnpredictableRequest(f"prompt longer than {self.max_prompt_tokens} tokens")
         max_tokens = request.max_tokens or self.max_tokens_limit
         body = build_query(
             request,
@@ -158,9 +159,9 @@ class SelfPredictor(Predictor):
     async def predict(self, request: LengthRequest) -> Prediction:
         features: dict[str, float] = {}
         try:
-            prompt_tokens = count_tokens(prompt_text(request))
+            prompt_tokens = read_prompt(request).tokens
             features["prompt_tokens"] = float(prompt_tokens)
-            result = await self.query(request, prompt_tokens)
+            result = await self.query(request)
         except UnpredictableRequest as exc:
             reason = str(exc)
         except TimeoutError:
