@@ -245,7 +245,7 @@ def test_loo_selection_matches_brute_force_leave_one_out() -> None:
 
 
 def test_expected_capped_keeps_the_order_above_the_cap() -> None:
-    from lengthwise.predict.learned.predictor import expected_capped
+    from lengthwise.predict.learned.distribution import expected_capped
 
     cap = 64.0
     values = [expected_capped(math.log1p(t), 1.0, cap) for t in (10, 64, 200, 1000, 5000)]
