@@ -103,6 +103,7 @@ class LearnedPredictor(Predictor):
         pretrained: Stage | None = None,
         state_path: Path | None = None,
         min_observations: int = 30,
+        full_after: int = 100,
         retrain_every: int = 10,
         window: int = 4000,
         fit: FitFn = fit_online,
@@ -119,6 +120,7 @@ class LearnedPredictor(Predictor):
             )
         self.state_path = state_path
         self.min_observations = min_observations
+        self.full_after = full_after
         self.retrain_every = retrain_every
         self._fit = fit
         self._online: LinearModel | None = None
@@ -275,10 +277,14 @@ class LearnedPredictor(Predictor):
                 model = self._fit(X, y, penalties)
             else:
                 penalties[0] = PRETRAINED_PENALTY
-                # The full model must beat the pretrained score merely rescaled, by LOO error.
-                full = self._fit(X, y, penalties)
                 rescaled = _padded(self._fit(X[:, :1], y, penalties[:1]), X)
-                model = full if full.loo_rmse <= rescaled.loo_rmse else rescaled
+                model = rescaled
+                # The full model must beat the pretrained score merely rescaled, by LOO error, and
+                # only once there are enough completions: below, its leave-one-out win is often
+                # luck and it ranks held-out prompts worse (docs/LEARNED.md).
+                if len(y) >= self.full_after:
+                    full = self._fit(X, y, penalties)
+                    model = full if full.loo_rmse <= rescaled.loo_rmse else rescaled
             self._online = model  # one reference swap: readers see the old model or the new one
             self.fits += 1
         self._save_state()

@@ -7,7 +7,8 @@
 
 Options: `wrap` (the wrapped predictor's spec, or `none`), `pretrained` (`default`, `none`
 or a path from `lengthwise predict learned train`), `embedding` (1/0), `state` (where
-observations and the online model persist), `min_observations`, `retrain_every`, `window`.
+observations and the online model persist), `min_observations`, `full_after` (completions before the
+online model may use more than the rescaled pretrained score), `retrain_every`, `window`.
 The registry passes `build`, which turns the wrapped spec into a predictor, so this module
 needs nothing from the registry.
 """
@@ -24,7 +25,7 @@ from lengthwise.predict.learned.predictor import LearnedPredictor
 from lengthwise.predict.learned.pretrained import SHIPPED
 from lengthwise.predict.learned.rank_stage import load_stage
 
-_INT_OPTIONS = ("min_observations", "retrain_every", "window")
+_INT_OPTIONS = ("min_observations", "full_after", "retrain_every", "window")
 _OPTIONS = ("wrap", "pretrained", "embedding", "state", *_INT_OPTIONS)
 
 
