@@ -21,7 +21,7 @@ from lengthwise.predict.offline.label_split import bucket, split_of
 from lengthwise.predict.offline.learned_data import Labelled
 from lengthwise.predict.offline.learned_eval import dense_rows
 from lengthwise.predict.offline.rank_eval import (
-    RANK_STAGE, SHIPPED_COLD, SHIPPED_ONLINE, build_data, evaluate, markdown,
+    RANK_STAGE, SHIPPED_COLD, SHIPPED_ONLINE, build_data, evaluate, markdown, online_curve,
 )
 from lengthwise.predict.offline.ranker import PairwiseRanker, known_pairs, pairwise_loss
 
@@ -140,7 +140,10 @@ def test_the_protocol_grades_every_predictor_on_the_test_split_only(tmp_path) ->
     assert rows[RANK_STAGE]["tau"] > 0.6 and rows[SHIPPED_ONLINE]["tau"] > 0.6
     assert 0.5 <= rows[RANK_STAGE]["nominal90"] and 0.6 < rows[RANK_STAGE]["cover90"]
     assert "cover50" not in rows[SHIPPED_COLD]  # a proxy score has no spread of its own
-    assert "| " + RANK_STAGE in markdown(result)
+    curve = online_curve(data, embedder, proxy, 0.1, repeats=1, held_out=60, ranker_prompts=100)
+    assert set(curve["rank stage"]) == {"0", "30", "60", "100"} and curve["rank stage"]["0"] > 0.6
+    result["online_curve"] = curve
+    assert "| " + RANK_STAGE in markdown(result) and "| rank stage | " in markdown(result)
 
     stage.save(tmp_path / "stage.npz")
     loaded = load_stage(tmp_path / "stage.npz")

@@ -42,7 +42,6 @@ LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
 TRUSTED_PENALTY = 1e-2
 PAIRWISE = "ranker: pairwise, censored, on the labels"
 RANK_STAGE = "rank stage (the pairwise ranker as the learned predictor's pretrained stage), cold"
-RANK_ONLINE = "rank stage + online stage after the val completions"
 SHIPPED_COLD = "shipped learned, cold (pretrained stage)"
 SHIPPED_ONLINE = "shipped learned, online after the train+val completions"
 
@@ -221,9 +220,7 @@ def evaluate(data: Data, embedder: Any, proxy: Pretrained, shipped: Stage) -> tu
         if candidate.name == PAIRWISE:  # graded as it would ship: the learned predictor's pretrained stage
             stage = rank_stage(trained, proxy, data)
             predictor = LearnedPredictor(None, embedder=embedder, pretrained=stage)
-            predicted[RANK_STAGE], predicted[RANK_ONLINE] = asyncio.run(
-                through_predictor(predictor, data, data.where("val"), test)
-            )
+            predicted[RANK_STAGE], _ = asyncio.run(through_predictor(predictor, data, np.array([], int), test))
         else:
             mu = trained.calibration.mu(trained.scorer(test))
             predicted[candidate.name] = from_distribution(mu, trained.calibration.sigma, caps)
@@ -248,6 +245,39 @@ def evaluate(data: Data, embedder: Any, proxy: Pretrained, shipped: Stage) -> tu
     return result, stage
 
 
+#: Completions the online stage observes in `online_curve`.
+CURVE_POINTS = (30, 60, 100, 200)
+
+
+def online_curve(data: Data, embedder: Any, proxy: Pretrained, l2: float, repeats: int = 4,
+                 held_out: int = 100, ranker_prompts: int = 200, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Held-out tau of the online stage over each pretrained stage after n completions, on train+val only.
+
+    Each repeat splits the train and validation prompts at random: `held_out` to grade,
+    `ranker_prompts` to fit a pairwise ranker (the rank stage), the rest streamed as
+    completions. Never touches the test part, so it can guide the online stage's design.
+    """
+    rng = np.random.default_rng(seed)
+    taus: dict[str, dict[int, list[float]]] = {}
+    for _ in range(repeats):
+        order = rng.permutation(data.where("train", "val"))
+        held, fit_on, stream = order[:held_out], order[held_out:held_out + ranker_prompts], order[held_out + ranker_prompts:]
+        model = PairwiseRanker.fit(data.rows[fit_on], data.lengths[fit_on], data.capped[fit_on], l2=l2,
+                                   penalty=_penalty(data.rows.shape[1]))
+        calibration = Calibration.fit(model.score(data.rows[fit_on]), data.lengths[fit_on], data.capped[fit_on])
+        stage = RankStage(proxy, model, calibration, {})
+        variants = {"proxy stage (pretrained.npz)": (proxy, 100), "rank stage": (stage, 100),
+                    "rank stage, full model from 30 completions": (stage, 30)}
+        for name, (pretrained, full_after) in variants.items():
+            for n in [n for n in CURVE_POINTS if n <= len(stream)]:
+                predictor = LearnedPredictor(None, embedder=embedder, pretrained=pretrained, full_after=full_after)
+                cold, after = asyncio.run(through_predictor(predictor, data, stream[:n], held))
+                curve = taus.setdefault(name, {})
+                curve.setdefault(0, []).append(kendall_tau(cold[0], data.lengths[held]))
+                curve.setdefault(n, []).append(kendall_tau(after[0], data.lengths[held]))
+    return {name: {str(n): float(np.mean(v)) for n, v in sorted(curve.items())} for name, curve in taus.items()}
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The results table: tau with its interval, MAE, interval coverage (observed / nominal), per predictor."""
     def cell(row: dict[str, Any], key: str, fmt: str) -> str:
@@ -264,4 +294,13 @@ def markdown(result: dict[str, Any]) -> str:
         cover = [f"{cell(row, f'cover{c}', '.2f')} / {cell(row, f'nominal{c}', '.2f')}" if f"cover{c}" in row else "—"
                  for c in ("50", "90")]
         lines.append(f"| {name} | {tau} | {row['mae']:.0f} | {cell(row, 'mae_median', '.0f')} | {cover[0]} | {cover[1]} |")
+    lines += ["", "τ differences on the same test prompts (paired jackknife 95% CI):", ""]
+    lines += [f"- {name}: {d['tau']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+              for name, d in result["paired"].items() if d["ci_low"] is not None]
+    curve = result.get("online_curve")
+    if curve:
+        points = list(next(iter(curve.values())))
+        lines += ["", "| online stage over (train+val only) | " + " | ".join(f"{n} completions" for n in points) + " |",
+                  "|---|" + "---|" * len(points)]
+        lines += [f"| {name} | " + " | ".join(f"{tau:.3f}" for tau in taus.values()) + " |" for name, taus in curve.items()]
     return "\n".join(lines) + "\n"
