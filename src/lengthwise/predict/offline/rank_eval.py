@@ -120,9 +120,9 @@ def _ridge(data: Data, train: np.ndarray, alpha: float) -> Scorer:
 
 CANDIDATES = (
     Candidate("prompt length (log tokens, calibrated)", lambda data, train, h: (lambda idx: data.rows[idx, 1])),
-    Candidate("ridge (TF-IDF + dense), fit on the labels", _ridge, (1.0, 3.0, 10.0, 30.0)),
-    Candidate("ListMLE on the labels (Fu et al.-style)", _listmle, (1e-3, 1e-2, 1e-1, 1.0)),
-    Candidate(PAIRWISE, _pairwise, (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)),
+    Candidate("ridge (TF-IDF + dense), fit on the labels", _ridge, (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)),
+    Candidate("ListMLE on the labels (Fu et al.-style)", _listmle, (1e-3, 1e-2, 1e-1, 1.0, 10.0)),
+    Candidate(PAIRWISE, _pairwise, (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)),
 )
 
 
@@ -249,7 +249,7 @@ def evaluate(data: Data, embedder: Any, proxy: Pretrained, shipped: Stage) -> tu
 CURVE_POINTS = (30, 60, 100, 200)
 
 
-def online_curve(data: Data, embedder: Any, proxy: Pretrained, l2: float, repeats: int = 4,
+def online_curve(data: Data, embedder: Any, proxy: Pretrained, l2: float, repeats: int = 8,
                  held_out: int = 100, ranker_prompts: int = 200, seed: int = 0) -> dict[str, dict[str, float]]:
     """Held-out tau of the online stage over each pretrained stage after n completions, on train+val only.
 
