@@ -21,7 +21,7 @@ from lengthwise.predict.offline.label_split import bucket, split_of
 from lengthwise.predict.offline.learned_data import Labelled
 from lengthwise.predict.offline.learned_eval import dense_rows
 from lengthwise.predict.offline.rank_eval import (
-    RANK_STAGE, SHIPPED_COLD, SHIPPED_ONLINE, build_data, evaluate, markdown, online_curve,
+    RANK_STAGE, SHIPPED_COLD, SHIPPED_ONLINE, build_data, evaluate, label_curve, markdown, online_curve,
 )
 from lengthwise.predict.offline.ranker import PairwiseRanker, known_pairs, pairwise_loss
 
@@ -143,7 +143,11 @@ def test_the_protocol_grades_every_predictor_on_the_test_split_only(tmp_path) ->
     curve = online_curve(data, embedder, proxy, 0.1, repeats=1, held_out=60, ranker_prompts=100)
     assert set(curve["rank stage"]) == {"0", "30", "60", "100"} and curve["rank stage"]["0"] > 0.6
     result["online_curve"] = curve
+    result["label_curve"] = label_curve(data, 0.1, repeats=2, held_out=60)
+    assert list(result["label_curve"])[:3] == ["0 (proxy score)", "50", "100"]
+    assert result["label_curve"][str(len(data.where("train", "val")) - 60)] > 0.6
     assert "| " + RANK_STAGE in markdown(result) and "| rank stage | " in markdown(result)
+    assert "| held-out τ-b | " in markdown(result)
 
     stage.save(tmp_path / "stage.npz")
     loaded = load_stage(tmp_path / "stage.npz")

@@ -60,8 +60,9 @@ def _pretrain(labels: list[Path], embedder: Any, indices: range | None = None):
 
 @learned_app.command("train")
 def train_command(
-    out: Annotated[Path, typer.Option(help="Where to write the pretrained model (to replace the shipped one: "
-                                            "src/lengthwise/predict/learned/pretrained.npz in a checkout).")],
+    out: Annotated[Path, typer.Option(help="Where to write the proxy model (the shipped file, "
+                                            "src/lengthwise/predict/learned/pretrained.npz, may hold a rank stage "
+                                            "built on it: `predict learned rank --ship`).")],
     labels: Labels = [EVAL_JSONL, ACTUALS_JSONL, LABELS_256],  # noqa: B006 (typer reads the default)
     embedding: Embedding = True,
     max_length: MaxLength = 128,
@@ -176,7 +177,7 @@ def rank_command(
     from lengthwise.predict.learned.rank_stage import RankStage, load_stage
     from lengthwise.predict.offline.learned_data import embed_all, embedding_cache, load_labelled
     from lengthwise.predict.offline.rank_eval import (
-        RANK_STAGE, SHIPPED_COLD, SHIPPED_ONLINE, build_data, evaluate, online_curve,
+        RANK_STAGE, SHIPPED_COLD, SHIPPED_ONLINE, build_data, evaluate, label_curve, online_curve,
     )
 
     embedder = _embedder(True, max_length)
@@ -195,6 +196,7 @@ def rank_command(
     if len(data.where("train", "val")) >= 400:
         console.print("online stage over each pretrained stage, on train+val only")
         result["online_curve"] = online_curve(data, embedder, proxy, stage.meta["l2"])
+        result["label_curve"] = label_curve(data, stage.meta["l2"])
     rows = result["rows"]
     better = all((rows[RANK_STAGE]["tau"] or -1) > (rows[name]["tau"] or -1) for name in (SHIPPED_COLD, SHIPPED_ONLINE))
     result["labels"] = [{"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in labels]

@@ -278,6 +278,24 @@ def online_curve(data: Data, embedder: Any, proxy: Pretrained, l2: float, repeat
     return {name: {str(n): float(np.mean(v)) for n, v in sorted(curve.items())} for name, curve in taus.items()}
 
 
+#: Labelled prompts the pairwise ranker is fit on in `label_curve`.
+LABEL_POINTS = (50, 100, 200, 400)
+
+
+def label_curve(data: Data, l2: float, repeats: int = 8, held_out: int = 100, seed: int = 0) -> dict[str, float]:
+    """Held-out tau of the pairwise ranker fit on m labelled prompts, on train+val only: do more labels help?"""
+    rng = np.random.default_rng(seed)
+    taus: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        order = rng.permutation(data.where("train", "val"))
+        held, pool = order[:held_out], order[held_out:]
+        taus.setdefault("0 (proxy score)", []).append(kendall_tau(data.rows[held, 0], data.lengths[held]))
+        for m in [m for m in LABEL_POINTS if m < len(pool)] + [len(pool)]:
+            scorer = _pairwise(data, pool[:m], l2)
+            taus.setdefault(str(m), []).append(kendall_tau(scorer(held), data.lengths[held]))
+    return {m: float(np.mean(v)) for m, v in taus.items()}
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The results table: tau with its interval, MAE, interval coverage (observed / nominal), per predictor."""
     def cell(row: dict[str, Any], key: str, fmt: str) -> str:
@@ -297,6 +315,10 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "τ differences on the same test prompts (paired jackknife 95% CI):", ""]
     lines += [f"- {name}: {d['tau']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
               for name, d in result["paired"].items() if d["ci_low"] is not None]
+    labels = result.get("label_curve")
+    if labels:
+        lines += ["", "| pairwise ranker fit on (train+val only) | " + " | ".join(f"{m} labels" for m in labels) + " |",
+                  "|---|" + "---|" * len(labels), "| held-out τ-b | " + " | ".join(f"{t:.3f}" for t in labels.values()) + " |"]
     curve = result.get("online_curve")
     if curve:
         points = list(next(iter(curve.values())))
