@@ -21,7 +21,8 @@ from lengthwise.predict.offline.label_split import bucket, split_of
 from lengthwise.predict.offline.learned_data import Labelled
 from lengthwise.predict.offline.learned_eval import dense_rows
 from lengthwise.predict.offline.rank_eval import (
-    RANK_STAGE, SHIPPED_COLD, SHIPPED_ONLINE, build_data, evaluate, label_curve, markdown, online_curve,
+    RANK_ONLINE, RANK_STAGE, SHIPPED_COLD, SHIPPED_ONLINE, SHIPPED_ONLINE_VAL, build_data, evaluate, label_curve,
+    markdown, online_curve,
 )
 from lengthwise.predict.offline.ranker import PairwiseRanker, known_pairs, pairwise_loss
 
@@ -135,7 +136,7 @@ def test_the_protocol_grades_every_predictor_on_the_test_split_only(tmp_path) ->
 
     assert sum(result["n"].values()) == 400 and result["n"]["test"] == sum(split_of(i.id) == "test" for i in items)
     rows = result["rows"]
-    assert {RANK_STAGE, SHIPPED_COLD, SHIPPED_ONLINE} <= set(rows)
+    assert {RANK_STAGE, RANK_ONLINE, SHIPPED_COLD, SHIPPED_ONLINE, SHIPPED_ONLINE_VAL} <= set(rows)
     assert all(row["n"] == result["n"]["test"] for row in rows.values())
     assert rows[RANK_STAGE]["tau"] > 0.6 and rows[SHIPPED_ONLINE]["tau"] > 0.6
     assert 0.5 <= rows[RANK_STAGE]["nominal90"] and 0.6 < rows[RANK_STAGE]["cover90"]

@@ -44,6 +44,9 @@ PAIRWISE = "ranker: pairwise, censored, on the labels"
 RANK_STAGE = "rank stage (the pairwise ranker as the learned predictor's pretrained stage), cold"
 SHIPPED_COLD = "shipped learned, cold (pretrained stage)"
 SHIPPED_ONLINE = "shipped learned, online after the train+val completions"
+#: Like for like: each pretrained stage plus the online stage after the same (validation) completions.
+RANK_ONLINE = "rank stage + online stage after the val completions"
+SHIPPED_ONLINE_VAL = "shipped learned, online after the val completions"
 
 
 @dataclass
@@ -220,12 +223,16 @@ def evaluate(data: Data, embedder: Any, proxy: Pretrained, shipped: Stage) -> tu
         if candidate.name == PAIRWISE:  # graded as it would ship: the learned predictor's pretrained stage
             stage = rank_stage(trained, proxy, data)
             predictor = LearnedPredictor(None, embedder=embedder, pretrained=stage)
-            predicted[RANK_STAGE], _ = asyncio.run(through_predictor(predictor, data, np.array([], int), test))
+            predicted[RANK_STAGE], predicted[RANK_ONLINE] = asyncio.run(
+                through_predictor(predictor, data, data.where("val"), test)
+            )
         else:
             mu = trained.calibration.mu(trained.scorer(test))
             predicted[candidate.name] = from_distribution(mu, trained.calibration.sigma, caps)
     predictor = LearnedPredictor(None, embedder=embedder, pretrained=shipped)
     predicted[SHIPPED_COLD], predicted[SHIPPED_ONLINE] = asyncio.run(through_predictor(predictor, data, seen, test))
+    predictor = LearnedPredictor(None, embedder=embedder, pretrained=shipped)
+    _, predicted[SHIPPED_ONLINE_VAL] = asyncio.run(through_predictor(predictor, data, data.where("val"), test))
     reference = np.array([min(data.items[i].reference_tokens, data.items[i].max_tokens) for i in test], float)
     predicted["(ShareGPT's recorded answer length: not a feature)"] = (reference, None)
     tie_break = np.random.default_rng(0).random(len(test)) * data.capped[test]
@@ -237,9 +244,8 @@ def evaluate(data: Data, embedder: Any, proxy: Pretrained, shipped: Stage) -> tu
         "trained": trained_info,
         "rows": {name: grade(values, actual, caps) for name, values in predicted.items()},
         "paired": {
-            f"{RANK_STAGE} − {name}": kendall_tau_difference_ci(predicted[RANK_STAGE][0], predicted[name][0],
-                                                                actual).to_dict()
-            for name in (SHIPPED_COLD, SHIPPED_ONLINE)
+            f"{new} − {old}": kendall_tau_difference_ci(predicted[new][0], predicted[old][0], actual).to_dict()
+            for new, old in ((RANK_STAGE, SHIPPED_COLD), (RANK_STAGE, SHIPPED_ONLINE), (RANK_ONLINE, SHIPPED_ONLINE_VAL))
         },
     }
     return result, stage
