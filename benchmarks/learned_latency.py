@@ -1,4 +1,4 @@
-"""Latency the learned predictor adds per request, on this CPU (prints p50/p90 in ms).
+"""Latency the learned predictor adds per request, on this CPU (prints p50/p90/p99 in ms).
 
 Real ShareGPT prompts never seen before (so the embedding cache misses), through
 `LearnedPredictor.predict` with the shipped pretrained model and an online model fit
@@ -8,6 +8,7 @@ on the embedded engine, which the features overlap). Reported: the time beyond t
 wrapped predictor, with and without the MiniLM embedding.
 
     python benchmarks/learned_latency.py -n 200 --inner-ms 0 --inner-ms 500
+    python benchmarks/learned_latency.py -n 500 --inner-ms 0 --stage PATH   # another pretrained stage
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -23,6 +25,7 @@ from lengthwise.predict.learned.embedding import PromptEmbedder
 from lengthwise.predict.learned.predictor import LearnedPredictor
 from lengthwise.predict.offline.learned_eval import dense_rows
 from lengthwise.predict.learned.pretrained import SHIPPED, Pretrained
+from lengthwise.predict.learned.rank_stage import Stage, load_stage
 from lengthwise.core.tokens import count_tokens
 from lengthwise.workload.sharegpt import load_sharegpt
 
@@ -47,7 +50,7 @@ def chat(text: str, i: int) -> LengthRequest:
     return LengthRequest("chat", {"messages": [{"role": "user", "content": text}], "max_tokens": 512}, f"b{i}")
 
 
-async def run(texts: list[str], embedding: bool, inner_ms: float, pretrained: Pretrained | None) -> np.ndarray:
+async def run(texts: list[str], embedding: bool, inner_ms: float, pretrained: Stage | None) -> np.ndarray:
     embedder = PromptEmbedder() if embedding else None
     predictor = LearnedPredictor(SleepySelf(inner_ms / 1000), embedder=embedder, pretrained=pretrained,
                                  min_observations=20, retrain_every=20)
@@ -70,21 +73,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=200, help="timed prompts")
     parser.add_argument("--inner-ms", type=float, action="append", help="wrapped predictor's delay (repeatable)")
+    parser.add_argument("--stage", type=Path, default=SHIPPED, help="pretrained stage with the embedding (.npz)")
     args = parser.parse_args()
     prompts = [p.text for p in load_sharegpt("test", limit=args.n + 40)]
     pool = [p for p in load_sharegpt("dev", limit=3000) if p.reference.strip()]
     texts = [p.text for p in pool]
     pretrained = {
-        True: Pretrained.load(SHIPPED),
+        True: load_stage(args.stage),
         False: Pretrained.fit(texts, dense_rows(texts, None), [count_tokens(p.reference) for p in pool]),
     }
-    print(f"{args.n} prompts (ShareGPT test split, unseen); pretrained: {SHIPPED} / TF-IDF only on 3,000 dev")
+    print(f"{args.n} prompts (ShareGPT test split, unseen); pretrained: {args.stage} / TF-IDF only on 3,000 dev")
     for inner_ms in args.inner_ms or [0.0]:
         for embedding in (True, False):
             ms = asyncio.run(run(prompts, embedding, inner_ms, pretrained[embedding]))
             label = "MiniLM + TF-IDF" if embedding else "TF-IDF, no embedding"
             print(f"inner {inner_ms:5.0f} ms | {label:28s} | added p50 {np.median(ms):6.2f} ms  "
-                  f"p90 {np.percentile(ms, 90):6.2f} ms  max {ms.max():6.1f} ms")
+                  f"p90 {np.percentile(ms, 90):6.2f} ms  p99 {np.percentile(ms, 99):6.2f} ms  max {ms.max():6.1f} ms")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ from lengthwise.predict.base import LengthRequest
 from lengthwise.predict.self_query.predictor import SelfPredictor
 from lengthwise.predict.learned.embedding import PromptEmbedder
 from lengthwise.predict.learned.predictor import LearnedPredictor
-from lengthwise.predict.learned.pretrained import SHIPPED, Pretrained
+from lengthwise.predict.learned.pretrained import SHIPPED
+from lengthwise.predict.learned.rank_stage import load_stage
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +25,7 @@ async def test_learned_over_real_self_prediction(engine, tmp_path) -> None:
     async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
         self_predictor = SelfPredictor(client, engine.url, engine.model, timeout_s=TIMEOUT_S)
         predictor = LearnedPredictor(
-            self_predictor, embedder=PromptEmbedder(), pretrained=Pretrained.load(SHIPPED),
+            self_predictor, embedder=PromptEmbedder(), pretrained=load_stage(SHIPPED),
             state_path=tmp_path / "learned.npz", min_observations=3, retrain_every=3,
         )
         for i, text in enumerate(prompts):

@@ -220,13 +220,24 @@ def test_pretrained_round_trips_through_disk(tmp_path) -> None:
 
 async def test_pretrained_stage_predicts_before_any_observation(tmp_path) -> None:
     embedder = PatternEmbedder()
-    predictor = LearnedPredictor(ConstantSelf(), embedder=embedder, pretrained=pretrained_on_pattern(embedder))
+    predictor = LearnedPredictor(ConstantSelf(), embedder=embedder, pretrained=pretrained_on_pattern(embedder),
+                                 full_after=40)
     assert (await predictor.predict(request(3, 0))).source == "learned:pretrained"
     cold = await held_out_tau(predictor)
     assert cold > 0.6  # the proxy's order carries over before any completion
     await feed(predictor, 40)  # the online stage stacks on the pretrained score
     assert (await predictor.predict(request(3, 0))).source == "learned:online"
     assert await held_out_tau(predictor) > max(cold, 0.8)
+
+
+async def test_before_full_after_completions_the_online_stage_keeps_the_pretrained_order() -> None:
+    embedder = PatternEmbedder()
+    predictor = LearnedPredictor(ConstantSelf(), embedder=embedder, pretrained=pretrained_on_pattern(embedder))
+    cold = [(await predictor.predict(request(k, 10_000 + k))).tokens for k in range(1, 20)]
+    await feed(predictor, 40)  # past min_observations (30), short of full_after (100)
+    online = [await predictor.predict(request(k, 10_000 + k)) for k in range(1, 20)]
+    assert all(p.source == "learned:online" for p in online)
+    assert kendalltau(cold, [p.tokens for p in online]).statistic == pytest.approx(1.0)  # rescaled only
 
 
 def test_loo_selection_matches_brute_force_leave_one_out() -> None:
@@ -248,7 +259,7 @@ def test_loo_selection_matches_brute_force_leave_one_out() -> None:
 
 
 def test_expected_capped_keeps_the_order_above_the_cap() -> None:
-    from lengthwise.predict.learned.predictor import expected_capped
+    from lengthwise.predict.learned.distribution import expected_capped
 
     cap = 64.0
     values = [expected_capped(math.log1p(t), 1.0, cap) for t in (10, 64, 200, 1000, 5000)]

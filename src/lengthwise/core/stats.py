@@ -47,13 +47,8 @@ class RankQuality:
         return {"n": self.n, "tau": _round(self.tau), "ci_low": _round(self.low), "ci_high": _round(self.high)}
 
 
-def kendall_tau_ci(predicted: np.ndarray, actual: np.ndarray, confidence: float = 0.95) -> RankQuality:
-    """Tau-b of `predicted` against `actual` and its jackknife interval at `confidence`."""
-    x = np.asarray(predicted, dtype=float)
-    y = np.asarray(actual, dtype=float)
-    n = len(x)
-    if n < 2:
-        return RankQuality(n, None, None, None)
+def _tau_and_leave_one_out(x: np.ndarray, y: np.ndarray) -> tuple[float | None, np.ndarray | None]:
+    """Tau-b and the n leave-one-out tau-bs (None where undefined), from one O(n²) pass."""
     sx = np.sign(x[:, None] - x[None, :])
     sy = np.sign(y[:, None] - y[None, :])
     # Row sums: concordance minus discordance, and the untied pairs of x and of y, per request.
@@ -62,19 +57,57 @@ def kendall_tau_ci(predicted: np.ndarray, actual: np.ndarray, confidence: float 
     y_row = np.abs(sy).sum(axis=1)
     s, dx, dy = s_row.sum(), x_row.sum(), y_row.sum()
     if dx == 0 or dy == 0:
-        return RankQuality(n, None, None, None)
+        return None, None
     tau = float(s / math.sqrt(dx * dy))
-    if n < 3:
-        return RankQuality(n, tau, None, None)
     # Leaving request i out removes its row and its column: twice its row sums.
     lx, ly = dx - 2 * x_row, dy - 2 * y_row
-    defined = (lx > 0) & (ly > 0)
-    if not defined.all():  # one request carries all the spread: no honest interval
+    if len(x) < 3 or not ((lx > 0) & (ly > 0)).all():  # one request carries all the spread: no honest interval
+        return tau, None
+    return tau, (s - 2 * s_row) / np.sqrt(lx * ly)
+
+
+def _jackknife_se(loo: np.ndarray) -> float:
+    n = len(loo)
+    return math.sqrt((n - 1) / n * float(((loo - loo.mean()) ** 2).sum()))
+
+
+def kendall_tau_ci(predicted: np.ndarray, actual: np.ndarray, confidence: float = 0.95) -> RankQuality:
+    """Tau-b of `predicted` against `actual` and its jackknife interval at `confidence`."""
+    x = np.asarray(predicted, dtype=float)
+    y = np.asarray(actual, dtype=float)
+    n = len(x)
+    if n < 2:
+        return RankQuality(n, None, None, None)
+    tau, loo = _tau_and_leave_one_out(x, y)
+    if tau is None or loo is None:
         return RankQuality(n, tau, None, None)
-    loo = (s - 2 * s_row) / np.sqrt(lx * ly)
-    se = math.sqrt((n - 1) / n * float(((loo - loo.mean()) ** 2).sum()))
     z = float(norm.ppf(0.5 + confidence / 2))
+    se = _jackknife_se(loo)
     return RankQuality(n, tau, max(-1.0, tau - z * se), min(1.0, tau + z * se))
+
+
+def kendall_tau_difference_ci(
+    first: np.ndarray, second: np.ndarray, actual: np.ndarray, confidence: float = 0.95
+) -> RankQuality:
+    """Tau-b of `first` minus tau-b of `second` on the same requests, with a paired jackknife interval.
+
+    Paired: both predictors leave out the same request, so the interval is much
+    narrower than the two separate intervals suggest when the predictors agree often.
+    """
+    y = np.asarray(actual, dtype=float)
+    n = len(y)
+    if n < 2:
+        return RankQuality(n, None, None, None)
+    tau_a, loo_a = _tau_and_leave_one_out(np.asarray(first, dtype=float), y)
+    tau_b, loo_b = _tau_and_leave_one_out(np.asarray(second, dtype=float), y)
+    if tau_a is None or tau_b is None:
+        return RankQuality(n, None, None, None)
+    difference = tau_a - tau_b
+    if loo_a is None or loo_b is None:
+        return RankQuality(n, difference, None, None)
+    z = float(norm.ppf(0.5 + confidence / 2))
+    se = _jackknife_se(loo_a - loo_b)
+    return RankQuality(n, difference, difference - z * se, difference + z * se)
 
 
 def _round(value: float | None) -> float | None:

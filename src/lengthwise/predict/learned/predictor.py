@@ -4,9 +4,11 @@ Every completed request hands the gateway a free label: its actual output tokens
 `LearnedPredictor` turns each prompt into features and predicts log length in two
 stages:
 
-- `pretrained` (optional, offline, see `pretrained`): TF-IDF + dense ridge fit on
-  ShareGPT's recorded answer lengths, a proxy that says which prompts ask for long
-  answers. Before enough completions are seen, it is the prediction.
+- `pretrained` (optional, offline): either `pretrained.Pretrained`, a TF-IDF + dense
+  ridge fit on ShareGPT's recorded answer lengths (a proxy that says which prompts
+  ask for long answers), or `rank_stage.RankStage`, a ranker trained on the serving
+  model's own labelled lengths on top of it, with a fitted spread. Before enough
+  completions are seen, it is the prediction.
 - `online`: ridge on [pretrained score, log prompt tokens, the wrapped predictor's
   self-prediction block, the prompt embedding], refit in the background every
   `retrain_every` completions on a sliding window. The pretrained score is barely
@@ -35,7 +37,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any, Protocol
 
 import numpy as np
@@ -43,22 +44,22 @@ import numpy as np
 from lengthwise.core.io import atomic_write_bytes
 from lengthwise.predict.base import LengthRequest, Prediction, PredictionCost, Predictor
 from lengthwise.predict.batcher import Backlogged, MicroBatcher
+from lengthwise.predict.learned.distribution import capped_quantiles, expected_capped
 from lengthwise.predict.learned.features import Layout, self_vector
-from lengthwise.predict.learned.pretrained import Pretrained
+from lengthwise.predict.learned.rank_stage import Stage
+from lengthwise.predict.self_query.query import UnpredictableRequest
 from lengthwise.predict.learned.ridge import SCALES, LinearModel, fit_ridge
 from lengthwise.predict.prompt import Prompt, read_prompt
-from lengthwise.predict.self_query.query import UnpredictableRequest
 from lengthwise.predict.worker import learning_worker
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 512
-#: Standard normal quantiles of the quantiles reported with online predictions.
-QUANTILE_Z = {0.1: -1.2816, 0.5: 0.0, 0.9: 1.2816}
-#: Spread (log space) assumed around the pretrained score until the online stage
-#: measures its own: wide, a factor of e either way.
+#: Levels of the quantiles reported with a prediction (of the served length min(L, max_tokens)).
+QUANTILE_LEVELS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
+#: Spread (log space) assumed around a proxy pretrained score, which has no measured
+#: spread of its own, until the online stage measures one: wide, a factor of e either way.
 PRETRAINED_SIGMA = 1.0
-_STANDARD_NORMAL = NormalDist()
 #: Penalty of the pretrained-score column relative to the others (1).
 PRETRAINED_PENALTY = 1e-2
 
@@ -101,9 +102,10 @@ class LearnedPredictor(Predictor):
         inner: Predictor | None = None,
         *,
         embedder: Embedder | None = None,
-        pretrained: Pretrained | None = None,
+        pretrained: Stage | None = None,
         state_path: Path | None = None,
         min_observations: int = 30,
+        full_after: int = 100,
         retrain_every: int = 10,
         window: int = 4000,
         fit: FitFn = fit_online,
@@ -120,6 +122,7 @@ class LearnedPredictor(Predictor):
             )
         self.state_path = state_path
         self.min_observations = min_observations
+        self.full_after = full_after
         self.retrain_every = retrain_every
         self._fit = fit
         self._online: LinearModel | None = None
@@ -201,17 +204,19 @@ class LearnedPredictor(Predictor):
         online = self._online
         if online is not None:
             score, stage = float(online.score(vector)), "online"
+            # The leave-one-out error is the online model's log-normal spread.
+            spread = online.loo_rmse if math.isfinite(online.loo_rmse) else None
         else:
             score, stage = float(vector[0]), "pretrained"
+            spread = self.pretrained.sigma if self.pretrained is not None else None
         cap = float(request.max_tokens or DEFAULT_MAX_TOKENS)
-        # Online: the leave-one-out error is the log-normal spread, and it gives quantiles.
-        spread = online.loo_rmse if online is not None and math.isfinite(online.loo_rmse) else None
+        # tokens: the expected served length, E[min(L, cap)], what a scheduler orders by.
         tokens = max(expected_capped(score, PRETRAINED_SIGMA if spread is None else spread, cap), 1.0)
-        quantiles = {} if spread is None else {
-            q: min(max(math.expm1(score + z * spread), 1.0), cap) for q, z in QUANTILE_Z.items()
-        }
+        quantiles = {} if spread is None else capped_quantiles(score, spread, cap, QUANTILE_LEVELS)
         features = dict(inner.features) if inner is not None else {}
         features.update(learned_log=score, observed=float(self.observed))
+        if spread is not None:
+            features["learned_sigma"] = spread
         inner_cost = inner.cost if inner is not None else PredictionCost()
         return Prediction(
             tokens=tokens,
@@ -288,10 +293,14 @@ class LearnedPredictor(Predictor):
                 model = self._fit(X, y, penalties)
             else:
                 penalties[0] = PRETRAINED_PENALTY
-                # The full model must beat the pretrained score merely rescaled, by LOO error.
-                full = self._fit(X, y, penalties)
                 rescaled = _padded(self._fit(X[:, :1], y, penalties[:1]), X)
-                model = full if full.loo_rmse <= rescaled.loo_rmse else rescaled
+                model = rescaled
+                # The full model must beat the pretrained score merely rescaled, by LOO error, and
+                # only once there are enough completions: below, its leave-one-out win is often
+                # luck and it ranks held-out prompts worse (docs/LEARNED.md).
+                if len(y) >= self.full_after:
+                    full = self._fit(X, y, penalties)
+                    model = full if full.loo_rmse <= rescaled.loo_rmse else rescaled
             self._online = model  # one reference swap: readers see the old model or the new one
             self.fits += 1
         self._save_state()
@@ -388,18 +397,3 @@ def _fallback(reason: str, start: float) -> Prediction:
         fallback_reason=reason,
         cost=PredictionCost(latency_s=max(time.perf_counter() - start, 0.0)),
     )
-
-
-def expected_capped(log_score: float, sigma: float, cap: float) -> float:
-    """E[min(L, cap)] for log1p(L) ~ Normal(log_score, sigma): the answer's expected length under its cap.
-
-    Clipping the point prediction at `cap` instead would tie every prompt predicted
-    above it, and with a small max_tokens that is all of them: the order SJF needs
-    is lost. This expectation stays below the cap and rises strictly with the score.
-    """
-    x_cap = cap + 1.0  # in X = L + 1, which is log-normal
-    if sigma <= 0:
-        return min(math.expm1(log_score), cap)
-    z = (math.log(x_cap) - log_score) / sigma
-    below = math.exp(log_score + sigma * sigma / 2) * _STANDARD_NORMAL.cdf(z - sigma)
-    return below + x_cap * (1.0 - _STANDARD_NORMAL.cdf(z)) - 1.0

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,22 +87,35 @@ class Pretrained:
             float(ridge.intercept_), info,
         )
 
-    def save(self, path: Path) -> None:
+    @property
+    def sigma(self) -> None:
+        """No spread: the score is a proxy's log length, not calibrated to the serving model's."""
+        return None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The model as named arrays (for an .npz: no pickle)."""
         terms = sorted(self.vectorizer.vocabulary_, key=self.vectorizer.vocabulary_.get)
-        buffer = io.BytesIO()
-        np.savez_compressed(
-            buffer, terms=np.array(terms), idf=self.vectorizer.idf_, text_coef=self.text_coef,
-            dense_mean=self.dense_mean, dense_scale=self.dense_scale, dense_coef=self.dense_coef,
-            bias=np.array(self.bias), meta=np.array(json.dumps(self.meta)),
+        return {
+            "terms": np.array(terms), "idf": self.vectorizer.idf_, "text_coef": self.text_coef,
+            "dense_mean": self.dense_mean, "dense_scale": self.dense_scale, "dense_coef": self.dense_coef,
+            "bias": np.array(self.bias), "meta": np.array(json.dumps(self.meta)),
+        }
+
+    @classmethod
+    def from_arrays(cls, data: Mapping[str, np.ndarray]) -> Pretrained:
+        vectorizer = _vectorizer({str(t): i for i, t in enumerate(data["terms"])}, min_df=1)
+        vectorizer.idf_ = data["idf"]
+        return cls(
+            vectorizer, data["text_coef"], data["dense_mean"], data["dense_scale"], data["dense_coef"],
+            float(data["bias"]), json.loads(str(data["meta"])),
         )
+
+    def save(self, path: Path) -> None:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **self.arrays())
         atomic_write_bytes(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: Path) -> Pretrained:
         with np.load(path, allow_pickle=False) as data:
-            vectorizer = _vectorizer({str(t): i for i, t in enumerate(data["terms"])}, min_df=1)
-            vectorizer.idf_ = data["idf"]
-            return cls(
-                vectorizer, data["text_coef"], data["dense_mean"], data["dense_scale"], data["dense_coef"],
-                float(data["bias"]), json.loads(str(data["meta"])),
-            )
+            return cls.from_arrays(data)

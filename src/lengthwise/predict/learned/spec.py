@@ -7,7 +7,8 @@
 
 Options: `wrap` (the wrapped predictor's spec, or `none`), `pretrained` (`default`, `none`
 or a path from `lengthwise predict learned train`), `embedding` (1/0), `state` (where
-observations and the online model persist), `min_observations`, `retrain_every`, `window`.
+observations and the online model persist), `min_observations`, `full_after` (completions before the
+online model may use more than the rescaled pretrained score), `retrain_every`, `window`.
 The registry passes `build`, which turns the wrapped spec into a predictor, so this module
 needs nothing from the registry.
 """
@@ -21,9 +22,10 @@ from typing import Any
 from lengthwise.predict.base import Predictor
 from lengthwise.predict.learned.embedding import PromptEmbedder
 from lengthwise.predict.learned.predictor import LearnedPredictor
-from lengthwise.predict.learned.pretrained import SHIPPED, Pretrained
+from lengthwise.predict.learned.pretrained import SHIPPED
+from lengthwise.predict.learned.rank_stage import load_stage
 
-_INT_OPTIONS = ("min_observations", "retrain_every", "window")
+_INT_OPTIONS = ("min_observations", "full_after", "retrain_every", "window")
 _OPTIONS = ("wrap", "pretrained", "embedding", "state", *_INT_OPTIONS)
 
 
@@ -37,7 +39,7 @@ def build_learned(options: Mapping[str, Any], build: Callable[[Any], Predictor])
     embedding = str(options.get("embedding", 1)).lower() not in ("0", "false", "no", "off")
     source = options.get("pretrained", "default")
     path = None if _is_none(source) else SHIPPED if source == "default" else Path(str(source)).expanduser()
-    pretrained = Pretrained.load(path) if path is not None else None
+    pretrained = load_stage(path) if path is not None else None
     if pretrained is not None and not embedding and pretrained.dense_width > 1:
         raise ValueError(f"{path} was trained with the prompt embedding: use embedding=1 or another pretrained=")
     state = options.get("state")

@@ -19,6 +19,9 @@ console = Console(stderr=True)
 EVAL_JSONL = Path("docs/results/predict_eval/eval.jsonl")
 ACTUALS_JSONL = Path("docs/results/learned/actuals.jsonl")
 OUT_DIR = Path("docs/results/learned")
+#: The embedded model's own lengths at max_tokens 256 (`benchmarks/learned_collect.py`), and where `rank` reports.
+LABELS_256 = Path("docs/results/labels/qwen2.5-coder-0.5b_max256.jsonl")
+RANK_DIR = Path("docs/results/labels")
 
 Labels = Annotated[list[Path], typer.Option("--labels", help="JSONLs of actual lengths (predict eval, collect); excluded from pretraining.")]
 Embedding = Annotated[bool, typer.Option(help="Use the MiniLM prompt embedding (else TF-IDF and prompt length only).")]
@@ -57,9 +60,10 @@ def _pretrain(labels: list[Path], embedder: Any, indices: range | None = None):
 
 @learned_app.command("train")
 def train_command(
-    out: Annotated[Path, typer.Option(help="Where to write the pretrained model (to replace the shipped one: "
-                                            "src/lengthwise/predict/learned/pretrained.npz in a checkout).")],
-    labels: Labels = [EVAL_JSONL, ACTUALS_JSONL],  # noqa: B006 (typer reads the default)
+    out: Annotated[Path, typer.Option(help="Where to write the proxy model (the shipped file, "
+                                            "src/lengthwise/predict/learned/pretrained.npz, may hold a rank stage "
+                                            "built on it: `predict learned rank --ship`).")],
+    labels: Labels = [EVAL_JSONL, ACTUALS_JSONL, LABELS_256],  # noqa: B006 (typer reads the default)
     embedding: Embedding = True,
     max_length: MaxLength = 128,
     first: Annotated[int, typer.Option(help="First dev record index used (the benchmarks and predict eval draw from the head).")] = 2000,
@@ -154,3 +158,67 @@ def write_outputs(result: dict[str, Any], labelled: list, out_dir: Path) -> None
     fig.tight_layout()
     fig.savefig(out_dir / "learning_curve.png", dpi=120)
     console.print(f"wrote {out_dir}/compare.json, learning_curve.png, replay/*.jsonl")
+
+
+@learned_app.command("rank")
+def rank_command(
+    labels: Annotated[list[Path], typer.Option("--labels", help="JSONLs of the serving model's lengths (collect).")] = [LABELS_256],  # noqa: B006
+    out_dir: Annotated[Path, typer.Option(help="rank.json and rank.md go here.")] = RANK_DIR,
+    ship: Annotated[Path | None, typer.Option(help="Write the rank stage here if it grades better than the shipped "
+                                                    "stage on the test split (to ship it: "
+                                                    "src/lengthwise/predict/learned/pretrained.npz).")] = None,
+    max_length: MaxLength = 128,
+) -> None:
+    """Train the censored pairwise ranker on the train split; grade it and the baselines on the test split."""
+    import hashlib
+
+    from lengthwise.core.io import atomic_write_json, atomic_write_text
+    from lengthwise.predict.learned.pretrained import SHIPPED
+    from lengthwise.predict.learned.rank_stage import RankStage, load_stage
+    from lengthwise.predict.offline.learned_data import embed_all, embedding_cache, load_labelled
+    from lengthwise.predict.offline.rank_eval import (
+        RANK_STAGE, SHIPPED_COLD, SHIPPED_ONLINE, build_data, evaluate, label_curve, online_curve,
+    )
+
+    embedder = _embedder(True, max_length)
+    items = [item for item in load_labelled(labels) if item.text.strip()]
+    shipped = load_stage(SHIPPED)
+    proxy = shipped.proxy if isinstance(shipped, RankStage) else shipped
+    first, stop = proxy.meta.get("dev_indices") or (0, 1 << 30)
+    overlap = sum(first <= item.index < stop for item in items)
+    if overlap:  # the proxy saw those prompts' recorded answers: refit it without them
+        console.print(f"{overlap} labelled prompts lie in the proxy's dev range: pretraining it again without them")
+        proxy, *_ = _pretrain([EVAL_JSONL, ACTUALS_JSONL, *labels], embedder, range(first, stop))
+    embeddings = embed_all(embedder, [item.text for item in items], embedding_cache(embedder))
+    data = build_data(items, embeddings, proxy)
+    console.print(f"{len(items)} labelled prompts: " + ", ".join(f"{p} {len(data.where(p))}" for p in ("train", "val", "test")))
+    result, stage = evaluate(data, embedder, proxy, shipped)
+    if len(data.where("train", "val")) >= 400:
+        console.print("online stage over each pretrained stage, on train+val only")
+        result["online_curve"] = online_curve(data, embedder, proxy, stage.meta["l2"])
+        result["label_curve"] = label_curve(data, stage.meta["l2"])
+    rows = result["rows"]
+    better = all((rows[RANK_STAGE]["tau"] or -1) > (rows[name]["tau"] or -1) for name in (SHIPPED_COLD, SHIPPED_ONLINE))
+    result["labels"] = [{"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in labels]
+    result["shipped"] = {"path": str(SHIPPED), "meta": shipped.meta, "test_prompts_in_its_proxy_range":
+                         sum(first <= data.items[i].index < stop for i in data.where("test"))}
+    result["proxy"] = proxy.meta
+    result["rank_stage"] = {"meta": stage.meta, "calibration": stage.calibration.to_json(), "better_than_shipped": better}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "rank.json", result, indent=1)
+    atomic_write_text(out_dir / "rank.md", _rank_report(result))
+    Console().print(_rank_report(result))
+    if ship is not None and better:
+        stage.save(ship)
+        console.print(f"the rank stage grades better than the shipped stage: wrote {ship}")
+    elif ship is not None:
+        console.print(f"[yellow]the rank stage does not grade better than the shipped stage: {ship} left alone")
+
+
+def _rank_report(result: dict[str, Any]) -> str:
+    from lengthwise.predict.offline.rank_eval import markdown
+
+    n = result["n"]
+    head = (f"Test split: {n['test']} prompts (train {n['train']}, validation {n['val']}); "
+            f"share cut at the cap: {result['capped_share'].get('test', 0):.2f}.\n\n")
+    return head + markdown(result)

@@ -39,6 +39,10 @@ class Labelled:
     variants: Mapping[str, Mapping[str, float] | None] = field(default_factory=dict)
     #: Tokens of ShareGPT's recorded answer: the proxy label (never a serving-time feature).
     reference_tokens: int = 0
+    #: Cut at max_tokens (finish_reason "length"): the answer is at least `actual` long.
+    capped: bool = False
+    #: Position among the ShareGPT records (-1: unknown).
+    index: int = -1
 
     @property
     def prompt_tokens(self) -> int:
@@ -58,7 +62,11 @@ def load_labelled(paths: Iterable[Path], prompts: Mapping[str, Prompt] | None = 
             variants = {name: variant_features(record, name) for name in record.get("variants") or {}}
             max_tokens = int(record.get("max_tokens", 512))
             reference = count_tokens(prompt.reference)
-            seen[prompt.id] = Labelled(prompt.id, prompt.text, actual, max_tokens, variants, reference)
+            finish = record.get("finish_reason")
+            capped = finish == "length" if finish else actual >= max_tokens
+            seen[prompt.id] = Labelled(
+                prompt.id, prompt.text, actual, max_tokens, variants, reference, capped, prompt.index
+            )
     return list(seen.values())
 
 

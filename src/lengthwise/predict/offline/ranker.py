@@ -1,10 +1,13 @@
-"""The learning-to-rank baseline (after Fu et al. 2024): a prompt scorer trained with ListMLE.
+"""Learning to rank prompts by output length: linear scorers with a ListMLE or a pairwise loss.
 
-Fu et al. fine-tune a small LM with the listwise ListMLE loss so that its scores
+Fu et al. (2024) fine-tune a small LM with the listwise ListMLE loss so that its scores
 order prompts by output length; only the order matters to a scheduler. Here the
 scorer is linear on the same frozen features as the learned predictor (no GPU to
-fine-tune a transformer on), trained offline with ListMLE on random lists drawn
-from the training set, with L2 regularization, by L-BFGS.
+fine-tune a transformer on), trained offline by L-BFGS with L2 regularization:
+`ListMLERanker` on random lists drawn from the training set (the baseline), and
+`PairwiseRanker`, a logistic loss on score differences over the pairs whose order is
+*known*: labels at the cap only say "at least this long", so two capped answers carry
+no order and a capped one is longer only than an uncapped shorter one.
 
 Scores are not lengths: `ScoreToLength` maps them monotonically onto the training
 lengths' quantiles, so the ranker can stand behind the `Predictor` interface and
@@ -17,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
+
+from lengthwise.predict.learned.rank_stage import LinearScorer
 
 
 def listmle_loss(w: np.ndarray, Z: np.ndarray, lists: np.ndarray, l2: float) -> tuple[float, np.ndarray]:
@@ -32,26 +37,66 @@ def listmle_loss(w: np.ndarray, Z: np.ndarray, lists: np.ndarray, l2: float) -> 
     return loss + 0.5 * l2 * float(w @ w), grad + l2 * w
 
 
-@dataclass(frozen=True)
-class ListMLERanker:
-    """score(x) = ((x - mean) / scale) · weights; higher means longer."""
+def known_pairs(lengths: np.ndarray, capped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(shorter, longer) index arrays of the pairs whose order is known under censoring.
 
-    mean: np.ndarray
-    scale: np.ndarray
-    weights: np.ndarray
+    i is known to be shorter than j when i finished (not capped) and lengths[i] < lengths[j]:
+    j either finished longer or was cut at a cap above lengths[i].
+    """
+    y = np.asarray(lengths, dtype=np.float64)
+    known = (y[:, None] < y[None, :]) & ~np.asarray(capped, dtype=bool)[:, None]
+    return np.nonzero(known)
 
-    def score(self, X: np.ndarray) -> np.ndarray:
-        return ((np.asarray(X, dtype=np.float64) - self.mean) / self.scale) @ self.weights
+
+def pairwise_loss(
+    w: np.ndarray, Z: np.ndarray, shorter: np.ndarray, longer: np.ndarray, penalty: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """Mean logistic loss log(1 + exp(s_shorter - s_longer)) over the pairs, plus ½ Σ penalty·w², and gradient."""
+    scores = Z @ w
+    margin = scores[longer] - scores[shorter]
+    loss = float(np.mean(np.logaddexp(0.0, -margin)))
+    slope = -np.exp(-np.logaddexp(0.0, margin)) / len(margin)  # d loss / d margin = -sigmoid(-margin) / P
+    grad_scores = np.bincount(longer, slope, len(scores)) - np.bincount(shorter, slope, len(scores))
+    return loss + 0.5 * float(penalty @ (w * w)), Z.T @ grad_scores + penalty * w
+
+
+def _standardized(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    X = np.asarray(X, dtype=np.float64)
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    return (X - mean) / scale, mean, scale
+
+
+class PairwiseRanker(LinearScorer):
+    """A linear scorer trained on the known (censored) pairs with the logistic pairwise loss."""
+
+    @classmethod
+    def fit(
+        cls, X: np.ndarray, lengths: np.ndarray, capped: np.ndarray, *, l2: float = 1e-2,
+        penalty: np.ndarray | float = 1.0,
+    ) -> PairwiseRanker:
+        """`penalty` scales `l2` per column (e.g. less for a trusted pretrained score)."""
+        Z, mean, scale = _standardized(X)
+        shorter, longer = known_pairs(lengths, capped)
+        if len(shorter) == 0:
+            return cls(mean, scale, np.zeros(Z.shape[1]))
+        column_l2 = l2 * np.broadcast_to(np.asarray(penalty, dtype=np.float64), (Z.shape[1],))
+        result = minimize(
+            pairwise_loss, np.zeros(Z.shape[1]), args=(Z, shorter, longer, column_l2), jac=True,
+            method="L-BFGS-B", options={"maxiter": 500},
+        )
+        return cls(mean, scale, result.x)
+
+
+class ListMLERanker(LinearScorer):
+    """A linear scorer trained with ListMLE on random lists (the Fu et al.-style baseline)."""
 
     @classmethod
     def fit(
         cls, X: np.ndarray, y: np.ndarray, *, list_size: int = 32, lists: int = 4000, l2: float = 1e-3, seed: int = 0
     ) -> ListMLERanker:
-        X = np.asarray(X, dtype=np.float64)
-        mean = X.mean(axis=0)
-        scale = X.std(axis=0)
-        scale[scale < 1e-9] = 1.0
-        Z = (X - mean) / scale
+        Z, mean, scale = _standardized(X)
         rng = np.random.default_rng(seed)
         k = min(list_size, len(y))
         drawn = np.stack([rng.choice(len(y), size=k, replace=False) for _ in range(lists)])
