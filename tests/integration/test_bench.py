@@ -42,10 +42,11 @@ def test_tiny_compare_runs_every_arm_through_the_default_gateway(engine, tmp_pat
          "--max-prompt-tokens", "200", "--load", "0.9", "--out", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    runs = {p.stem: load_run(p) for p in (out / "runs").glob("*.json")}
+    scenario = out / "poisson-load0.9"  # one folder per arrival scenario
+    runs = {p.stem: load_run(p) for p in (scenario / "runs").glob("*.json")}
     assert set(runs) == {"round1-fcfs", "round1-guided", "round1-oracle"}
     for label, run in runs.items():
         assert [r.ok for r in run.records] == [True] * 4, (label, [r.error for r in run.records])
     assert all(r.predicted_tokens is not None for r in runs["round1-guided"].records)
     assert "auto" in " ".join(runs["round1-guided"].config["gateway_args"])
-    assert (out / "report.md").exists() and (out / "e2e_cdf.png").exists()
+    assert (scenario / "report.md").exists() and (scenario / "e2e_cdf.png").exists()

@@ -113,6 +113,22 @@ async def test_urgent_items_are_refused_when_those_waiting_would_take_too_long()
     batcher.close()
 
 
+async def test_one_slow_batch_does_not_lock_out_later_urgent_items() -> None:
+    """A cold first batch (model loading) measured seconds per item; an urgent item with nothing
+    waiting ahead must still be taken, or the measure would never be refreshed."""
+    delays = [1.0, 0.01, 0.01]
+
+    def warming(items: list[int]) -> list[int]:
+        time.sleep(delays.pop(0) if delays else 0.01)
+        return items
+
+    batcher = MicroBatcher(warming, max_batch=1, window_s=0.0, max_wait_s=0.25)
+    assert await batcher.submit(0) == 0  # about 1 s per item now
+    assert await batcher.submit(1) == 1  # nothing ahead of it: taken
+    assert batcher.item_s < 1.0
+    batcher.close()
+
+
 def test_the_learning_worker_runs_in_order_within_its_share_and_bounded() -> None:
     worker = Worker("test-learning", share=0.5, max_backlog=3)
     done: list[int] = []

@@ -77,7 +77,9 @@ class MicroBatcher(Generic[In, Out]):
         """The result of `value`; raises Backlogged when its waiting line is full, or what `fn` raised."""
         line = self._background if background else self._urgent
         _drop_abandoned(line)
-        if len(line) >= self.max_waiting or not background and (len(line) + 1) * self.item_s > self.max_wait_s:
+        # An urgent item with none ahead of it is always taken: else one slow batch (a cold model)
+        # would set a per-item time that refuses every later item, and nothing would measure it again.
+        if len(line) >= self.max_waiting or not background and line and (len(line) + 1) * self.item_s > self.max_wait_s:
             raise Backlogged(f"{len(line)} {'background' if background else 'urgent'} items wait already")
         loop = asyncio.get_running_loop()
         item: _Item[In, Out] = _Item(value, loop.create_future())
