@@ -24,7 +24,7 @@ async def test_status_reports_the_measured_quality_of_each_candidate(engine) -> 
     # would otherwise go ahead of every request here (priority = predicted tokens).
     config = GatewayConfig(backends=(engine.url,), mode="queue", max_inflight=engine.max_num_seqs,
                            predictor=spec, prediction_timeout_s=60)
-    async with running_gateway(config) as (_, url), httpx.AsyncClient(timeout=300) as client:
+    async with running_gateway(config) as (gateway, url), httpx.AsyncClient(timeout=300) as client:
         slots = asyncio.Semaphore(engine.max_num_seqs)
 
         async def ask(i: int) -> None:
@@ -36,7 +36,16 @@ async def test_status_reports_the_measured_quality_of_each_candidate(engine) -> 
             assert r.status_code == 200, r.text
 
         await asyncio.gather(*(ask(i) for i in range(REQUESTS)))
-        status = (await client.get(url + "/lengthwise/status")).json()
+        # Candidates not chosen predict in the background and learn in the learning worker:
+        # wait until the last completion has reached them.
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            await gateway.completions.predicting.settle()
+            status = (await client.get(url + "/lengthwise/status")).json()
+            counts = [c["n"] for c in status["status"]["candidates"].values()]
+            if min(counts, default=0) >= REQUESTS or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.5)
         metrics = (await client.get(url + "/metrics")).text
     print(status)  # the measured figures, for the report (-s)
     selection = status["status"]

@@ -136,6 +136,7 @@ async def test_streams_are_byte_identical_to_the_engines(engine, stream_options:
         proxied = await client.post(url + "/v1/chat/completions", json=body)
         assert _normalize(proxied.content) == _normalize(direct.content)
         assert (b'"usage"' in proxied.content) == bool(stream_options)
+        await gateway.completions.predicting.settle()  # completions reach predictors in the learning worker
         assert gateway.predictor.observed[-1][2] == 12  # learned from the usage it asked for
 
 
