@@ -40,6 +40,9 @@ class TopicEmbedder:
         vector[0] = math.log(int(text.split()[1]))
         return vector
 
+    def embed_many(self, texts: list[str]) -> np.ndarray:
+        return np.stack([self.embed(text) for text in texts])
+
 
 def test_the_split_is_a_fixed_function_of_the_id_in_70_15_15() -> None:
     ids = [f"prompt_{i}" for i in range(20_000)]

@@ -242,7 +242,7 @@ def compare(
 ) -> None:
     """The same prompts and arrival times through FCFS, LLM-guided and oracle scheduling, in rounds."""
     from lengthwise.bench.compare import DEFAULT_GATEWAY_ARGS, Settings, run_compare, standard_arms
-    from lengthwise.bench.cpus import LAYOUTS, cores_for, pin_this_process
+    from lengthwise.bench.cpus import LAYOUTS, cores_for, pinned
     from lengthwise.bench.scenario import KINDS, Scenario
     from lengthwise.gateway.config import DEFAULT_PREDICTOR
 
@@ -266,8 +266,8 @@ def compare(
         cores = cores_for(cpu_layout)  # type: ignore[arg-type]
         prompts = load_prompts(workload, n, seed, max_prompt_tokens)
         out.mkdir(parents=True, exist_ok=True)
-        with _engine(url, engine_port, max_num_seqs, keep_engine, cores.engine_bind) as engine_url:
-            pin_this_process(cores)  # after the engine's start, so that only the client is pinned
+        # Pinned after the engine's start, so that only the client is.
+        with _engine(url, engine_port, max_num_seqs, keep_engine, cores.engine_bind) as engine_url, pinned(cores):
             settings = Settings(
                 engine_url=engine_url, model=model or served_model(engine_url), prompts=tuple(prompts),
                 max_tokens=max_tokens, out_dir=out, scenarios=scenarios, rounds=rounds, seed=seed,

@@ -11,7 +11,8 @@ never competes with the model (at the price of the model's use of that core).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -47,3 +48,16 @@ def pin_this_process(cores: Cores) -> None:
             os.sched_setaffinity(int(tid), cores.client)
         except ProcessLookupError:  # a thread that has just ended
             continue
+
+
+@contextmanager
+def pinned(cores: Cores) -> Iterator[None]:
+    """`pin_this_process(cores)` for the block, then every thread back on the cores it had (a caller
+    in the same process, such as a test runner, keeps its cores)."""
+    before = frozenset(os.sched_getaffinity(0))
+    pin_this_process(cores)
+    try:
+        yield
+    finally:
+        if cores.client is not None:
+            pin_this_process(Cores(before, cores.engine_bind))
