@@ -30,6 +30,7 @@ import aiohttp
 from starlette.types import Receive, Scope, Send
 
 from lengthwise.core.policy import Job, Policy
+from lengthwise.core.usage import cached_tokens
 from lengthwise.gateway.asgi import ClientGone, disconnected, header_bytes, read_body, send_error, send_response
 from lengthwise.gateway.auth import ApiKeys
 from lengthwise.gateway.backends import Backend, BackendPool, affinity_key
@@ -198,6 +199,7 @@ class Completions:
         url = f.backend.url + ("/v1/chat/completions" if f.endpoint == "chat" else "/v1/completions")
         headers = forward_headers(f.headers, self.config.backend_api_key)
         attempt.enter_context(_counted_inflight(f.backend))
+        f.sent_at = time.monotonic()
         f.upstream = await open_upstream(self.session, url, payload, headers, self._timeout)
         # Unread bytes left: closing the connection aborts the request upstream.
         attempt.callback(f.upstream.close)
@@ -241,6 +243,8 @@ class Completions:
         try:
             async for chunk in upstream.content.iter_any():
                 f.backend.progressed()
+                if f.first_bytes_at is None:
+                    f.first_bytes_at = time.monotonic()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 tap.feed(chunk)
                 if tap.done and not f.response_complete:
@@ -277,6 +281,19 @@ class Completions:
         actual = self.metrics.completed(f.prediction.tokens, usage, f.queue_wait_s, f.body.get("n") or 1)
         if actual is not None:
             self.predicting.learn(f, actual)
+            self._time_service(f, usage, actual)
+
+    def _time_service(self, f: Flight, usage: dict[str, Any], actual: int) -> None:
+        """Teach the policy's service-time estimate (if it has one) the engine's prefill and decode
+        speed from a streamed answer's TTFT and E2E. Only where the gateway admits (queue modes): in
+        priority mode a TTFT also holds the wait in the engine's own queue, which is not service."""
+        service = self.policy.service
+        if service is None or self.scheduler is None or f.sent_at is None or f.first_bytes_at is None:
+            return
+        assert f.backend is not None
+        now = time.monotonic()
+        service.observe(int(usage.get("prompt_tokens") or 0), cached_tokens(usage) or 0, actual,
+                        f.first_bytes_at - f.sent_at, now - f.sent_at, max(f.backend.inflight, 1))
 
     def _record(self, f: Flight) -> None:
         """Count the answered request (499: the client went away first), and log it at debug level."""

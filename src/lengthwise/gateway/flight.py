@@ -33,6 +33,10 @@ class Flight:
     deferred: asyncio.Task[Prediction | None] | None = None
     prediction_s: float = 0.0
     queue_wait_s: float = 0.0
+    #: When the request went upstream, and when its first streamed bytes came back (monotonic s):
+    #: the engine's own TTFT and E2E, which the policy's service-time estimate learns from.
+    sent_at: float | None = None
+    first_bytes_at: float | None = None
     priority: int | None = None
     upstream: aiohttp.ClientResponse | None = None
     #: The whole upstream body, for a response that is not relayed as a stream.
