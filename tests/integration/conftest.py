@@ -14,13 +14,16 @@ from dataclasses import dataclass
 import pytest
 from rich.console import Console
 
-from lengthwise.bench.cpus import cores_for, pin_this_process
+from lengthwise.bench.cpus import cores_for, pinned
 from lengthwise.engine import MODEL_NAME, EngineConfig, EngineError, EngineHandle, server
 from lengthwise.engine.progress import Progress
 from lengthwise.engine.resources import free_port
 
 MODEL = MODEL_NAME
 SESSION_MAX_NUM_SEQS = 2  # small, so that requests queue and priorities matter
+#: The split layout (bench/cpus.py): the engine's threads on their own core, the tests on the other;
+#: on 2 cores, threads spread over both collapse whenever a test process takes CPU.
+CORES = cores_for("split") if len(os.sched_getaffinity(0)) >= 2 else cores_for("shared")
 
 
 @dataclass(frozen=True)
@@ -36,20 +39,22 @@ def managed_engine() -> Iterator[EngineHandle | None]:
     if os.environ.get("LENGTHWISE_ENGINE_URL"):
         yield None
         return
-    # The split layout (bench/cpus.py): the engine's threads on their own core, the tests on the other;
-    # on 2 cores, threads spread over both collapse whenever a test process takes CPU.
-    everything = os.sched_getaffinity(0)
-    cores = cores_for("split") if len(everything) >= 2 else cores_for("shared")
     config = EngineConfig(port=free_port(), policy="priority", max_num_seqs=SESSION_MAX_NUM_SEQS,
-                          omp_threads_bind=cores.engine_bind)
+                          omp_threads_bind=CORES.engine_bind)
     try:
         handle = server.start(config, progress=Progress(Console(stderr=True)))
     except EngineError as e:
         pytest.fail(f"Could not start the embedded engine: {e}", pytrace=False)
-    pin_this_process(cores)
     yield handle
     server.stop(config.port)  # by port: a test may have restarted it
-    os.sched_setaffinity(0, everything)
+
+
+@pytest.fixture(autouse=True)
+def _on_the_client_core() -> Iterator[None]:
+    """Each integration test (and what it starts) runs on the cores the session's engine leaves free;
+    the unit tests after it get every core back."""
+    with pinned(CORES):
+        yield
 
 
 @pytest.fixture(scope="session")
