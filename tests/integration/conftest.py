@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 from rich.console import Console
 
-from lengthwise.bench.cpus import cores_for, pinned
+from lengthwise.bench.cpus import cores_for, pinned, usable
 from lengthwise.engine import MODEL_NAME, EngineConfig, EngineError, EngineHandle, server
 from lengthwise.engine.progress import Progress
 from lengthwise.engine.resources import free_port
@@ -23,7 +23,7 @@ MODEL = MODEL_NAME
 SESSION_MAX_NUM_SEQS = 2  # small, so that requests queue and priorities matter
 #: The split layout (bench/cpus.py): the engine's threads on their own core, the tests on the other;
 #: on 2 cores, threads spread over both collapse whenever a test process takes CPU.
-CORES = cores_for("split") if len(os.sched_getaffinity(0)) >= 2 else cores_for("shared")
+CORES = cores_for(usable("split"))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -242,7 +241,7 @@ def compare(
 ) -> None:
     """The same prompts and arrival times through FCFS, LLM-guided and oracle scheduling, in rounds."""
     from lengthwise.bench.compare import DEFAULT_GATEWAY_ARGS, Settings, run_compare, standard_arms
-    from lengthwise.bench.cpus import LAYOUTS, cores_for, pinned
+    from lengthwise.bench.cpus import LAYOUTS, cores_for, pinned, usable
     from lengthwise.bench.scenario import KINDS, Scenario
     from lengthwise.gateway.config import DEFAULT_PREDICTOR
 
@@ -259,7 +258,7 @@ def compare(
     arms = standard_arms(predictor or [DEFAULT_PREDICTOR], tuple(gateway_arg) if gateway_arg else DEFAULT_GATEWAY_ARGS)
     if no_oracle:
         arms = [a for a in arms if not a.oracle]
-    if cpu_layout == "split" and len(os.sched_getaffinity(0)) < 2:
+    if usable(cpu_layout) != cpu_layout:  # type: ignore[arg-type]
         console.print("[yellow]--cpu-layout split needs two cores and this process has one: using shared")
         cpu_layout = "shared"
     with _clear_errors():

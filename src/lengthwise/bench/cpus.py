@@ -29,6 +29,11 @@ class Cores:
     engine_bind: str | None
 
 
+def usable(layout: CpuLayout) -> CpuLayout:
+    """`layout`, or `shared` when it is `split` and this process may use fewer than two cores."""
+    return "shared" if layout == "split" and len(os.sched_getaffinity(0)) < 2 else layout
+
+
 def cores_for(layout: CpuLayout, available: Iterable[int] | None = None) -> Cores:
     """The cores of `layout` among `available` (default: the cores this process may use)."""
     if layout == "shared":
