@@ -278,3 +278,14 @@ async def test_prompts_predicted_just_above_the_cap_still_rank() -> None:
     await feed(predictor, 60)  # topic k asks for about 20k tokens
     tokens = [(await predictor.predict(request(k, 900 + k, max_tokens=100))).tokens for k in (4, 5, 6, 7)]
     assert tokens[0] < tokens[1] < tokens[2] < tokens[3] < 100  # clipping would tie the last three at 100
+
+
+def test_the_prior_is_the_held_out_measurement_shipped_with_the_stage() -> None:
+    embedder = PatternEmbedder()
+    stage = pretrained_on_pattern(embedder)
+    assert LearnedPredictor(embedder=embedder, pretrained=stage).prior() is None  # nothing measured
+    stage.meta["held_out"] = {"n": 153, "tau": 0.39, "low": 0.29, "high": 0.5, "split": "test"}
+    prior = LearnedPredictor(embedder=embedder, pretrained=stage).prior()
+    assert prior is not None and (prior.n, prior.tau, prior.low, prior.high) == (153, 0.39, 0.29, 0.5)
+    assert prior.significant
+    assert LearnedPredictor(embedder=embedder).prior() is None  # no pretrained stage

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lengthwise.core.stats import RankQuality
 from lengthwise.testing.gateway import FunctionPredictor
 from lengthwise.predict.base import LengthRequest, Prediction
 from lengthwise.predict.registry import make_predictor
@@ -16,7 +17,7 @@ from lengthwise.predict.worker import learning_worker
 
 
 def _request(i: int, length: int) -> LengthRequest:
-    return LengthRequest("chat", {"messages": [{"role": "user", "content": "x"}], "max_tokens": length}, f"r{i}")
+    return LengthRequest("chat", {"messages": [{"role": "user", "content": f"prompt {i}"}], "max_tokens": length}, f"r{i}")
 
 
 def _signal() -> FunctionPredictor:
@@ -30,10 +31,11 @@ def _noise(name: str = "noise", seed: int = 2) -> FunctionPredictor:
     return FunctionPredictor(lambda r: rng.uniform(1, 1000), name=name)
 
 
-async def _run(auto: AutoPredictor, requests: int, seed: int = 3) -> list[Prediction]:
+async def _run(auto: AutoPredictor, requests: int, seed: int = 3, first: int = 0) -> list[Prediction]:
+    """`requests` distinct prompts, numbered from `first`, each observed once it has been predicted."""
     rng = random.Random(seed)
     out = []
-    for i in range(requests):
+    for i in range(first, first + requests):
         request = _request(i, rng.randint(1, 1000))  # the actual length is max_tokens
         prediction = await auto.predict(request)
         out.append(prediction)
@@ -142,10 +144,10 @@ async def test_the_state_is_saved_at_each_recheck(tmp_path: Path) -> None:
     auto = AutoPredictor([_signal()], recheck=10, state_path=state)
     await _run(auto, 9)
     assert not state.exists()
-    await _run(auto, 1)
+    await _run(auto, 1, first=9)
     saved = json.loads(state.read_text())
     assert saved["choice"] == "none" and len(saved["windows"]["signal"]) == 10
-    assert [tuple(p) for p in saved["windows"]["signal"]] == auto.candidates["signal"].window.pairs()
+    assert [tuple(p) for p in saved["windows"]["signal"]] == auto.candidates["signal"].window.entries()
     assert list(tmp_path.iterdir()) == [state]  # no temporary file left behind
 
 
@@ -191,3 +193,41 @@ async def test_a_shadow_that_ends_after_its_request_completed_is_still_measured(
     await asyncio.sleep(0.3)
     await asyncio.to_thread(learning_worker().wait, 5)
     assert slow.observed == [("r0", 10.0, 10)] and auto.status()["candidates"]["slow"]["n"] == 1
+
+
+SHIPPED_PRIOR = RankQuality(n=150, tau=0.39, low=0.29, high=0.49)
+
+
+async def test_a_shipped_prior_schedules_from_the_first_request() -> None:
+    rng = random.Random(1)
+    ranker = FunctionPredictor(lambda r: r.max_tokens * rng.uniform(0.5, 2.0), name="ranker", prior_quality=SHIPPED_PRIOR)
+    auto = AutoPredictor([_noise(), ranker], min_requests=20)
+    assert auto.choice == "ranker"  # before any completion
+    predictions = await _run(auto, 40)
+    assert predictions[0].source == "ranker" and auto.choice == "ranker"
+    status = auto.status()["candidates"]
+    assert status["ranker"]["evidence"] == "window" and status["ranker"]["prior"]["tau"] == 0.39
+    assert status["noise"]["prior"] is None
+
+
+async def test_a_prior_that_this_traffic_contradicts_is_dropped() -> None:
+    rng = random.Random(2)
+    wrong = FunctionPredictor(lambda r: rng.uniform(1, 1000), name="wrong", prior_quality=SHIPPED_PRIOR)
+    auto = AutoPredictor([wrong], min_requests=20, recheck=5)
+    assert auto.choice == "wrong"
+    await _run(auto, 15)
+    assert auto.choice == "wrong" and auto.status()["candidates"]["wrong"]["evidence"] == "prior"
+    await _run(auto, 30, seed=5)
+    assert auto.choice == "none"  # its own window shows no ranking
+
+
+async def test_a_prompt_sent_again_counts_once() -> None:
+    auto = AutoPredictor([_signal()], min_requests=3)
+    for i in range(3):
+        for j in range(5):  # five prompts, three rounds
+            request = _request(j, 100 * (j + 1))
+            prediction = await auto.predict(request)
+            await asyncio.sleep(0)
+            auto.observe(request, prediction, request.max_tokens)
+    window = auto.candidates["signal"].window
+    assert len(window) == 5 and [a for _, a, _ in window.entries()] == [100, 200, 300, 400, 500]

@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lengthwise.core.stats import RankQuality
+
 Endpoint = Literal["chat", "completion"]
 
 
@@ -75,8 +77,8 @@ class Predictor(ABC):
 
     What a caller may ask beyond `predict` has a default here, so no caller probes for it:
     `costly` (True when a prediction spends engine time: the self-query; a wrapper is costly
-    when anything it wraps is), `status()` (what a status page shows; None: nothing) and
-    `aclose()`.
+    when anything it wraps is), `status()` (what a status page shows; None: nothing),
+    `prior()` (its offline held-out rank quality; None: unmeasured) and `aclose()`.
     """
 
     name: str
@@ -94,6 +96,11 @@ class Predictor(ABC):
 
     def status(self) -> dict[str, Any] | None:
         """What this predictor has chosen or learned, JSON-able; None when there is nothing to say."""
+        return None
+
+    def prior(self) -> RankQuality | None:
+        """How well it ranked held-out prompts offline (the measurement shipped with its model), so that
+        `auto` can use it before it has measured the predictor itself; None: nothing was measured."""
         return None
 
     async def aclose(self) -> None:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lengthwise.core.stats import RankQuality
 from lengthwise.testing.stub_backend import StubBackend
 from lengthwise.gateway.app import Gateway
 from lengthwise.gateway.config import GatewayConfig
@@ -55,7 +56,12 @@ class FunctionPredictor(Predictor):
     delay_s: float = 0.0
     #: Stands in for a predictor that spends engine time (see `Predictor.costly`).
     costly: bool = False
+    #: Stands in for a shipped model's held-out measurement (see `Predictor.prior`).
+    prior_quality: RankQuality | None = None
     observed: list[tuple[str, float, int]] = field(default_factory=list)
+
+    def prior(self) -> RankQuality | None:
+        return self.prior_quality
 
     async def predict(self, request: LengthRequest) -> Prediction:
         if self.delay_s:

@@ -3,7 +3,8 @@
 The packaged JSON file is cut off mid-record, so it is decoded record by record with
 `json.JSONDecoder.raw_decode`, which recovers every complete conversation in file
 order. The first `DEV_RECORDS` recovered records are the development split (the only
-ones used for tuning); the rest are held out as the test split.
+ones used for tuning); the rest are held out as the test split. Within dev, benchmarks
+use the first `BENCH_RECORDS`, which no shipped model was trained on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from typing import Any, Literal
 from lengthwise.core.tokens import count_tokens
 
 DEV_RECORDS = 12_000
+#: Benchmarks draw their dev prompts from the records before this index; the serving model's
+#: labels (and so the shipped ranker) start at it, so no benchmark prompt was trained on.
+BENCH_RECORDS = 1_000
 Split = Literal["dev", "test", "all"]
 
 

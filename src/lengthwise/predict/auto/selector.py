@@ -2,9 +2,10 @@
 
 `AutoPredictor` is a predictor made of candidates. A request waits for the chosen
 candidate's prediction only. The others predict it in the background, to be measured:
-the cheap ones every request, the costly ones (those that query the engine: the
-self-prediction) a `sample` fraction; at most `max_shadows` per candidate at once, so
-that measuring never queues up work under load (a request beyond it is not measured).
+the cheap ones every request (their own batchers decline background work beyond their
+bound), the costly ones (those that query the engine: the self-prediction) a `sample`
+fraction and at most `max_shadows` at once, so that measuring never queues up engine
+work under load (a request beyond it is not measured by them).
 Each completed request feeds every candidate that predicted it and its `QualityWindow`,
 once the last of its shadows has ended (a request often completes before a background
 prediction of it, which then learns from it in the learning worker).
@@ -13,6 +14,11 @@ While nothing is chosen, a request waits for nothing at all.
 The choice is the candidate whose tau-b has the highest lower confidence bound, if that
 bound is above 0; otherwise "none": every request gets the same `fallback_tokens`, so a
 length-ordered policy ties everywhere and serves by arrival (FCFS, aging included).
+A candidate's evidence is its own window once that holds `min_requests` prompts; before
+that, its `prior()` (the held-out measurement shipped with its model) stands in, so a
+shipped ranker schedules from the first request instead of after `min_requests`
+completions of FCFS, and is dropped as soon as its own window says it ranks this
+traffic no better than chance.
 The choice is made again every
 `recheck` completed requests. A chosen candidate stays until another's lower bound beats its own by `margin`, so the
 choice does not flap between two equally good predictors.
@@ -40,6 +46,8 @@ from typing import Any
 
 from lengthwise.predict.base import LengthRequest, Prediction, Predictor
 from lengthwise.predict.batcher import Backlogged
+from lengthwise.predict.prompt import read_prompt
+from lengthwise.predict.self_query.query import UnpredictableRequest
 from lengthwise.predict.worker import learning_worker
 from lengthwise.core.io import atomic_write_json
 from lengthwise.core.stats import RankQuality
@@ -70,6 +78,14 @@ class _Measured:
     running: int = 0
     #: Its actual output tokens, once it has completed.
     actual: int | None = None
+
+
+def _prompt_key(request: LengthRequest) -> str | None:
+    """The key under which a request's prompt counts once in the quality windows."""
+    try:
+        return read_prompt(request).key
+    except UnpredictableRequest:
+        return None
 
 
 class AutoPredictor(Predictor):
@@ -113,6 +129,7 @@ class AutoPredictor(Predictor):
         self.restored = 0
         if self.state_path is not None:
             self._load(self.state_path)
+        self._choose()  # a candidate's prior may be enough to choose it before any request
 
     async def predict(self, request: LengthRequest) -> Prediction:
         self.requests += 1
@@ -121,7 +138,7 @@ class AutoPredictor(Predictor):
         self._remember(request.request_id, measured)
         background = replace(request, background=True)  # shares what was read of the request
         for c in self.candidates.values():
-            if c is not chosen and c.shadows < self.max_shadows and (not c.predictor.costly or self._rng.random() < self.sample):
+            if c is not chosen and (not c.predictor.costly or c.shadows < self.max_shadows and self._rng.random() < self.sample):
                 c.shadows += 1
                 measured.running += 1
                 task = asyncio.create_task(self._shadow(c, background, measured))
@@ -167,9 +184,10 @@ class AutoPredictor(Predictor):
 
     def _learn(self, measured: _Measured) -> None:
         assert measured.actual is not None
+        key = _prompt_key(measured.request)
         with self._lock:
             for name, p in measured.predictions.items():
-                self.candidates[name].window.add(p.tokens, measured.actual)
+                self.candidates[name].window.add(p.tokens, measured.actual, key)
             self.completed += 1
             recheck = self.completed % self.recheck == 0
         for name, p in measured.predictions.items():
@@ -195,6 +213,19 @@ class AutoPredictor(Predictor):
         with self._lock:
             return {name: c.window.quality() for name, c in self.candidates.items()}
 
+    def evidence(self) -> dict[str, tuple[str, RankQuality]]:
+        """Per candidate, what the choice rests on: ("window", its own measurement) once it holds
+        `min_requests` prompts, else ("prior", the shipped held-out one) if it has one."""
+        out = {}
+        with self._lock:
+            for name, c in self.candidates.items():
+                own, prior = c.window.quality(), c.predictor.prior()
+                if own.n >= self.min_requests or prior is None:
+                    out[name] = ("window", own)
+                else:
+                    out[name] = ("prior", prior)
+        return out
+
     def status(self) -> dict[str, Any]:
         """The choice and its evidence, JSON-able (for /lengthwise/status and the metrics)."""
         with self._lock:
@@ -212,8 +243,10 @@ class AutoPredictor(Predictor):
         }
 
     def _candidate_status(self, c: _Candidate) -> dict[str, Any]:
-        detail = c.predictor.status()
+        detail, prior = c.predictor.status(), c.predictor.prior()
         return {**c.window.quality().to_dict(), "costly": c.predictor.costly,
+                "prior": prior.to_dict() if prior is not None else None,
+                "evidence": "window" if prior is None or len(c.window) >= self.min_requests else "prior",
                 "sampled_fraction": round(c.predicted / self.requests, 4) if self.requests else 0.0,
                 **({"detail": detail} if detail is not None else {})}
 
@@ -224,14 +257,14 @@ class AutoPredictor(Predictor):
                 self._pending.popitem(last=False)
 
     def _choose(self) -> None:
-        bounds = {name: q.low for name, q in self.qualities().items()
-                  if q.n >= self.min_requests and q.significant and q.low is not None}
+        bounds = {name: q.low for name, (basis, q) in self.evidence().items()
+                  if (basis == "prior" or q.n >= self.min_requests) and q.significant and q.low is not None}
         best = max(bounds, key=bounds.__getitem__, default=NONE)
         incumbent = bounds.get(self.choice)
         if incumbent is not None and best != self.choice and bounds[best] < incumbent + self.margin:
             best = self.choice
         if best != self.choice:
-            evidence = "; ".join(f"{name} {q.to_dict()}" for name, q in self.qualities().items())
+            evidence = "; ".join(f"{name} {basis} {q.to_dict()}" for name, (basis, q) in self.evidence().items())
             log.info("auto predictor: %s → %s (%s)", self.choice, best, evidence)
             self.choice = best
 
@@ -242,7 +275,8 @@ class AutoPredictor(Predictor):
         """
         try:
             saved = json.loads(path.read_text())
-            windows = {name: [(float(p), float(a)) for p, a in pairs] for name, pairs in saved["windows"].items()}
+            windows = {name: [(float(p), float(a), *key) for p, a, *key in entries]
+                       for name, entries in saved["windows"].items()}
             choice = str(saved.get("choice", NONE))
         except FileNotFoundError:
             return
@@ -266,7 +300,7 @@ class AutoPredictor(Predictor):
         if self.state_path is None:
             return
         with self._lock:
-            state = {"choice": self.choice, "windows": {name: c.window.pairs() for name, c in self.candidates.items()}}
+            state = {"choice": self.choice, "windows": {name: c.window.entries() for name, c in self.candidates.items()}}
         try:
             atomic_write_json(self.state_path, state)
         except OSError as e:

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from lengthwise.core.io import atomic_write_bytes
+from lengthwise.core.stats import RankQuality
 from lengthwise.predict.base import LengthRequest, Prediction, PredictionCost, Predictor
 from lengthwise.predict.batcher import Backlogged, MicroBatcher
 from lengthwise.predict.learned.distribution import capped_quantiles, expected_capped
@@ -315,6 +316,14 @@ class LearnedPredictor(Predictor):
             "stage": stage, "observed": self.observed, "window": window, "pending": pending, "fits": self.fits,
             "loo_rmse_log": None if online is None else online.loo_rmse,
         }
+
+    def prior(self) -> RankQuality | None:
+        """The pretrained stage's Kendall tau on the held-out test split of the labels it was trained on
+        (`predict learned rank --ship` records it), if it was measured."""
+        held_out = self.pretrained.meta.get("held_out") if self.pretrained is not None else None
+        if not held_out:
+            return None
+        return RankQuality(int(held_out["n"]), held_out["tau"], held_out["low"], held_out["high"])
 
     def wait_idle(self, timeout: float | None = None) -> None:
         """Learn from everything observed so far, and return when that fit is done."""

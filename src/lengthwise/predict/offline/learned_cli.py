@@ -209,6 +209,9 @@ def rank_command(
     atomic_write_text(out_dir / "rank.md", _rank_report(result))
     Console().print(_rank_report(result))
     if ship is not None and better:
+        test = rows[RANK_STAGE]  # shipped with it: `auto` trusts this measurement until its own says otherwise
+        stage.meta["held_out"] = {"n": test["n"], "tau": test["tau"], "low": test["ci_low"], "high": test["ci_high"],
+                                  "split": "test", "labels": [p.name for p in labels]}
         stage.save(ship)
         console.print(f"the rank stage grades better than the shipped stage: wrote {ship}")
     elif ship is not None:
