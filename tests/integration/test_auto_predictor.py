@@ -28,7 +28,7 @@ async def test_status_reports_the_measured_quality_of_each_candidate(engine) -> 
         slots = asyncio.Semaphore(engine.max_num_seqs)
 
         async def ask(i: int) -> None:
-            text = PROMPTS[i % len(PROMPTS)].format(i=i)
+            text = f"{PROMPTS[i % len(PROMPTS)].format(i=i)} (question {i})"  # a window counts a prompt once
             body = {"model": engine.model, "messages": [{"role": "user", "content": text}], "max_tokens": 24,
                     "temperature": 0}
             async with slots:
