@@ -1,14 +1,14 @@
 """Load reliability: many concurrent streaming clients through the gateway lose nothing.
 
-Starts the stub engine and `lengthwise serve` (queue mode, constant predictor) as
-processes on loopback, then
+Starts the stub engine and `lengthwise serve` (`--mode`, queue by default; `--predictor`,
+a constant one by default) as processes on loopback, then
 1. `--clients` concurrent streaming chat requests, `--rounds` times: every request must
    get exactly one complete stream (its tokens, then `data: [DONE]`) or one clear error;
    request ids (the gateway's `x-lengthwise-request-id`, the engine's stream id) must be
    unique, and each stream must carry one engine id only (no mixed-up streams);
    the gateway's RSS is read after a warm-up and after each round;
-2. a burst of `--clients` requests against a gateway with a small queue (`--burst-queue`):
-   each one is a complete stream or a 429 with Retry-After, and none hangs;
+2. (queue mode) a burst of `--clients` requests against a gateway with a small queue
+   (`--burst-queue`): each one is a complete stream or a 429 with Retry-After, and none hangs;
 3. slowloris: `--stalled` connections that send half a request (half of them part of the
    headers, half the headers and part of a body) and then nothing, against a gateway with
    `--header-timeout` and `--body-timeout` of `--slow-timeout` s: each must be answered 408
@@ -16,6 +16,7 @@ processes on loopback, then
    run; their latency is compared with the same round without stalled connections.
 
     python benchmarks/reliability_load.py [--clients 1000] [--rounds 3] [--tokens 16] [--stalled 1500]
+        [--mode priority] [--predictor default]
 """
 
 from __future__ import annotations
@@ -136,8 +137,8 @@ async def _slowloris(stub_url: str, args: argparse.Namespace) -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     timeout = str(args.slow_timeout)
-    with process(_gateway(stub_url, port, "--max-inflight", "256", "--max-queue", str(args.clients),
-                          "--header-timeout", timeout, "--body-timeout", timeout), url + "/health"):
+    with process(_gateway(stub_url, port, args, ("--max-inflight", "256", "--max-queue", str(args.clients)),
+                          ("--header-timeout", timeout, "--body-timeout", timeout)), url + "/health"):
         await _round(url, 50, args.tokens, args.timeout)  # warm-up
         baseline = _check(await _round(url, args.normal_clients, args.tokens, args.timeout), args.tokens)
         give_up_s = args.slow_timeout + args.slow_grace
@@ -162,9 +163,30 @@ def _raise_file_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _gateway(stub_url: str, port: int, *flags: str) -> list[str]:
+def _gateway(stub_url: str, port: int, args: argparse.Namespace, queue_flags: tuple[str, ...] = (),
+             flags: tuple[str, ...] = ()) -> list[str]:
+    """The gateway's command line; `queue_flags` apply in queue mode only."""
+    predictor = [] if args.predictor == "default" else ["--predictor", args.predictor]
     return [sys.executable, "-c", "from lengthwise.cli import app; app()", "serve", "--backend", stub_url, "--port", str(port),
-            "--mode", "queue", "--predictor", "constant:tokens=16", "--log-level", "warning", *flags]
+            "--mode", args.mode, *predictor, "--log-level", "warning", *flags,
+            *(queue_flags if args.mode == "queue" else ())]
+
+
+async def _burst(stub_url: str, args: argparse.Namespace) -> int:
+    """Every request of a burst over a small queue is a complete stream or a 429 with Retry-After."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with process(_gateway(stub_url, port, args, ("--max-inflight", "8", "--max-queue", str(args.burst_queue))),
+                 url + "/health"):
+        started = time.perf_counter()
+        outcomes = await _round(url, args.clients, args.tokens, args.timeout)
+        wall = time.perf_counter() - started
+    report = _check(outcomes, args.tokens)
+    print(f"burst: {args.clients} streams at once, max_queue {args.burst_queue}, max_inflight 8: {wall:.1f} s")
+    print("  " + json.dumps(report))
+    accounted = report["complete"] + report["other"].get(429, 0)  # type: ignore[union-attr]
+    return int(accounted != args.clients or bool(report["429_without_retry_after"])
+               or bool(report["duplicate_gateway_ids"]) or bool(report["duplicate_stream_ids"]))
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -173,8 +195,8 @@ async def main(args: argparse.Namespace) -> int:
     with running_stub("--token-interval-ms", str(args.token_interval_ms)) as stub_url:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        with process(_gateway(stub_url, port, "--max-inflight", str(args.max_inflight), "--max-queue",
-                              str(args.clients)), url + "/health") as gw:
+        with process(_gateway(stub_url, port, args, ("--max-inflight", str(args.max_inflight), "--max-queue",
+                                                     str(args.clients))), url + "/health") as gw:
             rss = psutil.Process(gw.pid)
             await _round(url, 50, args.tokens, args.timeout)  # warm-up: imports, connection pools
             print(f"gateway RSS after warm-up: {rss.memory_info().rss / 2**20:.1f} MiB")
@@ -188,20 +210,8 @@ async def main(args: argparse.Namespace) -> int:
                 print("  " + json.dumps(report))
                 failures += report["complete"] != args.clients or report["duplicate_gateway_ids"] \
                     or report["duplicate_stream_ids"] or report["missing_gateway_id"]
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        with process(_gateway(stub_url, port, "--max-inflight", "8", "--max-queue", str(args.burst_queue)),
-                     url + "/health"):
-            started = time.perf_counter()
-            outcomes = await _round(url, args.clients, args.tokens, args.timeout)
-            wall = time.perf_counter() - started
-            report = _check(outcomes, args.tokens)
-            print(f"burst: {args.clients} streams at once, max_queue {args.burst_queue}, max_inflight 8: "
-                  f"{wall:.1f} s")
-            print("  " + json.dumps(report))
-            accounted = report["complete"] + report["other"].get(429, 0)  # type: ignore[union-attr]
-            failures += accounted != args.clients or report["429_without_retry_after"] \
-                or report["duplicate_gateway_ids"] or report["duplicate_stream_ids"]
+        if args.mode == "queue":
+            failures += await _burst(stub_url, args)
         if args.stalled:
             failures += await _slowloris(stub_url, args)
     print("OK: nothing lost, nothing duplicated, stalled clients closed" if not failures else f"FAILED checks: {failures}")
@@ -211,6 +221,8 @@ async def main(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--mode", choices=("queue", "priority"), default="queue", help="the gateway's mode")
+    parser.add_argument("--predictor", default="constant:tokens=16", help="a predictor spec, or 'default'")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=16, help="streamed tokens per request")
     parser.add_argument("--token-interval-ms", type=float, default=5.0, help="the stub's delay between tokens")
