@@ -117,7 +117,7 @@ async def test_the_self_predictor_end_to_end_shares_the_prefix_cache(engine) -> 
         assert usage["prompt_tokens_details"]["cached_tokens"] >= 128  # the prediction query's prefix
         metrics = (await client.get(url + "/metrics")).text
         assert re.search(r'lengthwise_predictions_total\{outcome="\w+",predictor="self[^"]*"\} 1.0', metrics)
-        assert re.search(r'lengthwise_cached_prompt_tokens_total\{wait="<0.1s"\} [1-9]', metrics)
+        assert re.search(r'lengthwise:prompt_tokens_cached_total\{wait="<0.1s"\} [1-9]', metrics)
 
 
 def _normalize(data: bytes) -> bytes:

@@ -38,10 +38,10 @@ async def test_an_unexpected_error_mid_request_gives_back_slot_inflight_and_work
             assert "internal_error" in failed.text
             assert failed.status_code == (500 if where == "opening the upstream request" else 200)  # else: streaming
             backend = gateway.pool.backends[0]
-            assert (backend.inflight, backend.assigned, backend.outstanding_tokens) == (0, 0, 0.0)
+            assert (backend.waiting, backend.inflight, backend.assigned, backend.outstanding_tokens) == (0, 0, 0, 0.0)
             assert gateway.scheduler is not None and gateway.scheduler.running(backend) == 0
             metrics = (await client.get(url + "/metrics")).text
-            assert f'lengthwise_backend_inflight_requests{{backend="{backend.url}"}} 0.0' in metrics
+            assert f'lengthwise:num_requests_running{{backend="{backend.url}"}} 0.0' in metrics
             async with asyncio.timeout(10):  # the one slot is free again
                 assert (await client.post(chat, json=CHAT)).status_code == 200
 

@@ -82,10 +82,11 @@ async def test_models_health_and_metrics(env: tuple) -> None:
     assert (await client.get(url + "/health")).json()["healthy_backends"] == 1
     await client.post(url + "/v1/chat/completions", json=CHAT)
     text = (await client.get(url + "/metrics")).text
-    for name in ("lengthwise_requests_total", "lengthwise_queue_wait_seconds_count", "lengthwise_predictions_total",
-                 "lengthwise_prediction_abs_error_tokens_count", "lengthwise_queue_depth",
-                 "lengthwise_backend_inflight_requests", "lengthwise_backend_outstanding_tokens",
-                 "lengthwise_prompt_tokens_total", "lengthwise_backend_healthy"):
+    for name in ("lengthwise_requests_total", "lengthwise:request_queue_time_seconds_count",
+                 "lengthwise:e2e_request_latency_seconds_count", "lengthwise_predictions_total",
+                 "lengthwise_prediction_abs_error_tokens_count", "lengthwise:num_requests_waiting",
+                 "lengthwise:num_requests_running", "lengthwise_backend_outstanding_tokens",
+                 "lengthwise:prompt_tokens_total", "lengthwise_backend_healthy"):
         assert name in text, name
     assert 'lengthwise_requests_total{endpoint="chat",status="200"} 1.0' in text
     assert f'lengthwise_backend_outstanding_tokens{{backend="{stub_url}"}} 0.0' in text
@@ -97,8 +98,8 @@ async def test_cached_prompt_share_is_recorded_by_wait(env: tuple) -> None:
     for _ in range(2):
         await client.post(url + "/v1/chat/completions", json=long_prompt)
     text = (await client.get(url + "/metrics")).text
-    cached = re.search(r'lengthwise_cached_prompt_tokens_total\{wait="<0.1s"\} (\S+)', text)
-    prompt = re.search(r'lengthwise_prompt_tokens_total\{wait="<0.1s"\} (\S+)', text)
+    cached = re.search(r'lengthwise:prompt_tokens_cached_total\{wait="<0.1s"\} (\S+)', text)
+    prompt = re.search(r'lengthwise:prompt_tokens_total\{wait="<0.1s"\} (\S+)', text)
     assert cached and prompt and 0 < float(cached[1]) < float(prompt[1])
 
 

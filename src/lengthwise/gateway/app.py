@@ -58,7 +58,7 @@ class Gateway:
         self.credentials = BackendCredentials(config.backends)
         #: The engine's priority scale (prediction queries use it in every mode).
         self.engine_priority = PriorityMap.for_config(config)
-        self.metrics = GatewayMetrics(self.pool, self.scheduler)
+        self.metrics = GatewayMetrics(self.pool)
         self._backend_headers = {"authorization": f"Bearer {config.backend_api_key}"} \
             if config.backend_api_key else {}
         #: The predictor's own client (httpx, as the predictors take it), with the backend key.

@@ -39,6 +39,8 @@ class Backend:
     assigned: int = 0
     #: Their predicted output tokens: the work the router balances.
     outstanding_tokens: float = 0.0
+    #: Requests routed here and not sent yet (being predicted or queued in the gateway).
+    waiting: int = 0
     #: Requests sent upstream whose response has not ended.
     inflight: int = 0
     #: When the backend last showed it works (monotonic seconds): a response's headers or bytes,

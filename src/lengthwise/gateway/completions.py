@@ -24,7 +24,7 @@ import secrets
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from starlette.types import Receive, Scope, Send
@@ -79,7 +79,7 @@ class Completions:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = "chat" if scope["path"].endswith("/chat/completions") else "completion"
-        arrival = self.clock()
+        arrival, arrived_at = self.clock(), time.monotonic()
         try:
             if header_bytes(scope) > self.config.max_header_bytes:
                 raise GatewayError(431, f"the request headers are larger than {self.config.max_header_bytes} bytes",
@@ -98,7 +98,7 @@ class Completions:
             await send_error(send, e)
             return
         rid = f"lw-{self._id_prefix}-{next(self._ids)}"
-        flight = Flight(rid, endpoint, body, raw, Job(rid, arrival), scope["headers"])
+        flight = Flight(rid, endpoint, body, raw, Job(rid, arrival), scope["headers"], arrived_at)
         work = asyncio.ensure_future(self._serve(flight, send))
         gone = asyncio.ensure_future(disconnected(receive))
         # The client left before its response ended: leave the queue, abort upstream.
@@ -133,6 +133,8 @@ class Completions:
     async def _dispatch(self, f: Flight) -> None:
         """Route, predict, admit and open the upstream response, trying other backends on failure."""
         backend = f.backend = self._choose(f)
+        waiting = f.hold()  # counted as waiting on its backend until sent there
+        waiting.enter_context(_counted(backend, "waiting"))
         await self.predicting.predict(f)
         assignment = self._assign(f, backend)
         retry = Retry(functools.partial(self._choose, f))
@@ -141,6 +143,7 @@ class Completions:
             try:
                 if self.scheduler is not None:
                     await self._admit(f, attempt)
+                waiting.close()
                 await self._open(f, attempt)
                 return
             except BackendGone:
@@ -157,6 +160,9 @@ class Completions:
                 assignment.close()
                 assignment = self._assign(f, moved)
                 backend = moved
+            waiting.close()
+            waiting = f.hold()
+            waiting.enter_context(_counted(backend, "waiting"))
 
     def _choose(self, f: Flight, exclude: Collection[Backend] = ()) -> Backend:
         affinity = affinity_key(f.endpoint, f.body, self.config.affinity_prefix_chars) if len(self.pool) > 1 else ""
@@ -187,7 +193,6 @@ class Completions:
         finally:
             f.queue_wait_s += time.monotonic() - started
         attempt.callback(self.scheduler.release, f.backend)
-        self.metrics.queue_wait.observe(f.queue_wait_s)
 
     async def _open(self, f: Flight, attempt: contextlib.ExitStack) -> None:
         """Send the request upstream; for a plain response, read and check all of it too."""
@@ -198,7 +203,7 @@ class Completions:
             payload = with_priority(f.raw, f.body, f.priority)
         url = f.backend.url + ("/v1/chat/completions" if f.endpoint == "chat" else "/v1/completions")
         headers = forward_headers(f.headers, self.config.backend_api_key)
-        attempt.enter_context(_counted_inflight(f.backend))
+        attempt.enter_context(_counted(f.backend, "inflight"))
         f.sent_at = time.monotonic()
         f.upstream = await open_upstream(self.session, url, payload, headers, self._timeout)
         # Unread bytes left: closing the connection aborts the request upstream.
@@ -280,6 +285,7 @@ class Completions:
             return
         actual = self.metrics.completed(f.prediction.tokens, usage, f.queue_wait_s, f.body.get("n") or 1)
         if actual is not None:
+            f.output_tokens = actual
             self.predicting.learn(f, actual)
             self._time_service(f, usage, actual)
 
@@ -300,6 +306,7 @@ class Completions:
         if not f.response_complete:
             f.status = 499
         self.metrics.requests.labels(f.endpoint, str(f.status)).inc()
+        self.metrics.answered(f, time.monotonic())
         if log.isEnabledFor(logging.DEBUG):
             p = f.prediction
             log.debug("request %s %s model=%s backend=%s predicted=%s fallback=%s queue_ms=%.1f status=%d", f.id,
@@ -309,13 +316,14 @@ class Completions:
 
 
 @contextlib.contextmanager
-def _counted_inflight(backend: Backend) -> Iterator[None]:
-    """`backend.inflight` counts a request from before it is sent until its response ends."""
-    backend.inflight += 1
+def _counted(backend: Backend, state: Literal["waiting", "inflight"]) -> Iterator[None]:
+    """Count a request in `backend.waiting` (routed there, not sent yet) or `backend.inflight` (from
+    before it is sent until its response ends) while the context lasts."""
+    setattr(backend, state, getattr(backend, state) + 1)
     try:
         yield
     finally:
-        backend.inflight -= 1
+        setattr(backend, state, getattr(backend, state) - 1)
 
 
 def with_priority(raw: bytes, body: dict[str, Any], priority: int) -> bytes:

@@ -26,6 +26,8 @@ class Flight:
     raw: bytes
     job: Job
     headers: list[tuple[bytes, bytes]]
+    #: When the gateway accepted the request (monotonic s): the start of the latencies its client sees.
+    arrived_at: float
     backend: Backend | None = None
     length_request: LengthRequest | None = None
     prediction: Prediction | None = None
@@ -34,7 +36,8 @@ class Flight:
     prediction_s: float = 0.0
     queue_wait_s: float = 0.0
     #: When the request went upstream, and when its first streamed bytes came back (monotonic s):
-    #: the engine's own TTFT and E2E, which the policy's service-time estimate learns from.
+    #: the engine's own TTFT and E2E, which the policy's service-time estimate learns from, and
+    #: the ends of the queue time and TTFT its client sees.
     sent_at: float | None = None
     first_bytes_at: float | None = None
     priority: int | None = None
@@ -43,6 +46,8 @@ class Flight:
     answer: bytes = b""
     #: `usage` of a plain 200 answer.
     usage: Any = None
+    #: Output tokens per choice of a completed answer (from its usage).
+    output_tokens: int | None = None
     # What the client got:
     status: int = 499
     response_started: bool = False
