@@ -9,7 +9,7 @@ DEMO_OUT ?= runs/demo
 DEMO_MAX_TOKENS ?= 64
 DEMO_MINUTES ?= 15
 
-.PHONY: env engine-setup test unit demo
+.PHONY: env engine-setup prometheus test unit demo
 
 $(BIN)/python:
 	@echo "==> Creating the project's environment in $(VENV)"
@@ -27,8 +27,16 @@ engine-setup: env
 	@echo "==> Setting up the embedded engine (first time: vLLM ~5 min, model ~2-4 min; then instant)"
 	$(LW) engine setup
 
+# Prometheus (Debian's package), for the test in which a real Prometheus scrapes the gateway: once per
+# machine, as root. Where it cannot be installed (no apt-get, not root) that test is skipped and says why.
+# The test runs its own Prometheus on a free port; the package's own service is left as Debian sets it up.
+prometheus:
+	@command -v prometheus >/dev/null || { echo "==> Installing Prometheus (Debian's package; once per machine)"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		prometheus >/dev/null; } || echo "==> Could not install prometheus: its test will be skipped"; }
+
 # Unit and integration tests; the integration session starts (and stops) its own engine on a free port.
-test: engine-setup
+test: engine-setup prometheus
 	$(BIN)/pytest -ra --durations=10
 
 # Only the fast unit tests: no engine.

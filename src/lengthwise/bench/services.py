@@ -21,10 +21,10 @@ from pathlib import Path
 import httpx
 
 
-def is_healthy(url: str, timeout_s: float = 2.0) -> bool:
-    """True when `GET {url}/health` answers 200."""
+def is_healthy(url: str, timeout_s: float = 2.0, path: str = "/health") -> bool:
+    """True when `GET {url}{path}` answers 200."""
     try:
-        return httpx.get(f"{url.rstrip('/')}/health", timeout=timeout_s).status_code == 200
+        return httpx.get(f"{url.rstrip('/')}{path}", timeout=timeout_s).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -44,8 +44,9 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 @contextmanager
-def running_server(cmd: Sequence[str], url: str, log: Path, start_timeout_s: float = 120.0) -> Iterator[str]:
-    """Run `cmd` until the `with` block ends; yields `url` once its /health answers.
+def running_server(cmd: Sequence[str], url: str, log: Path, start_timeout_s: float = 120.0,
+                   ready_path: str = "/health") -> Iterator[str]:
+    """Run `cmd` until the `with` block ends; yields `url` once its `ready_path` answers 200.
 
     Raises RuntimeError with the log's tail if the process exits or stays
     unhealthy for `start_timeout_s`.
@@ -55,7 +56,7 @@ def running_server(cmd: Sequence[str], url: str, log: Path, start_timeout_s: flo
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + start_timeout_s
-        while not is_healthy(url, timeout_s=1.0):
+        while not is_healthy(url, timeout_s=1.0, path=ready_path):
             if proc.poll() is not None:
                 raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}; log {log}:\n{_tail(log)}")
             if time.monotonic() > deadline:
