@@ -208,14 +208,18 @@ def rank_command(
     atomic_write_json(out_dir / "rank.json", result, indent=1)
     atomic_write_text(out_dir / "rank.md", _rank_report(result))
     Console().print(_rank_report(result))
-    if ship is not None and better:
-        test = rows[RANK_STAGE]  # shipped with it: `auto` trusts this measurement until its own says otherwise
-        stage.meta["held_out"] = {"n": test["n"], "tau": test["tau"], "low": test["ci_low"], "high": test["ci_high"],
-                                  "split": "test", "labels": [p.name for p in labels]}
-        stage.save(ship)
-        console.print(f"the rank stage grades better than the shipped stage: wrote {ship}")
-    elif ship is not None:
-        console.print(f"[yellow]the rank stage does not grade better than the shipped stage: {ship} left alone")
+    if ship is not None:
+        # The better stage is shipped with its held-out measurement: `auto` trusts it until its own says otherwise.
+        name, kept = (RANK_STAGE, stage) if better else (SHIPPED_COLD, shipped)
+        if isinstance(kept, RankStage):
+            test = rows[name]
+            kept.meta["held_out"] = {"n": test["n"], "tau": test["tau"], "low": test["ci_low"], "high": test["ci_high"],
+                                     "split": "test", "labels": [p.name for p in labels],
+                                     "test_prompts_in_proxy_range": result["shipped"]["test_prompts_in_its_proxy_range"]
+                                     if not better else 0}
+            kept.save(ship)
+        verdict = "grades better than" if better else "does not grade better than"
+        console.print(f"the rank stage {verdict} the shipped stage: wrote {ship} with its held-out tau ({name})")
 
 
 def _rank_report(result: dict[str, Any]) -> str:
