@@ -146,7 +146,7 @@ def test_fast_forward_matches_stepping_one_decode_at_a_time(cfg: EngineConfig, r
     w = _workload(*zip(*sorted(reqs), strict=True))
     fast = Simulator(cfg, COST, make_policy(spec)).run(w)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(engine._EngineRun, "decode_steps", _one_decode_step)
+        mp.setattr(engine.EngineRun, "decode_steps", _one_decode_step)
         slow = Simulator(cfg, COST, make_policy(spec)).run(w)
     assert fast.preemptions == slow.preemptions
     for a, b in zip(fast.records, slow.records, strict=True):

@@ -30,6 +30,11 @@ class EngineConfig:
     preemptive: bool = False
     preempt_threshold: float = math.inf
     query: QueryConfig | None = None
+    #: A decode instance of a prefill/decode deployment: a prompt's KV arrives from a
+    #: prefill instance, so at its first admission all but the last prompt token are
+    #: computed (the decode instance computes that one to emit the first token, as
+    #: vLLM's disaggregated serving does); after a preemption it recomputes as usual.
+    remote_prefill: bool = False
 
     def __post_init__(self) -> None:
         if min(self.max_num_seqs, self.block_size, self.num_blocks) < 1:

@@ -114,13 +114,15 @@ def run_arms(
     return out
 
 
-def scale_to_load(workload: Workload, load: float, config: EngineConfig, cost: CostModel) -> tuple[Workload, float]:
-    """The workload at `load` × the engine's FCFS capacity for its length mix; also that capacity.
+def scale_to_load(
+    workload: Workload, load: float, config: EngineConfig, cost: CostModel, engines: int = 1
+) -> tuple[Workload, float]:
+    """The workload at `load` × the FCFS capacity of `engines` such engines for its length mix; also that capacity.
 
     Capacity is measured without prediction queries, so a load means the same
     arrival rate with and without them.
     """
-    cap = capacity(workload, replace(config, query=None), cost)
+    cap = engines * capacity(workload, replace(config, query=None), cost)
     return at_load(workload, load, cap), cap
 
 

@@ -145,6 +145,8 @@ class Scheduler:
             if request is None:
                 break
             hit_tokens = self.prefix_cache.peek(request.cache_key, request.prefill_target) * block_size
+            if self.config.remote_prefill and request.never_admitted:
+                hit_tokens = request.prefill_target - 1  # the prompt's KV came from a prefill instance
             chunk = min(request.prefill_target - hit_tokens, token_budget)
             blocks = blocks_for(hit_tokens + chunk, block_size)
             if blocks_needed + blocks > self.num_blocks:
