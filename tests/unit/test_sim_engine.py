@@ -189,3 +189,48 @@ def test_pinned_scenarios_keep_their_summary(spec, config, mean_e2e, preemptions
     assert np.mean([r.finish_time - r.arrival for r in result.records]) == pytest.approx(mean_e2e, rel=1e-12)
     assert (result.preemptions, result.steps, result.cache.hits) == (preemptions, steps, cache_hits)
     assert result.query_prefix_reuse == (None if query_reuse is None else pytest.approx(query_reuse, rel=1e-12))
+
+
+def test_the_query_window_rule_keeps_the_prefix_cached() -> None:
+    """Queried on arrival, five prompts outlive the cache; queried only at the head, each is reused whole."""
+    w = _workload([0.0] * 5, [40] * 5, [20] * 5)
+    w = Workload(w.arrival, w.prompt_tokens, w.output_tokens, w.predicted, fallback=w.predicted)
+    base = dict(max_num_seqs=1, max_num_batched_tokens=64, block_size=4, num_blocks=30)
+    everyone = Simulator(EngineConfig(**base, query=QueryConfig(8, 2)), ConstantCost(1.0), make_policy("fcfs")).run(w)
+    at_head = Simulator(EngineConfig(**base, query=QueryConfig(8, 2, window=1)), ConstantCost(1.0), make_policy("fcfs")).run(w)
+    assert everyone.query_prefix_reuse < 0.5
+    assert at_head.query_prefix_reuse == 1.0
+    assert all(r.cached_tokens == 36 for r in at_head.records)  # 9 full blocks, one token left to compute
+
+
+def test_the_window_orders_by_the_fallback_until_the_query_answers() -> None:
+    # The fallback ranks r0 < r1 < r2; the self-prediction the other way round.
+    w = _workload([0.0, 0.0, 0.0], [4, 4, 4], [5, 5, 5], predicted=[30, 20, 10])
+    w = Workload(w.arrival, w.prompt_tokens, w.output_tokens, w.predicted, fallback=np.array([1.0, 2.0, 3.0]))
+    base = dict(max_num_seqs=1, max_num_batched_tokens=64, block_size=4, num_blocks=100)
+
+    def order(window: int) -> list[str]:
+        config = EngineConfig(**base, query=QueryConfig(2, 1, window=window))
+        records = Simulator(config, ConstantCost(1.0), make_policy("sjf")).run(w).records
+        return [r.id for r in sorted(records, key=lambda r: r.scheduled_time)]
+
+    assert order(1) == ["r0", "r1", "r2"]  # one at a time, in the fallback's order
+    assert order(3) == ["r2", "r1", "r0"]  # all queried first, then the self-predictions decide
+    with pytest.raises(ValueError, match="fallback"):
+        Simulator(EngineConfig(**base, query=QueryConfig(window=1)), ConstantCost(1.0), make_policy("sjf")).run(
+            _workload([0.0], [4], [5])
+        )
+
+
+@settings(max_examples=40, deadline=None)
+@given(requests, st.integers(1, 4), st.integers(40, 200), st.sampled_from(["fcfs", "sjf", "sst+deadline:k=1"]))
+def test_with_the_query_window_every_request_finishes_once(reqs, window: int, blocks: int, spec: str) -> None:
+    if max(p + max(o, 8) for _, p, o, _ in reqs) > blocks * 4:
+        return
+    w = _workload(*zip(*sorted(reqs), strict=True))
+    w = Workload(w.arrival, w.prompt_tokens, w.output_tokens, w.predicted, fallback=w.predicted[::-1].copy())
+    config = EngineConfig(max_num_seqs=3, max_num_batched_tokens=48, block_size=4, num_blocks=blocks,
+                          query=QueryConfig(8, 2, window=window))  # fmt: skip
+    records = Simulator(config, COST, make_policy(spec)).run(w).records
+    assert sorted(r.id for r in records) == sorted(f"r{i}" for i in range(len(reqs)))
+    assert all(r.output_tokens == o and r.arrival <= r.scheduled_time for r, (_, _, o, _) in zip(records, sorted(reqs), strict=True))

@@ -131,10 +131,10 @@ def _progress(total: int) -> Iterator[tuple[Progress, int]]:
         yield bar, bar.add_task("simulating", total=total)
 
 
-def _run_with_progress(workload, arms, config, cost, predictions, seed, goodput) -> list[ArmResult]:  # noqa: ANN001
+def _run_with_progress(workload, arms, config, cost, predictions, seed, goodput, fallback=None) -> list[ArmResult]:  # noqa: ANN001
     with _progress(len(workload)) as (bar, task):
         return run_arms(
-            workload, arms, config, cost, predictions, seed=seed, goodput=goodput,
+            workload, arms, config, cost, predictions, seed=seed, goodput=goodput, fallback=fallback,
             on_arm=lambda arm: bar.update(task, completed=0, description=arm.spec),
             progress=lambda done: bar.update(task, completed=done),
         )  # fmt: skip
@@ -221,6 +221,14 @@ def run(
     postfix_tokens: Annotated[int, typer.Option(help="Prediction query: postfix length (tokens).")] = 60,
     query_tokens: Annotated[int, typer.Option(help="Prediction query: tokens it generates.")] = 4,
     query_delay: Annotated[float, typer.Option(help="Prediction query: gateway delay before the real request (s).")] = 0.0,
+    query_window: Annotated[
+        int, typer.Option(help="Prediction query: 0 queries every request on arrival; K queries only the K best "
+                               "waiting requests (ordered until then by --fallback-predictions), so that each is "
+                               "admitted before its prefix is evicted.")
+    ] = 0,
+    fallback_predictions: Annotated[
+        str, typer.Option(help="With --query-window: the cheap predictions waiting requests are ordered by.")
+    ] = "lognormal:tau=0.3",
     goodput: Annotated[list[str] | None, typer.Option(help="SLO NAME:MS, NAME in ttft, tpot, e2el (repeatable).")] = None,
     buckets: Annotated[bool, typer.Option(help="Also show mean E2E per output-length bucket.")] = True,
     save: Annotated[Path | None, typer.Option(help="Write each arm's records to SAVE-<arm>.jsonl and metrics to SAVE.json.")] = None,
@@ -243,7 +251,7 @@ def run(
             parse_goodput(slos)
         config = scenario.engine(
             prefix_caching=prefix_caching, preemptive=preemptive, preempt_threshold=preempt_threshold,
-            query=QueryConfig(postfix_tokens, query_tokens, query_delay) if query else None,
+            query=QueryConfig(postfix_tokens, query_tokens, query_delay, query_window) if query else None,
         )  # fmt: skip
         cost = scenario.cost()
         split = None if disaggregated is None else Disaggregation.parse(disaggregated)
@@ -257,7 +265,8 @@ def run(
         if split is not None:
             _compare_deployments(w, arms, config, cost, split, scenario, postfix_tokens, f"{title}, {where}", save)
             return
-        results = _run_with_progress(w, arms, config, cost, scenario.predictions, scenario.seed, slos)
+        fallback = fallback_predictions if config.query and config.query.window else None
+        results = _run_with_progress(w, arms, config, cost, scenario.predictions, scenario.seed, slos, fallback)
         console.print(_table(f"{title}, {where}; predictions {scenario.predictions}", [(r.arm.spec, r.metrics) for r in results]))
         if buckets:
             console.print(_bucket_table(results))

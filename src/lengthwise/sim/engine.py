@@ -88,6 +88,8 @@ class Simulator:
                 f"{too_big.size} requests need more KV than the engine has ({limit} tokens), "
                 f"e.g. {workload.request_id(int(too_big[0]))}"
             )
+        if self.config.query is not None and self.config.query.window and workload.fallback is None:
+            raise ValueError("the query window rule needs the workload's fallback predictions")
         return EngineRun(self, workload, progress, routed=routed)
 
 
@@ -113,6 +115,7 @@ class EngineRun:
         self.prompt_tokens: list[int] = workload.prompt_tokens.tolist()
         self.output_tokens: list[int] = workload.output_tokens.tolist()
         self.predicted_tokens: list[float] = workload.predicted.tolist()
+        self.fallback: list[float] = [] if workload.fallback is None else workload.fallback.tolist()
         self.next_arrival = 0
         #: (time, tiebreak, request): real requests sent once their prediction query answered.
         self.delayed_submissions: list[tuple[float, int, SimRequest]] = []
@@ -174,11 +177,11 @@ class EngineRun:
             request = SimRequest(i, job, self.prompt_tokens[i], self.output_tokens[i], 0.0, None)
             if query is None:
                 self.scheduler.submit(request, now)
+            elif query.window:  # wait on the cheap prediction until the query window reaches it
+                request.self_predicted, job.predicted_tokens = job.predicted_tokens, self.fallback[i]
+                self.scheduler.submit(request, now)
             else:
-                query_job = Job("q:" + job.id, job.arrival, 0.0, request.prompt_tokens + query.postfix_tokens)
-                self.scheduler.add_query(
-                    SimRequest(i, query_job, query_job.prompt_tokens, query.output_tokens, -math.inf, request)
-                )
+                self.scheduler.add_query(self.scheduler.query_request(request))
         while self.delayed_submissions and self.delayed_submissions[0][0] <= now:
             self.scheduler.submit(heapq.heappop(self.delayed_submissions)[2], now)
 
@@ -247,7 +250,9 @@ class EngineRun:
         request.generated_tokens = request.output_tokens
         request.finish_time = self.now
         self.scheduler.release(request, kv_tokens, self.now)
-        if request.query_for is not None:
+        if (real := request.query_for) is not None:
+            if real.self_predicted is not None:  # the window rule: the query's answer replaces the fallback
+                real.job.predicted_tokens, real.self_predicted = real.self_predicted, None
             delay = self.config.query.delay_s if self.config.query else 0.0
             heapq.heappush(self.delayed_submissions, (self.now + delay, next(self._tiebreak), request.query_for))
             return

@@ -98,11 +98,18 @@ def run_arms(
     goodput: Sequence[str] | None = None,
     on_arm: Callable[[Arm], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    fallback: str | None = None,
 ) -> list[ArmResult]:
-    """Run each arm on the same workload; predicted arms share one draw of predictions."""
+    """Run each arm on the same workload; predicted arms share one draw of predictions.
+
+    `fallback`: the cheap predictions a query window orders waiting requests by
+    (`QueryConfig.window`), drawn independently of the predictions.
+    """
     for arm in arms:
         arm.validate()
     predicted = make_predictions(predictions, workload.output_tokens, seed)
+    if fallback is not None:
+        workload = replace(workload, fallback=make_predictions(fallback, workload.output_tokens, seed + 1))
     out = []
     for arm in arms:
         if on_arm is not None:
