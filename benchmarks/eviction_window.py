@@ -23,7 +23,7 @@ import numpy as np
 from rich.progress import Progress
 
 from lengthwise.bench.eviction import (
-    cache_capacity_tokens, eviction_png, fit_survival, measure_trial, plan_trials,
+    Trial, cache_capacity_tokens, eviction_png, fit_survival, measure_trial, plan_trials,
 )  # fmt: skip
 
 
@@ -48,11 +48,13 @@ async def _run(args: argparse.Namespace) -> None:
                 )  # fmt: skip
                 done.append(trial)
                 bar.console.print(
-                    f"wait {trial.wait_s:4.1f}s filler {trial.filler_tokens:5d}: elapsed {trial.elapsed_s:5.1f}s, "
+                    f"wait {trial.wait_s:4.1f}s filler {trial.filler_words:5d}: elapsed {trial.elapsed_s:5.1f}s, "
                     f"written {trial.written_tokens:5d}, cached {trial.cached_tokens}/{trial.cacheable_tokens} "
                     f"({trial.share:.0%}); query cached {trial.query_cached_tokens}"
                 )
                 bar.advance(task)
+    if args.merge is not None:
+        done = [Trial.from_dict(t) for t in json.loads(args.merge.read_text())["trials"]] + done
     _report(args, done, capacity)
 
 
@@ -63,11 +65,11 @@ def _report(args: argparse.Namespace, trials: list, capacity: int | None) -> Non
         fit = fit_survival([t.written_tokens for t in trials], [t.share for t in trials])
     except (ValueError, RuntimeError) as exc:  # too few trials, or the curve did not converge
         print(f"no survival fit: {exc}")
-    print("\n| wait ≥ s | filler tokens | trials | mean elapsed s | mean KV written | mean cached share |")
+    print("\n| wait ≥ s | filler words | trials | mean elapsed s | mean KV written | mean cached share |")
     print("|---|---|---|---|---|---|")
     for wait in sorted({t.wait_s for t in trials}):
-        for filler in sorted({t.filler_tokens for t in trials}):
-            pts = [t for t in trials if t.wait_s == wait and t.filler_tokens == filler]
+        for filler in sorted({t.filler_words for t in trials}):
+            pts = [t for t in trials if t.wait_s == wait and t.filler_words == filler]
             print(f"| {wait:g} | {filler} | {len(pts)} | {np.mean([t.elapsed_s for t in pts]):.1f} | "
                   f"{np.mean([t.written_tokens for t in pts]):,.0f} | {np.nanmean([t.share for t in pts]):.2f} |")  # fmt: skip
     busy = [t for t in trials if t.written_tokens > 0]
@@ -95,7 +97,8 @@ def main() -> None:
     ap.add_argument("--url", required=True, help="the engine's root URL, e.g. http://127.0.0.1:8200")
     ap.add_argument("--model", default=None, help="default: the server's first model")
     ap.add_argument("--waits", default="0,10", help="seconds between query and request, at least (comma-separated)")
-    ap.add_argument("--fillers", default="0,1000,2000,3000,4000,6000", help="KV tokens written in between")
+    ap.add_argument("--fillers", default="0,1000,2000,3000,4000,6000",
+                    help="filler prompt words sent in between (about 1.3 tokens each; the trial records the tokens)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--prompt-words", type=int, default=400, help="the measured prompt's length (about tokens)")
     ap.add_argument("--filler-words", type=int, default=500, help="each filler prompt's length (about tokens)")
@@ -104,6 +107,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--out", type=Path, default=Path("docs/results/eviction"))
+    ap.add_argument("--merge", type=Path, default=None, help="an earlier eviction.json whose trials join the fit and plot")
     asyncio.run(_run(ap.parse_args()))
 
 

@@ -21,16 +21,17 @@ def test_cacheable_tokens_are_whole_blocks_leaving_one_to_compute() -> None:
     assert cacheable_tokens(256, 128) == 128  # the last block holds the token that must be computed
     assert cacheable_tokens(257, 128) == 256
     assert cacheable_tokens(100, 128) == 0
-    assert Trial(0, 0, 0, cached_tokens=128, cacheable_tokens=256).share == 0.5
+    trial = Trial(0, 0, 0, cached_tokens=128, cacheable_tokens=256)
+    assert trial.share == 0.5 and Trial.from_dict(trial.as_dict()) == trial
     assert np.isnan(Trial(0, 0, 0).share)
 
 
 def test_plan_covers_every_setting_each_repeat_in_a_seeded_order() -> None:
     plan = plan_trials([0, 5], [0, 1000, 2000], 2, seed=3)
-    assert sorted((t.wait_s, t.filler_tokens, t.repeat) for t in plan) == sorted(
+    assert sorted((t.wait_s, t.filler_words, t.repeat) for t in plan) == sorted(
         (w, f, r) for r in range(2) for w in (0.0, 5.0) for f in (0, 1000, 2000)
     )
-    assert [t.filler_tokens for t in plan] == [t.filler_tokens for t in plan_trials([0, 5], [0, 1000, 2000], 2, seed=3)]
+    assert [t.filler_words for t in plan] == [t.filler_words for t in plan_trials([0, 5], [0, 1000, 2000], 2, seed=3)]
     with pytest.raises(ValueError, match=">= 0"):
         plan_trials([-1], [0], 1, 0)
 

@@ -7,7 +7,7 @@ other requests write KV, not as time passes: what matters is the KV tokens
 written in between, against the cache's free capacity. A trial measures it:
 
 1. the query: a unique prompt P + postfix, one token (its blocks are now cached);
-2. filler traffic: unique prompts of `filler_tokens` tokens in all, a few at a time,
+2. filler traffic: unique prompts of `filler_words` tokens in all, a few at a time,
    for at least `wait_s` seconds (they write KV, pushing P's blocks to the head);
 3. the real request: P alone, one token; its `usage.prompt_tokens_details.cached_tokens`
    over P's cacheable tokens (full blocks, one token always computed) is the share that survived.
@@ -57,7 +57,8 @@ class Trial:
     """One query → filler → request measurement (planned values, then what happened)."""
 
     wait_s: float
-    filler_tokens: int
+    #: Filler prompt words planned (sent in whole filler prompts); `written_tokens` is what they wrote.
+    filler_words: int
     repeat: int
     elapsed_s: float = 0.0
     written_tokens: int = 0
@@ -72,6 +73,11 @@ class Trial:
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "share": self.share}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trial:
+        """A trial as `as_dict` wrote it (the derived share is dropped)."""
+        return cls(**{k: v for k, v in data.items() if k != "share"})
 
 
 def plan_trials(waits: Sequence[float], fillers: Sequence[int], repeats: int, seed: int) -> list[Trial]:
@@ -152,7 +158,7 @@ async def measure_trial(
         nonlocal written, sent
         while True:
             async with lock:
-                if sent >= trial.filler_tokens:
+                if sent >= trial.filler_words:
                     return
                 sent += filler_words
                 n = sent
