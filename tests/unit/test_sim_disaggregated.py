@@ -13,18 +13,10 @@ from lengthwise.sim.disaggregated import Disaggregation, kv_ready_times, run_col
 from lengthwise.sim.engine import EngineConfig, QueryConfig, Simulator
 from lengthwise.sim.experiment import build_cost
 from lengthwise.sim.pool import least_predicted_work, least_unfinished, run_pool
-from lengthwise.sim.workload import Workload
+from lengthwise.testing.sim import small_workload
 
 COST = LinearCost(c0=0.01, c_token=1e-4, c_seq=1e-4, c_ctx=1e-6, c_pair=1e-8)
 SMALL = EngineConfig(max_num_seqs=4, max_num_batched_tokens=256, block_size=4, num_blocks=400)
-
-
-def _workload(arrival, prompt, output, predicted=None) -> Workload:
-    output = np.asarray(output, dtype=np.int64)
-    return Workload(
-        np.asarray(arrival, dtype=float), np.asarray(prompt, dtype=np.int64), output,
-        output.astype(float) if predicted is None else np.asarray(predicted, dtype=float),
-    )  # fmt: skip
 
 
 requests = st.lists(st.tuples(st.floats(0, 2), st.integers(1, 40), st.integers(1, 60)), min_size=1, max_size=20)
@@ -34,7 +26,7 @@ requests = st.lists(st.tuples(st.floats(0, 2), st.integers(1, 40), st.integers(1
 @given(requests, st.sampled_from(["fcfs", "sjf", "sst+deadline:k=1"]), st.booleans())
 def test_a_pool_of_one_engine_is_that_engine(reqs, spec: str, query: bool) -> None:
     """Stopping at every submission to route it changes nothing: same times as the engine run alone."""
-    w = _workload(*zip(*sorted(reqs), strict=True))
+    w = small_workload(*zip(*sorted(reqs), strict=True))
     config = EngineConfig(**{**SMALL.__dict__, "query": QueryConfig(8, 2, 0.01) if query else None})
     alone = Simulator(config, COST, make_policy(spec)).run(w).records
     pooled = run_pool([Simulator(config, COST, make_policy(spec))], w, w.arrival, least_unfinished).records(w, COST)
@@ -46,7 +38,7 @@ def test_a_pool_of_one_engine_is_that_engine(reqs, spec: str, query: bool) -> No
 
 def test_routers_balance_requests_or_predicted_tokens() -> None:
     # r0 is predicted long; r1 and r2 short. All arrive before any finishes.
-    w = _workload([0.0, 0.001, 0.002], [4, 4, 4], [100, 10, 10])
+    w = small_workload([0.0, 0.001, 0.002], [4, 4, 4], [100, 10, 10])
     sims = lambda: [Simulator(SMALL, ConstantCost(1.0), make_policy("fcfs")) for _ in range(2)]  # noqa: E731
     by_count = run_pool(sims(), w, w.arrival, least_unfinished)
     by_work = run_pool(sims(), w, w.arrival, least_predicted_work)
@@ -63,7 +55,7 @@ def test_kv_transfers_share_a_prefill_instances_link_one_at_a_time() -> None:
 
 
 def test_a_decode_instance_computes_only_the_last_prompt_token() -> None:
-    w = _workload([0.0], [100], [5])
+    w = small_workload([0.0], [100], [5])
     config = EngineConfig(**{**SMALL.__dict__, "remote_prefill": True})
     rec = Simulator(config, ConstantCost(1.0), make_policy("fcfs")).run(w).records[0]
     assert rec.cached_tokens == 99
@@ -74,7 +66,7 @@ def test_one_request_through_prefill_transfer_and_decode() -> None:
     """Prefill (prompt + postfix when predicting), the link, then one decode step per output token."""
     cost = LinearCost(c0=0.0, c_token=0.01, c_seq=0.0, c_ctx=0.0, c_pair=0.0)  # 10 ms per token computed
     spec = Disaggregation(prefill=1, decode=1, kv_bandwidth=1.0, kv_latency=100.0, kv_bytes_per_token=1e7)
-    w = _workload([0.0], [100], [3])
+    w = small_workload([0.0], [100], [3])
     for predicted, prefill_s in ((False, 1.0), (True, 1.6)):
         out = run_disaggregated(w, "fcfs", SMALL, cost, spec, postfix_tokens=60, predicted=predicted)
         transfer_s = 100 * 1e7 / 1e9 + 0.1
@@ -86,7 +78,7 @@ def test_one_request_through_prefill_transfer_and_decode() -> None:
 
 
 def test_colocated_pool_reports_the_query_prefix_reuse() -> None:
-    w = _workload([0.0, 0.5, 1.0, 1.5], [40] * 4, [5] * 4)
+    w = small_workload([0.0, 0.5, 1.0, 1.5], [40] * 4, [5] * 4)
     config = EngineConfig(**{**SMALL.__dict__, "query": QueryConfig(8, 2, 0.0)})
     out = run_colocated(w, "sjf", config, COST, 2)
     assert out.metrics["query_prefix_reuse"] == 1.0  # idle engines: every prompt block survives
