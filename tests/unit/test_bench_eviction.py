@@ -55,6 +55,6 @@ def test_capacity_is_read_from_vllm_metrics() -> None:
 def test_the_plot_is_written(tmp_path: Path) -> None:
     trials = [Trial(w, f, 0, written_tokens=f, cached_tokens=128 if f < 2000 else 0, cacheable_tokens=128)
               for w in (0, 5) for f in (0, 1000, 3000)]  # fmt: skip
-    out = eviction_png(trials, fit_survival([t.written_tokens for t in trials], [t.share for t in trials]), 4096,
-                       tmp_path / "evict.png", "test")  # fmt: skip
+    fit = fit_survival([t.written_tokens for t in trials], [t.share for t in trials])
+    out = eviction_png({"fillers": trials}, {"fillers": fit}, 4096, tmp_path / "evict.png", "test")
     assert out.stat().st_size > 1000

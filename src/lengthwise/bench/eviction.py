@@ -7,7 +7,8 @@ other requests write KV, not as time passes: what matters is the KV tokens
 written in between, against the cache's free capacity. A trial measures it:
 
 1. the query: a unique prompt P + postfix, one token (its blocks are now cached);
-2. filler traffic: unique prompts of `filler_words` tokens in all, a few at a time,
+2. filler traffic: unique prompts of `filler_prompt_words` words each, `filler_words` words in all
+   (about 1.3 tokens a word), a few at a time,
    for at least `wait_s` seconds (they write KV, pushing P's blocks to the head);
 3. the real request: P alone, one token; its `usage.prompt_tokens_details.cached_tokens`
    over P's cacheable tokens (full blocks, one token always computed) is the share that survived.
@@ -23,7 +24,7 @@ import asyncio
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,11 @@ class Trial:
     """One query → filler → request measurement (planned values, then what happened)."""
 
     wait_s: float
-    #: Filler prompt words planned (sent in whole filler prompts); `written_tokens` is what they wrote.
+    #: Filler words planned in all (sent as whole filler prompts); `written_tokens` is what they wrote.
     filler_words: int
     repeat: int
+    #: Words in each filler prompt: larger fillers hold more KV while they run.
+    filler_prompt_words: int = 0
     elapsed_s: float = 0.0
     written_tokens: int = 0
     prompt_tokens: int = 0
@@ -144,10 +147,11 @@ async def _complete(client: httpx.AsyncClient, url: str, model: str, prompt: str
 
 async def measure_trial(
     client: httpx.AsyncClient, url: str, model: str, trial: Trial, *, tag: str, prompt_words: int,
-    filler_words: int, filler_concurrency: int, block_size: int,
+    filler_prompt_words: int, filler_concurrency: int, block_size: int,
 ) -> Trial:  # fmt: skip
     """Run one trial against the engine at `url` (which must be otherwise idle) and fill in its results."""
     prompt = unique_prompt(tag, prompt_words, trial.repeat)
+    trial.filler_prompt_words = filler_prompt_words
     query = await _complete(client, url, model, prompt + POSTFIX)
     trial.query_cached_tokens = cached_tokens(query) or 0
     started = time.monotonic()
@@ -160,9 +164,9 @@ async def measure_trial(
             async with lock:
                 if sent >= trial.filler_words:
                     return
-                sent += filler_words
+                sent += filler_prompt_words
                 n = sent
-            usage = await _complete(client, url, model, unique_prompt(f"{tag}-f{worker}-{n}", filler_words, 0))
+            usage = await _complete(client, url, model, unique_prompt(f"{tag}-f{worker}-{n}", filler_prompt_words, 0))
             written += int(usage.get("prompt_tokens", 0)) + 1
 
     await asyncio.gather(*(filler(k) for k in range(filler_concurrency)))
@@ -175,28 +179,30 @@ async def measure_trial(
     return trial
 
 
-def eviction_png(trials: Sequence[Trial], fit: SurvivalFit | None, capacity: int | None, out: Path, title: str) -> Path:
-    """Surviving share against KV tokens written since the query, one colour per wait, with the fit."""
+def eviction_png(
+    groups: Mapping[str, Sequence[Trial]], fits: Mapping[str, SurvivalFit], capacity: int | None, out: Path, title: str
+) -> Path:
+    """Surviving share against KV tokens written since the query: one colour per group, its fit as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for wait in sorted({t.wait_s for t in trials}):
-        pts = [t for t in trials if t.wait_s == wait]
-        ax.scatter([t.written_tokens for t in pts], [t.share for t in pts], label=f"wait ≥ {wait:g} s", alpha=0.8)
-    top = max([t.written_tokens for t in trials] + [1])
-    if fit is not None:
-        xs = np.linspace(0, top * 1.05, 200)
-        ax.plot(xs, fit.share(xs), "k-", label=f"fit: w50 {fit.w50:,.0f} tokens, scale {fit.scale:,.0f}")
+    top = max([t.written_tokens for trials in groups.values() for t in trials] + [1])
+    xs = np.linspace(0, top * 1.05, 400)
+    for k, (name, trials) in enumerate(groups.items()):
+        color = f"C{k}"
+        ax.scatter([t.written_tokens for t in trials], [t.share for t in trials], color=color, alpha=0.7, label=name)
+        if (fit := fits.get(name)) is not None:
+            ax.plot(xs, fit.share(xs), color=color, label=f"fit: w50 {fit.w50:,.0f} tokens, scale {fit.scale:,.0f}")
     if capacity is not None:
         ax.axvline(capacity, color="gray", ls="--", label=f"KV capacity {capacity:,} tokens")
     ax.set_xlabel("KV tokens written by other requests between query and request")
     ax.set_ylabel("share of the prompt's cacheable tokens found cached")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
