@@ -47,9 +47,6 @@ class SimResult:
     wall_s: float
     #: (request id, start, end) of every stretch a request ran, with `record_segments`.
     segments: list[tuple[str, float, float]] = field(default_factory=list)
-    #: Seconds the engine spent stepping, and running sequences integrated over those seconds.
-    busy_s: float = 0.0
-    seat_s: float = 0.0
 
     def stats(self) -> dict[str, float]:
         out = {
@@ -122,6 +119,7 @@ class EngineRun:
         self._tiebreak = itertools.count()
         self.finished: list[SimRequest | None] = [None] * len(workload)
         self.done = 0
+        #: Seconds the engine spent stepping, and running sequences integrated over those seconds.
         self.busy_s = self.seat_s = 0.0
         #: Predicted output tokens of the requests pushed here and not finished (a pool's routing signal).
         self.predicted_outstanding = 0.0
@@ -276,7 +274,7 @@ class EngineRun:
             records.append(request_record(request, float(workload.predicted[i]), float(ideal[i])))
         return SimResult(
             records, self.batch.steps, scheduler.preemptions, scheduler.prefix_cache.stats,
-            scheduler.query_prefix_reuse(), wall_s, scheduler.segments, self.busy_s, self.seat_s,
+            scheduler.query_prefix_reuse(), wall_s, scheduler.segments,
         )
 
 
