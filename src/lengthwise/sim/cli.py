@@ -14,7 +14,7 @@ import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, get_type_hints
 
@@ -26,6 +26,7 @@ from rich.table import Table
 from lengthwise.core.policy import DEFAULT_POLICY
 from lengthwise.core.records import parse_goodput, save_records, summarize_by_bucket
 from lengthwise.sim.cost import CostModel
+from lengthwise.sim.disaggregated import Disaggregation, compare_deployments
 from lengthwise.sim.engine import EngineConfig, QueryConfig
 from lengthwise.sim.experiment import Arm, ArmResult, build_cost, build_workload, loads, run_arms, scale_to_load
 from lengthwise.sim.predictions import output_cap
@@ -130,10 +131,10 @@ def _progress(total: int) -> Iterator[tuple[Progress, int]]:
         yield bar, bar.add_task("simulating", total=total)
 
 
-def _run_with_progress(workload, arms, config, cost, predictions, seed, goodput) -> list[ArmResult]:  # noqa: ANN001
+def _run_with_progress(workload, arms, config, cost, predictions, seed, goodput, fallback=None) -> list[ArmResult]:  # noqa: ANN001
     with _progress(len(workload)) as (bar, task):
         return run_arms(
-            workload, arms, config, cost, predictions, seed=seed, goodput=goodput,
+            workload, arms, config, cost, predictions, seed=seed, goodput=goodput, fallback=fallback,
             on_arm=lambda arm: bar.update(task, completed=0, description=arm.spec),
             progress=lambda done: bar.update(task, completed=done),
         )  # fmt: skip
@@ -158,23 +159,29 @@ ROWS: tuple[tuple[str, str, float], ...] = (
     ("prefix cache hit rate", "engine_prefix_cache_hit_rate", 1.0),
     ("query prefix reuse", "query_prefix_reuse", 1.0),
     ("preemptions", "preemptions", 1.0),
+    ("decode-pool busy (colocated: all engines)", "decode_busy", 1.0),
+    ("decode-pool seat share", "decode_seat_share", 1.0),
+    ("prefill-pool busy", "prefill_busy", 1.0),
+    ("KV moved (GB)", "kv_bytes_moved", 1e-9),
+    ("mean KV transfer (ms)", "mean_kv_transfer_ms", 1.0),
     ("simulated req/s (wall)", "sim_requests_per_s", 1.0),
 )
 
 
-def _table(title: str, results: Sequence[ArmResult]) -> Table:
+def _table(title: str, columns: Sequence[tuple[str, dict[str, float]]]) -> Table:
+    """Metrics side by side, one (name, metrics) column each, and the second column over the first."""
     table = Table(title=title)
     table.add_column("metric")
-    for r in results:
-        table.add_column(r.arm.spec, justify="right")
-    if len(results) > 1:
-        table.add_column(f"{results[1].arm.spec} / {results[0].arm.spec}", justify="right")
+    for name, _ in columns:
+        table.add_column(name, justify="right")
+    if len(columns) > 1:
+        table.add_column(f"{columns[1][0]} / {columns[0][0]}", justify="right")
     for label, key, scale in ROWS:
-        if not any(key in r.metrics for r in results):
+        if not any(key in metrics for _, metrics in columns):
             continue
-        values = [r.metrics.get(key, math.nan) * scale for r in results]
+        values = [metrics.get(key, math.nan) * scale for _, metrics in columns]
         cells = [f"{v:,.3f}" if abs(v) < 10 else f"{v:,.1f}" for v in values]
-        if len(results) > 1:
+        if len(columns) > 1:
             cells.append(f"{values[1] / values[0]:.3f}" if values[0] else "-")
         table.add_row(label, *cells)
     return table
@@ -214,9 +221,25 @@ def run(
     postfix_tokens: Annotated[int, typer.Option(help="Prediction query: postfix length (tokens).")] = 60,
     query_tokens: Annotated[int, typer.Option(help="Prediction query: tokens it generates.")] = 4,
     query_delay: Annotated[float, typer.Option(help="Prediction query: gateway delay before the real request (s).")] = 0.0,
+    query_window: Annotated[
+        int, typer.Option(help="Prediction query: 0 queries every request on arrival; K queries only the K best "
+                               "waiting requests (ordered until then by --fallback-predictions), so that each is "
+                               "admitted before its prefix is evicted.")
+    ] = 0,
+    fallback_predictions: Annotated[
+        str, typer.Option(help="With --query-window: the cheap predictions waiting requests are ordered by.")
+    ] = "lognormal:tau=0.3",
     goodput: Annotated[list[str] | None, typer.Option(help="SLO NAME:MS, NAME in ttft, tpot, e2el (repeatable).")] = None,
     buckets: Annotated[bool, typer.Option(help="Also show mean E2E per output-length bucket.")] = True,
     save: Annotated[Path | None, typer.Option(help="Write each arm's records to SAVE-<arm>.jsonl and metrics to SAVE.json.")] = None,
+    disaggregated: Annotated[
+        str | None,
+        typer.Option(help="Disaggregated prefill, e.g. prefill=2,decode=2,kv_bandwidth=50,kv_latency=1 (GB/s, ms; "
+                         "kv_bytes_per_token= overrides the profile's model): each arm runs as P/D (the length read "
+                         "from the prefill pass of prompt + postfix, decode admission and instance choice by it) and "
+                         "colocated on prefill+decode engines (with --query, after the self-prediction query); "
+                         "--load is then a fraction of those colocated engines' FCFS capacity."),
+    ] = None,
 ) -> None:
     """Simulate one workload at one load under each policy arm (same arrivals) and print a table."""
     with _clear_errors():
@@ -228,17 +251,23 @@ def run(
             parse_goodput(slos)
         config = scenario.engine(
             prefix_caching=prefix_caching, preemptive=preemptive, preempt_threshold=preempt_threshold,
-            query=QueryConfig(postfix_tokens, query_tokens, query_delay) if query else None,
+            query=QueryConfig(postfix_tokens, query_tokens, query_delay, query_window) if query else None,
         )  # fmt: skip
         cost = scenario.cost()
+        split = None if disaggregated is None else Disaggregation.parse(disaggregated)
+        engines = 1 if split is None else split.instances
         w, title = scenario.build_workload()
         if rate is not None:
             w, where = w.with_arrivals(rescale_to_rate(w.arrival, rate)), f"{rate:g} req/s"
         else:
-            w, cap = scale_to_load(w, load, config, cost)
-            where = f"load {load:g} of FCFS capacity {cap:.2f} req/s"
-        results = _run_with_progress(w, arms, config, cost, scenario.predictions, scenario.seed, slos)
-        console.print(_table(f"{title}, {where}; predictions {scenario.predictions}", results))
+            w, cap = scale_to_load(w, load, config, cost, engines)
+            where = f"load {load:g} of FCFS capacity {cap:.2f} req/s" + (f" ({engines} engines)" if split else "")
+        if split is not None:
+            _compare_deployments(w, arms, config, cost, split, scenario, postfix_tokens, f"{title}, {where}", save)
+            return
+        fallback = fallback_predictions if config.query and config.query.window else None
+        results = _run_with_progress(w, arms, config, cost, scenario.predictions, scenario.seed, slos, fallback)
+        console.print(_table(f"{title}, {where}; predictions {scenario.predictions}", [(r.arm.spec, r.metrics) for r in results]))
         if buckets:
             console.print(_bucket_table(results))
         if save is not None:
@@ -246,6 +275,24 @@ def run(
                 save_records(r.result.records, save.with_name(f"{save.stem}-{_slug(r.arm.spec)}.jsonl"))
             save.write_text(json.dumps({r.arm.spec: r.metrics for r in results} | {"config": asdict(config)}, indent=1))
             console.print(f"saved {save}")
+
+
+def _compare_deployments(w, arms, config, cost, split, scenario, postfix_tokens, title, save) -> None:  # noqa: ANN001
+    """`run --disaggregated`: each arm as P/D and colocated, one table (and SAVE.json)."""
+    with _progress(len(w)) as (bar, task):
+
+        def on_column(name: str) -> Callable[[int], None]:
+            bar.update(task, completed=0, description=name)
+            return lambda done: bar.update(task, completed=done)
+
+        columns = compare_deployments(
+            w, arms, replace(config, query=None), cost, split, scenario.predictions, seed=scenario.seed,
+            postfix_tokens=postfix_tokens, query=config.query, progress=on_column,
+        )  # fmt: skip
+    console.print(_table(f"{title}; {split}; predictions {scenario.predictions}", columns))
+    if save is not None:
+        save.write_text(json.dumps(dict(columns) | {"config": asdict(config), "disaggregation": asdict(split)}, indent=1))
+        console.print(f"saved {save}")
 
 
 def _slug(text: str) -> str:

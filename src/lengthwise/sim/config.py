@@ -18,6 +18,15 @@ class QueryConfig:
     postfix_tokens: int = 60
     output_tokens: int = 4
     delay_s: float = 0.0
+    #: 0: every request is queried on arrival. K >= 1 (the eviction-window rule): requests
+    #: wait ordered by the workload's `fallback` (cheap) predictions; only the K best are
+    #: queried, and a queried request waits among those K, ordered by its self-prediction,
+    #: so its prompt's blocks are still cached when it is admitted.
+    window: int = 0
+
+    def __post_init__(self) -> None:
+        if self.window < 0:
+            raise ValueError(f"query window must be >= 0, got {self.window}")
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,11 @@ class EngineConfig:
     preemptive: bool = False
     preempt_threshold: float = math.inf
     query: QueryConfig | None = None
+    #: A decode instance of a prefill/decode deployment: a prompt's KV arrives from a
+    #: prefill instance, so at its first admission all but the last prompt token are
+    #: computed (the decode instance computes that one to emit the first token, as
+    #: vLLM's disaggregated serving does); after a preemption it recomputes as usual.
+    remote_prefill: bool = False
 
     def __post_init__(self) -> None:
         if min(self.max_num_seqs, self.block_size, self.num_blocks) < 1:
@@ -41,3 +55,5 @@ class EngineConfig:
             )
         if self.preempt_threshold < 0:
             raise ValueError("preempt_threshold must be >= 0")
+        if self.preemptive and self.query is not None and self.query.window:
+            raise ValueError("the query window rule is modelled for non-preemptive engines only")

@@ -30,6 +30,10 @@ Chunks = Sequence[tuple[int, int]]
 class CostModel(ABC):
     """Seconds per engine step."""
 
+    #: Bytes of KV cache one token holds, where the profile names the model's shape
+    #: (what a prefill instance sends a decode instance per prompt token); None if unknown.
+    kv_bytes_per_token: float | None = None
+
     @abstractmethod
     def decode_affine(self, num_decode: int) -> tuple[float, float]:
         """(base, slope): a step of `num_decode` decodes and nothing else takes base + slope · decode_ctx."""
@@ -128,6 +132,10 @@ class ProfiledCost(CostModel):
         pre = [(causal_pairs(int(k), 0), float(v)) for k, v in profile["prefill_attn_ms_per_layer"].items()]
         self._pre_a, self._pre_b = _fit_affine([p[0] for p in pre], [p[1] for p in pre])
         self.device = str(profile.get("device", "?"))
+        if all(k in profile for k in ("kv_heads", "head_dim", "kv_dtype_bytes")):  # K and V, every layer
+            self.kv_bytes_per_token = float(
+                2 * self.layers * int(profile["kv_heads"]) * int(profile["head_dim"]) * int(profile["kv_dtype_bytes"])
+            )
 
     @functools.lru_cache(maxsize=16384)  # noqa: B019 - a few thousand distinct sizes per run
     def _gemm_ms(self, tokens: int) -> float:

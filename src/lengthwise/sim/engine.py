@@ -32,7 +32,7 @@ from lengthwise.sim.request import SimRequest
 from lengthwise.sim.scheduler import Plan, Scheduler
 from lengthwise.sim.workload import Workload
 
-__all__ = ["EngineConfig", "QueryConfig", "SimResult", "Simulator"]
+__all__ = ["EngineConfig", "EngineRun", "QueryConfig", "SimResult", "Simulator"]
 
 
 @dataclass
@@ -70,6 +70,13 @@ class Simulator:
 
     def run(self, workload: Workload, progress: Callable[[int], None] | None = None) -> SimResult:
         """Simulate every request to completion; `progress(n_done)` is called now and then."""
+        started = time.perf_counter()
+        run = self.start(workload, progress)
+        run.loop()
+        return run.result(time.perf_counter() - started)
+
+    def start(self, workload: Workload, progress: Callable[[int], None] | None = None, *, routed: bool = False) -> EngineRun:
+        """The run's state; with `routed`, requests arrive only as a pool pushes them (see `lengthwise.sim.pool`)."""
         limit = self.config.num_blocks * self.config.block_size
         extra = self.config.query.postfix_tokens if self.config.query else 0
         too_big = np.flatnonzero(workload.prompt_tokens + np.maximum(workload.output_tokens, extra) > limit)
@@ -78,35 +85,59 @@ class Simulator:
                 f"{too_big.size} requests need more KV than the engine has ({limit} tokens), "
                 f"e.g. {workload.request_id(int(too_big[0]))}"
             )
-        started = time.perf_counter()
-        run = _EngineRun(self, workload, progress)
-        run.loop()
-        return run.result(time.perf_counter() - started)
+        if self.config.query is not None and self.config.query.window and workload.fallback is None:
+            raise ValueError("the query window rule needs the workload's fallback predictions")
+        return EngineRun(self, workload, progress, routed=routed)
 
 
-class _EngineRun:
-    """The state of one simulation; `loop` drives it."""
+class EngineRun:
+    """The state of one simulation; `loop` drives it, `run_until` and `push` let a pool drive several.
 
-    def __init__(self, simulator: Simulator, workload: Workload, progress: Callable[[int], None] | None) -> None:
+    Arrivals are (submission time, workload row) in time order: the workload's own
+    arrivals for one engine, or whatever a pool routes here (`push`). A request's
+    `Job.arrival` stays the client's arrival, so latencies count from it.
+    """
+
+    def __init__(
+        self, simulator: Simulator, workload: Workload, progress: Callable[[int], None] | None, *, routed: bool = False
+    ) -> None:
         self.config, self.cost, self.workload, self.progress = simulator.config, simulator.cost, workload, progress
         self.scheduler = Scheduler(simulator.config, simulator.policy, record_segments=simulator.record_segments)
         self.batch = self.scheduler.batch
         self.now = 0.0
         # Python lists: element access on numpy arrays is slow in the hot loop.
-        self.arrival_times: list[float] = workload.arrival.tolist()
+        self.client_arrivals: list[float] = workload.arrival.tolist()
+        self.arrival_times: list[float] = [] if routed else list(self.client_arrivals)
+        self.arrival_rows: list[int] = [] if routed else list(range(len(workload)))
         self.prompt_tokens: list[int] = workload.prompt_tokens.tolist()
         self.output_tokens: list[int] = workload.output_tokens.tolist()
         self.predicted_tokens: list[float] = workload.predicted.tolist()
+        self.fallback: list[float] = [] if workload.fallback is None else workload.fallback.tolist()
         self.next_arrival = 0
         #: (time, tiebreak, request): real requests sent once their prediction query answered.
         self.delayed_submissions: list[tuple[float, int, SimRequest]] = []
         self._tiebreak = itertools.count()
         self.finished: list[SimRequest | None] = [None] * len(workload)
         self.done = 0
+        #: Seconds the engine spent stepping, and running sequences integrated over those seconds.
+        self.busy_s = self.seat_s = 0.0
+        #: Predicted output tokens of the requests pushed here and not finished (a pool's routing signal).
+        self.predicted_outstanding = 0.0
+        #: Where `run_until` stops: a pool's next routing decision.
+        self.horizon = math.inf
 
     def loop(self) -> None:
+        self.run_until(math.inf)
+        if self.scheduler.has_waiting():
+            raise RuntimeError("simulation stuck: requests wait but none can be admitted")
+        if self.progress is not None:
+            self.progress(self.done)
+
+    def run_until(self, horizon: float) -> None:
+        """Simulate until the clock reaches `horizon` (within one step) or nothing is left to do."""
         scheduler, batch = self.scheduler, self.batch
-        while True:
+        self.horizon = horizon
+        while self.now < horizon:
             self.take_arrivals()
             plan = scheduler.schedule(self.now)
             if any(chunk > 0 for _, chunk in plan):
@@ -115,13 +146,19 @@ class _EngineRun:
                 self.decode_steps()
             else:
                 arrival = self.next_arrival_time()
-                if arrival == math.inf:
-                    if scheduler.has_waiting():
-                        raise RuntimeError("simulation stuck: requests wait but none can be admitted")
-                    break
+                if arrival == math.inf or arrival > horizon:
+                    return
                 self.now = max(self.now, arrival)
-        if self.progress is not None:
-            self.progress(self.done)
+
+    def push(self, time: float, row: int) -> None:
+        """A pool routes workload row `row` here, submitted at `time` (not before the last push)."""
+        self.arrival_times.append(time)
+        self.arrival_rows.append(row)
+        self.predicted_outstanding += self.predicted_tokens[row]
+
+    def unfinished(self) -> int:
+        """Requests pushed here that have not finished (a pool's queue length)."""
+        return len(self.arrival_rows) - self.done
 
     # ---- arrivals -------------------------------------------------------------------
 
@@ -132,17 +169,17 @@ class _EngineRun:
     def take_arrivals(self) -> None:
         now, query, arrivals, count = self.now, self.config.query, self.arrival_times, len(self.arrival_times)
         while self.next_arrival < count and arrivals[self.next_arrival] <= now:
-            i = self.next_arrival
+            i = self.arrival_rows[self.next_arrival]
             self.next_arrival += 1
-            job = Job(self.workload.request_id(i), arrivals[i], self.predicted_tokens[i], self.prompt_tokens[i])
+            job = Job(self.workload.request_id(i), self.client_arrivals[i], self.predicted_tokens[i], self.prompt_tokens[i])
             request = SimRequest(i, job, self.prompt_tokens[i], self.output_tokens[i], 0.0, None)
             if query is None:
                 self.scheduler.submit(request, now)
+            elif query.window:  # wait on the cheap prediction until the query window reaches it
+                request.self_predicted, job.predicted_tokens = job.predicted_tokens, self.fallback[i]
+                self.scheduler.submit(request, now)
             else:
-                query_job = Job("q:" + job.id, job.arrival, 0.0, request.prompt_tokens + query.postfix_tokens)
-                self.scheduler.add_query(
-                    SimRequest(i, query_job, query_job.prompt_tokens, query.output_tokens, -math.inf, request)
-                )
+                self.scheduler.add_query(self.scheduler.query_request(request))
         while self.delayed_submissions and self.delayed_submissions[0][0] <= now:
             self.scheduler.submit(heapq.heappop(self.delayed_submissions)[2], now)
 
@@ -153,7 +190,8 @@ class _EngineRun:
         batch, decoders = self.batch, len(self.batch.requests)
         chunks = [(chunk, request.computed_tokens) for request, chunk in plan if chunk > 0]
         num_tokens = decoders + sum(chunk for chunk, _ in chunks)
-        self.now += self.cost.step_time(num_tokens, decoders + len(chunks), batch.context_tokens(), chunks)
+        self.advance_clock(self.cost.step_time(num_tokens, decoders + len(chunks), batch.context_tokens(), chunks),
+                           decoders + len(chunks))
         batch.steps += 1
         for request, chunk in plan:
             request.computed_tokens += chunk
@@ -179,10 +217,17 @@ class _EngineRun:
         seats_free = self.scheduler.running_count() < config.max_num_seqs
         if arrival < math.inf and (seats_free or (config.preemptive and config.preempt_threshold < math.inf)):
             steps = min(steps, _steps_to_reach(first_step_s, growth_s, arrival - self.now))
+        if self.horizon < math.inf:  # a pool reads this engine's state at the horizon
+            steps = min(steps, _steps_to_reach(first_step_s, growth_s, self.horizon - self.now))
         steps = batch.steps_that_fit(steps, config.num_blocks)
-        self.now += steps * first_step_s + growth_s * steps * (steps - 1) / 2
+        self.advance_clock(steps * first_step_s + growth_s * steps * (steps - 1) / 2, decoders)
         batch.steps += steps
         self.after_steps(trimmed=False)
+
+    def advance_clock(self, seconds: float, sequences: int) -> None:
+        self.now += seconds
+        self.busy_s += seconds
+        self.seat_s += seconds * sequences
 
     def after_steps(self, trimmed: bool) -> None:
         """Retire requests and expire quanta that reached this step; keep the cache within free space.
@@ -203,11 +248,14 @@ class _EngineRun:
         request.generated_tokens = request.output_tokens
         request.finish_time = self.now
         self.scheduler.release(request, kv_tokens, self.now)
-        if request.query_for is not None:
+        if (real := request.query_for) is not None:
+            if real.self_predicted is not None:  # the window rule: the query's answer replaces the fallback
+                real.job.predicted_tokens, real.self_predicted = real.self_predicted, None
             delay = self.config.query.delay_s if self.config.query else 0.0
             heapq.heappush(self.delayed_submissions, (self.now + delay, next(self._tiebreak), request.query_for))
             return
         self.finished[request.index] = request
+        self.predicted_outstanding -= self.predicted_tokens[request.index]
         if (service := self.scheduler.policy.service) is not None:  # what the gateway sees: times from admission
             assert request.first_token_time is not None and request.scheduled_time is not None
             service.observe(request.prompt_tokens, request.cached_tokens or 0, request.output_tokens,
@@ -223,18 +271,21 @@ class _EngineRun:
         records = []
         for i, request in enumerate(self.finished):
             assert request is not None, f"request {i} never finished"
-            records.append(
-                RequestRecord(
-                    id=request.job.id, arrival=request.job.arrival, first_token_time=request.first_token_time,
-                    finish_time=request.finish_time, prompt_tokens=request.prompt_tokens,
-                    output_tokens=request.output_tokens, predicted_tokens=float(workload.predicted[i]),
-                    cached_tokens=request.cached_tokens, scheduled_time=request.scheduled_time, ideal_s=float(ideal[i]),
-                )  # fmt: skip
-            )
+            records.append(request_record(request, float(workload.predicted[i]), float(ideal[i])))
         return SimResult(
             records, self.batch.steps, scheduler.preemptions, scheduler.prefix_cache.stats,
             scheduler.query_prefix_reuse(), wall_s, scheduler.segments,
         )
+
+
+def request_record(request: SimRequest, predicted: float, ideal_s: float) -> RequestRecord:
+    """A finished request as the metrics read it."""
+    return RequestRecord(
+        id=request.job.id, arrival=request.job.arrival, first_token_time=request.first_token_time,
+        finish_time=request.finish_time, prompt_tokens=request.prompt_tokens, output_tokens=request.output_tokens,
+        predicted_tokens=predicted, cached_tokens=request.cached_tokens, scheduled_time=request.scheduled_time,
+        ideal_s=ideal_s,
+    )  # fmt: skip
 
 
 def _steps_to_reach(a: float, b: float, delta: float) -> int:

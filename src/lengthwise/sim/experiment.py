@@ -98,11 +98,18 @@ def run_arms(
     goodput: Sequence[str] | None = None,
     on_arm: Callable[[Arm], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    fallback: str | None = None,
 ) -> list[ArmResult]:
-    """Run each arm on the same workload; predicted arms share one draw of predictions."""
+    """Run each arm on the same workload; predicted arms share one draw of predictions.
+
+    `fallback`: the cheap predictions a query window orders waiting requests by
+    (`QueryConfig.window`), drawn independently of the predictions.
+    """
     for arm in arms:
         arm.validate()
     predicted = make_predictions(predictions, workload.output_tokens, seed)
+    if fallback is not None:
+        workload = replace(workload, fallback=make_predictions(fallback, workload.output_tokens, seed + 1))
     out = []
     for arm in arms:
         if on_arm is not None:
@@ -114,13 +121,15 @@ def run_arms(
     return out
 
 
-def scale_to_load(workload: Workload, load: float, config: EngineConfig, cost: CostModel) -> tuple[Workload, float]:
-    """The workload at `load` × the engine's FCFS capacity for its length mix; also that capacity.
+def scale_to_load(
+    workload: Workload, load: float, config: EngineConfig, cost: CostModel, engines: int = 1
+) -> tuple[Workload, float]:
+    """The workload at `load` × the FCFS capacity of `engines` such engines for its length mix; also that capacity.
 
     Capacity is measured without prediction queries, so a load means the same
     arrival rate with and without them.
     """
-    cap = capacity(workload, replace(config, query=None), cost)
+    cap = engines * capacity(workload, replace(config, query=None), cost)
     return at_load(workload, load, cap), cap
 
 

@@ -14,7 +14,7 @@ class SimRequest:
         "block_base", "block_phase", "cache_key", "cached_tokens", "computed_tokens", "context_offset",
         "decode_epoch", "finish_time", "first_token_time", "generated_tokens", "index", "job",
         "never_admitted", "output_tokens", "prefill_target", "priority", "prompt_tokens",
-        "quantum_end_tokens", "query_for", "run_start_time", "scheduled_time",
+        "quantum_end_tokens", "query_for", "run_start_time", "scheduled_time", "self_predicted",
     )  # fmt: skip
 
     def __init__(
@@ -31,6 +31,9 @@ class SimRequest:
         self.priority = priority
         #: For a prediction query, the real request it precedes; None for a real request.
         self.query_for = query_for
+        #: Query window rule: the self-prediction its query will give (the job carries the
+        #: fallback until then); None once the query has answered, or without the rule.
+        self.self_predicted: float | None = None
         #: The prefix-cache key: a request, its query and its recomputation share it.
         self.cache_key = index
         #: Tokens to prefill before the next token: the prompt, or prompt + generated after a preemption.

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from lengthwise.core.policy.base import Policy
+from lengthwise.core.policy.base import Job, Policy
 from lengthwise.core.policy.queue import WaitingQueue
 from lengthwise.sim.batch import DecodeBatch
 from lengthwise.sim.config import EngineConfig
@@ -45,6 +45,11 @@ class Scheduler:
         self.config, self.policy = config, policy
         self.block_size, self.num_blocks = config.block_size, config.num_blocks
         self.waiting = WaitingQueue(policy)
+        #: The query window rule (`QueryConfig.window`): how many of the best waiting requests
+        #: are queried, those whose query is under way, and those queried and waiting to be admitted.
+        self.window = config.query.window if config.query else 0
+        self.window_querying = 0
+        self.ready = WaitingQueue(policy)
         self.queries: deque[SimRequest] = deque()
         self.prefilling: list[SimRequest] = []
         self.batch = DecodeBatch(config.block_size)
@@ -68,15 +73,36 @@ class Scheduler:
 
     def submit(self, request: SimRequest, now: float) -> None:
         request.priority = self.policy.key(request.job, now)
-        self.waiting.add(request.job, now)
+        queue = self._queue_of(request)
+        if queue is self.ready and request.never_admitted:
+            self.window_querying -= 1  # its query has answered
+        queue.add(request.job, now)
         self.new_arrivals = True
+
+    def _queue_of(self, request: SimRequest) -> WaitingQueue:
+        """Where a real request waits: with the window rule, once queried, among the queried."""
+        return self.ready if self.window and request.self_predicted is None else self.waiting
+
+    def query_request(self, request: SimRequest) -> SimRequest:
+        """The prediction query for `request`: its prompt plus the postfix, at top priority."""
+        assert self.config.query is not None
+        job = Job("q:" + request.job.id, request.job.arrival, 0.0, request.prompt_tokens + self.config.query.postfix_tokens)
+        return SimRequest(request.index, job, job.prompt_tokens, self.config.query.output_tokens, -math.inf, request)
 
     def add_query(self, query: SimRequest) -> None:
         self.queries.append(query)
         self.new_arrivals = True
 
+    def _query_the_window(self, now: float) -> None:
+        """Keep the `window` best waiting requests queried or being queried (the eviction-window rule)."""
+        while self.window_querying + len(self.ready) < self.window and len(self.waiting):
+            job = self.waiting.pop(now)
+            assert job is not None
+            self.window_querying += 1
+            self.add_query(self.query_request(job.payload))
+
     def has_waiting(self) -> bool:
-        return bool(len(self.waiting) or self.queries)
+        return bool(len(self.waiting) or len(self.ready) or self.queries)
 
     def running(self) -> list[SimRequest]:
         return [*self.batch.requests, *self.prefilling]
@@ -88,7 +114,7 @@ class Scheduler:
         """The next request to admit: a prediction query first, else the policy's best."""
         if self.queries:
             return self.queries[0]
-        job = self.waiting.peek(now)
+        job = (self.ready if self.window else self.waiting).peek(now)
         return None if job is None else job.payload
 
     def current_key(self, request: SimRequest, now: float) -> float:
@@ -107,6 +133,8 @@ class Scheduler:
                 self._yield_expired_quanta(now)
             if self.new_arrivals and self.config.preempt_threshold < math.inf:
                 self._preempt_for_arrivals(now)
+        if self.window:
+            self._query_the_window(now)
         preemptions_before = self.preemptions
         plan, token_budget, blocks_needed = self._fit_running(now)
         self.admission_blocked = self.preemptions > preemptions_before  # vLLM admits nothing then
@@ -145,6 +173,8 @@ class Scheduler:
             if request is None:
                 break
             hit_tokens = self.prefix_cache.peek(request.cache_key, request.prefill_target) * block_size
+            if self.config.remote_prefill and request.never_admitted:
+                hit_tokens = request.prefill_target - 1  # the prompt's KV came from a prefill instance
             chunk = min(request.prefill_target - hit_tokens, token_budget)
             blocks = blocks_for(hit_tokens + chunk, block_size)
             if blocks_needed + blocks > self.num_blocks:
@@ -154,7 +184,7 @@ class Scheduler:
             elif request.query_for is not None:
                 self.queries.popleft()
             else:
-                self.waiting.pop(now)
+                self._queue_of(request).pop(now)
             self.prefix_cache.take(request.cache_key, request.prefill_target)
             self._admit(request, hit_tokens, now)
             plan.append((request, chunk))
@@ -199,7 +229,7 @@ class Scheduler:
         if request.query_for is not None:
             self.queries.appendleft(request)
         else:
-            self.waiting.add(request.job, now)
+            self._queue_of(request).add(request.job, now)
 
     def release(self, request: SimRequest, kv_tokens: int, now: float) -> None:
         """The request stops running: its full blocks go to the prefix cache (a query's: only the shared prompt)."""

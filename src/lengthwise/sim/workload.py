@@ -21,11 +21,14 @@ class Workload:
     output_tokens: np.ndarray
     predicted: np.ndarray
     ids: Sequence[str] | None = None
+    #: What the scheduler sees before a request's self-prediction query answers (the query
+    #: window rule); None without the rule.
+    fallback: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = self.arrival.size
-        for name in ("prompt_tokens", "output_tokens", "predicted"):
-            if getattr(self, name).size != n:
+        for name in ("prompt_tokens", "output_tokens", "predicted", "fallback"):
+            if getattr(self, name) is not None and getattr(self, name).size != n:
                 raise ValueError(f"workload: {name} has {getattr(self, name).size} rows, arrival has {n}")
         if self.ids is not None and len(self.ids) != n:
             raise ValueError(f"workload: {len(self.ids)} ids for {n} requests")
@@ -45,7 +48,8 @@ class Workload:
 
     def head(self, n: int) -> Workload:
         ids = None if self.ids is None else list(self.ids[:n])
-        return Workload(self.arrival[:n], self.prompt_tokens[:n], self.output_tokens[:n], self.predicted[:n], ids)
+        fallback = None if self.fallback is None else self.fallback[:n]
+        return Workload(self.arrival[:n], self.prompt_tokens[:n], self.output_tokens[:n], self.predicted[:n], ids, fallback)
 
     def request_id(self, i: int) -> str:
         return self.ids[i] if self.ids is not None else f"r{i}"
