@@ -39,8 +39,17 @@ sim_app = typer.Typer(
 )
 console = Console(highlight=False, soft_wrap=True)
 
-WorkloadOpt = Annotated[str, typer.Option(help="azure (conversation trace), sharegpt (dev lengths) or records:PATH.")]
-N = Annotated[int | None, typer.Option("--n", help="Requests (azure: tiled beyond its 19,366).")]
+WorkloadOpt = Annotated[
+    str,
+    typer.Option(help="azure (the packaged conversation trace), sharegpt (dev lengths), trace:PATH (a CSV or JSONL "
+                      "trace; columns named with trace:PATH,arrival=COL,prompt=COL,output=COL,time_unit=ms where "
+                      "the usual names miss) or records:PATH (a run's records)."),
+]
+N = Annotated[
+    int | None,
+    typer.Option("--n", help="Requests: a trace repeats back to back in time beyond its length (cut below it); "
+                             "sharegpt draws N."),
+]
 Arrivals = Annotated[str, typer.Option(help="trace (the workload's own timing) or gamma.")]
 Burstiness = Annotated[float, typer.Option(help="Gamma shape of inter-arrival gaps: 1 Poisson, <1 burstier.")]
 Predictions = Annotated[

@@ -20,8 +20,9 @@ from lengthwise.sim.cost import CostModel, load_cost_model
 from lengthwise.sim.engine import EngineConfig, SimResult, Simulator
 from lengthwise.sim.load import at_load, capacity
 from lengthwise.sim.predictions import make_predictions
-from lengthwise.sim.workload import Workload, azure_workload, records_workload, sharegpt_workload
+from lengthwise.sim.workload import Workload, azure_workload, from_trace, records_workload, sharegpt_workload
 from lengthwise.workload.arrivals import gamma_arrivals
+from lengthwise.workload.trace import trace_from_spec
 
 ORACLE_SUFFIX = "@oracle"
 
@@ -32,27 +33,35 @@ def build_cost(profile: Path | None = None, overhead_ms: float | None = None) ->
     return load_cost_model(path, None if overhead_ms is None else overhead_ms / 1000)
 
 
+WORKLOADS = "azure, sharegpt, trace:PATH[,arrival=COL,prompt=COL,output=COL] or records:PATH"
+
+
 def build_workload(
     source: str, n: int | None, *, arrivals: str = "trace", burstiness: float = 1.0, seed: int = 0,
     max_output: int | None = None,
 ) -> Workload:  # fmt: skip
-    """Requests from ``azure`` (the conversation trace), ``sharegpt`` (dev lengths) or ``records:PATH``.
+    """Requests from ``azure`` (the conversation trace), ``sharegpt`` (dev lengths), ``trace:PATH`` (a CSV or
+    JSONL trace, `lengthwise.workload.trace`; ``azure:PATH`` is the same) or ``records:PATH`` (a run's records).
 
+    `n` tiles a trace in time (copies back to back) or cuts it; ShareGPT draws `n` prompts.
     `arrivals`: ``trace`` keeps the source's own timing (Poisson for ShareGPT),
     ``gamma`` replaces it with gamma arrivals of the given burstiness (1 = Poisson).
     The rate is set later, from the target load. `max_output` caps output lengths,
     as an engine's max_tokens would (see `predictions.output_cap`).
     """
+    kind, _, path = source.partition(":")
     if source == "azure":
-        w = azure_workload(n)
+        w = azure_workload()
     elif source == "sharegpt":
         w = sharegpt_workload(n or 2000, rate=1.0, burstiness=burstiness, seed=seed)
-    elif source.startswith("records:"):
-        w = records_workload(load_records(Path(source.removeprefix("records:"))))
-        if n is not None:
-            w = w.head(n)
+    elif kind in ("trace", "azure") and path:
+        w = from_trace(trace_from_spec(path))
+    elif kind == "records" and path:
+        w = records_workload(load_records(Path(path)), f"records {path}")
     else:
-        raise ValueError(f"unknown workload {source!r}: use azure, sharegpt or records:PATH")
+        raise ValueError(f"unknown workload {source!r}: use {WORKLOADS}")
+    if n is not None and source != "sharegpt":
+        w = w.tiled(n)
     if max_output is not None:
         w = replace(w, output_tokens=np.minimum(w.output_tokens, max_output))
     if arrivals == "gamma":

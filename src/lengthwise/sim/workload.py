@@ -8,8 +8,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from lengthwise.core.records import RequestRecord
-from lengthwise.workload.arrivals import gamma_arrivals
-from lengthwise.workload.azure import Trace, load_azure
+from lengthwise.workload.arrivals import gamma_arrivals, tile_arrivals
+from lengthwise.workload.azure import load_azure
+from lengthwise.workload.trace import Trace
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,22 @@ class Workload:
         fallback = None if self.fallback is None else self.fallback[:n]
         return Workload(self.arrival[:n], self.prompt_tokens[:n], self.output_tokens[:n], self.predicted[:n], ids, fallback)
 
+    def tiled(self, n: int) -> Workload:
+        """`n` requests: the workload repeated back to back in time, each copy shifted by its span (a prefix if shorter).
+
+        Copies keep their requests' ids with ``#k`` for the k-th repeat, so every id stays unique.
+        """
+        if n <= 0:
+            raise ValueError(f"n must be positive, got {n}")
+        if n <= len(self):
+            return self.head(n)
+        size = len(self)
+        ids = None if self.ids is None else [self.ids[i % size] + (f"#{i // size}" if i >= size else "") for i in range(n)]
+        return Workload(
+            tile_arrivals(self.arrival, n), np.resize(self.prompt_tokens, n), np.resize(self.output_tokens, n),
+            np.resize(self.predicted, n), ids,
+        )  # fmt: skip
+
     def request_id(self, i: int) -> str:
         return self.ids[i] if self.ids is not None else f"r{i}"
 
@@ -63,8 +80,8 @@ def from_trace(trace: Trace) -> Workload:
     )  # fmt: skip
 
 
-def azure_workload(n: int | None = None) -> Workload:
-    return from_trace(load_azure(n=n))
+def azure_workload() -> Workload:
+    return from_trace(load_azure())
 
 
 def sharegpt_workload(n: int, rate: float, burstiness: float = 1.0, seed: int = 0) -> Workload:
@@ -85,14 +102,21 @@ def sharegpt_workload(n: int, rate: float, burstiness: float = 1.0, seed: int = 
     return from_trace(trace)
 
 
-def records_workload(records: Sequence[RequestRecord]) -> Workload:
-    """Replay a measured run: its arrival times, prompt and output lengths, its predictions.
+def records_workload(records: Sequence[RequestRecord], source: str = "records") -> Workload:
+    """Replay a run's requests: their arrival times, prompt and output lengths, their predictions.
 
-    Failed requests are left out; arrivals are shifted so the first is at 0.
+    Requests that failed (`error` set) are left out; the others need an output token count,
+    not their timings, so a log of arrivals and token counts replays as well as a measured run.
+    Arrivals are shifted so the first is at 0.
     """
-    done = sorted((r for r in records if r.ok and r.output_tokens > 0), key=lambda r: r.arrival)
+    served = [r for r in records if r.error is None]
+    done = sorted((r for r in served if r.output_tokens > 0), key=lambda r: r.arrival)
     if not done:
-        raise ValueError("no completed requests to replay")
+        raise ValueError(
+            f"{source}: nothing to replay: {len(records)} records, {len(records) - len(served)} failed (error set), "
+            f"{len(served)} without an output_tokens count above 0; each request needs arrival, prompt_tokens and "
+            "output_tokens"
+        )
     arrival = np.array([r.arrival for r in done], dtype=float)
     output = np.array([r.output_tokens for r in done], dtype=np.int64)
     predicted = np.array([r.predicted_tokens if r.predicted_tokens is not None else r.output_tokens for r in done])
