@@ -7,9 +7,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from lengthwise.bench.loadgen import Target, request_body
+from lengthwise.bench.plan import run_plan
 from lengthwise.cli import app
+from lengthwise.core.tokens import count_tokens
 from lengthwise.core.records import RequestRecord, save_records
 from lengthwise.sim.experiment import build_workload
+from lengthwise.workload.arrivals import mean_rate
+from lengthwise.workload.synthetic import WORDS
 from lengthwise.workload.trace import load_trace, trace_from_spec
 
 DATA = Path(__file__).parents[1] / "data"
@@ -116,3 +121,34 @@ def test_sim_run_names_the_missing_column_in_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["sim", "run", "--workload", f"trace:{path}"], env={"COLUMNS": "300"})
     assert result.exit_code == 1
     assert "no output column" in result.output and "columns found: arrival, prompt_tokens" in result.output
+
+
+def test_a_bench_plan_replays_a_trace_s_arrivals_and_lengths() -> None:
+    trace = load_trace(AZURE_STYLE)
+    plan = run_plan(f"trace:{AZURE_STYLE}", None, seed=3)
+    assert [r.arrival_s for r in plan] == pytest.approx(trace.arrival.tolist())
+    assert [r.max_tokens for r in plan] == trace.output_tokens.tolist() and all(r.ignore_eos for r in plan)
+    assert [count_tokens(r.prompt) for r in plan] == trace.prompt_tokens.tolist()
+    assert len({r.prompt[:40] for r in plan}) == len(plan)  # no shared prefix to hit the cache
+    assert all(count_tokens(w) == 1 == count_tokens(" " + w) for w in WORDS)
+    body = request_body(Target("http://x", "m"), plan[0])
+    assert body["ignore_eos"] is True and body["max_tokens"] == trace.output_tokens[0]
+
+
+def test_a_bench_plan_tiles_rescales_caps_and_keeps_a_trace_s_texts(tmp_path: Path) -> None:
+    tiled = run_plan(f"trace:{AZURE_STYLE}", 100, rate=2.0, max_tokens=64)
+    assert len(tiled) == 100 and max(r.max_tokens for r in tiled) == 64
+    assert mean_rate(np.array([r.arrival_s for r in tiled])) == pytest.approx(2.0)
+    path = tmp_path / "texts.jsonl"
+    path.write_text(json.dumps({"arrival": 1, "prompt": "Say hi", "output_tokens": 3}) + "\n")
+    (request,) = run_plan(f"trace:{path}", None)
+    assert (request.prompt, request.max_tokens, request.arrival_s) == ("Say hi", 3, 0.0)
+    with pytest.raises(ValueError, match="leave out --trace"):
+        run_plan(f"trace:{path}", None, arrivals_from=str(path))
+
+
+def test_bench_arrivals_from_any_trace_format() -> None:
+    prompts = DATA / "prompts.jsonl"
+    plan = run_plan(str(prompts), 3, arrivals_from=str(AZURE_STYLE), max_tokens=8)
+    assert [r.arrival_s for r in plan] == pytest.approx(load_trace(AZURE_STYLE).arrival[:3].tolist())
+    assert [r.prompt for r in plan] == ["a", "b", "c"] and {r.ignore_eos for r in plan} == {False}

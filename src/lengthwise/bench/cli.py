@@ -17,14 +17,12 @@ from rich.table import Table
 
 from lengthwise.bench.loadgen import Target, replay
 from lengthwise.core.records import parse_goodput, summarize
-from lengthwise.bench.plan import build_plan
+from lengthwise.bench.plan import run_plan
 from lengthwise.bench.prompts import load_prompts
 from lengthwise.bench.runfile import BenchRun, save_run
 from lengthwise.bench.services import cpu_per_request, gateway_cpu
 from lengthwise.core.openai_server import served_model
 from lengthwise.bench.table import serving_table
-from lengthwise.workload.arrivals import gamma_arrivals, rescale_to_rate
-from lengthwise.workload.azure import load_azure
 
 bench_app = typer.Typer(
     help="Replay real prompts against a server and measure latency (`vllm bench serve`-style); "
@@ -34,6 +32,12 @@ bench_app = typer.Typer(
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 Workload = Annotated[str, typer.Option(help="sharegpt (dev split), sharegpt:test, or a .jsonl file of {'prompt': ...}.")]
+RunWorkload = Annotated[
+    str,
+    typer.Option(help="sharegpt (dev split), sharegpt:test, a .jsonl file of {'prompt': ...}, or trace:PATH[,arrival=COL,"
+                      "prompt=COL,output=COL]: a CSV or JSONL trace's arrivals and lengths, each answer exactly its "
+                      "output length (ignore_eos), prompts its texts or synthetic ones of its prompt token counts."),
+]
 MaxTokens = Annotated[int, typer.Option(help="Answer length cap per request.")]
 MaxPromptTokens = Annotated[int, typer.Option(help="Skip prompts longer than this (cl100k tokens).")]
 Goodput = Annotated[
@@ -72,21 +76,26 @@ def bench(
     url: Annotated[str | None, typer.Option(help="Server root, e.g. http://127.0.0.1:8000 (engine or gateway).")] = None,
     model: Model = None,
     endpoint: Annotated[str, typer.Option(help="chat or completions.")] = "chat",
-    workload: Workload = "sharegpt",
-    n: Annotated[int, typer.Option("--n", help="Number of requests.")] = 100,
-    rate: Annotated[float, typer.Option(help="Mean arrival rate, req/s (inf: all at once).")] = math.inf,
+    workload: RunWorkload = "sharegpt",
+    n: Annotated[int | None, typer.Option("--n", help="Number of requests (default 100; a trace's own count).")] = None,
+    rate: Annotated[
+        float, typer.Option(help="Mean arrival rate, req/s (inf: all at once; a trace's own timing).")
+    ] = math.inf,
     burstiness: Burstiness = 1.0,
     trace: Annotated[
-        Path | None, typer.Option(help="Arrival times from an Azure-format trace CSV (arrived_at, ...); --rate rescales it.")
+        str | None,
+        typer.Option(help="Arrival times only from a CSV or JSONL trace (PATH[,arrival=COL]); --rate rescales it."),
     ] = None,
-    max_tokens: MaxTokens = 256,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Answer length cap per request (default 256; a trace's lengths uncapped).")
+    ] = None,
     max_prompt_tokens: MaxPromptTokens = 512,
     seed: Seed = 0,
     goodput: Goodput = None,
     api_key: Annotated[str | None, typer.Option(help="Bearer token for the server.")] = None,
     out: Annotated[Path | None, typer.Option(help="Save the config and per-request records as JSON.")] = None,
 ) -> None:
-    """Replay prompts at a rate, stream every answer, print the `vllm bench serve` table."""
+    """Replay prompts at a rate, or a trace's arrivals and lengths, stream every answer, print the `vllm bench serve` table."""
     if ctx.invoked_subcommand is not None:
         return
     if url is None:
@@ -95,14 +104,9 @@ def bench(
         raise typer.BadParameter("chat or completions", param_hint="--endpoint")
     slos = _goodput(goodput)
     with _clear_errors():
+        plan = run_plan(workload, n, rate=rate, burstiness=burstiness, arrivals_from=trace, max_tokens=max_tokens,
+                        max_prompt_tokens=max_prompt_tokens, seed=seed)  # fmt: skip
         model = model or served_model(url)
-        prompts = load_prompts(workload, n, seed, max_prompt_tokens)
-        if trace is None:
-            arrivals = gamma_arrivals(n, rate, burstiness, seed)
-        else:
-            arrivals = load_azure(trace, n).arrival
-            arrivals = arrivals if math.isinf(rate) else rescale_to_rate(arrivals, rate)
-        plan = build_plan(prompts, arrivals, max_tokens)
         target = Target(url, model, endpoint=endpoint, api_key=api_key)  # type: ignore[arg-type]
         before = gateway_cpu(url)
         records = asyncio.run(replay(plan, target))
@@ -116,8 +120,8 @@ def bench(
         console.print(f"[yellow]{len(errors)} failed[/yellow], e.g. {errors[0]}")
     if out is not None:
         config = {
-            "url": url, "model": model, "endpoint": endpoint, "workload": workload, "n": n, "rate": rate,
-            "burstiness": burstiness, "trace": str(trace) if trace else None, "max_tokens": max_tokens,
+            "url": url, "model": model, "endpoint": endpoint, "workload": workload, "n": len(plan), "rate": rate,
+            "burstiness": burstiness, "trace": trace, "max_tokens": max_tokens,
             "max_prompt_tokens": max_prompt_tokens, "seed": seed, "goodput": slos, "summary": summary,
             "gateway_cpu_s_per_request": gateway_cpu_s,
         }  # fmt: skip

@@ -76,6 +76,8 @@ def request_body(target: Target, req: PlannedRequest) -> dict[str, Any]:
         body["prompt"] = req.prompt
     if req.priority is not None:
         body["priority"] = req.priority
+    if req.ignore_eos:
+        body["ignore_eos"] = True
     return body
 
 
