@@ -2,152 +2,36 @@
 
 Subcommands: `run` (one load, several policy arms, a table), `sweep` (latency
 against load, a PNG), `os` (the seed's FCFS/RR/SRT example as Gantt charts),
-`profile` (measure a real engine's step times into a cost profile) and
-`validate` (replay a measured run and compare mean E2E latency).
+`profile` (measure a real engine's step times into a cost profile),
+`validate` (replay a measured run and compare mean E2E latency) and `advise`
+(which policy for a trace, in a report: `lengthwise.sim.advise`).
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Annotated, Any, get_type_hints
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lengthwise.core.policy import DEFAULT_POLICY
-from lengthwise.core.records import parse_goodput, save_records, summarize_by_bucket
-from lengthwise.sim.cost import CostModel
-from lengthwise.sim.disaggregated import Disaggregation, compare_deployments
-from lengthwise.sim.engine import EngineConfig, QueryConfig
-from lengthwise.sim.experiment import Arm, ArmResult, build_cost, build_workload, loads, run_arms, scale_to_load
-from lengthwise.sim.predictions import output_cap
-from lengthwise.sim.workload import Workload
-from lengthwise.workload.arrivals import rescale_to_rate
+from lengthwise.sim.advise_cli import advise
+from lengthwise.sim.options import (
+    BlockSize, Blocks, Budget, MaxSeqs, Scenario, clear_errors, console, progress_bar, run_with_progress, with_scenario,
+)  # fmt: skip
+
+if TYPE_CHECKING:
+    from lengthwise.sim.experiment import ArmResult
 
 sim_app = typer.Typer(
     help="Simulate scheduling policies on a model of a continuous-batching engine (vLLM v1 semantics).",
     no_args_is_help=True,
 )
-console = Console(highlight=False, soft_wrap=True)
-
-WorkloadOpt = Annotated[
-    str,
-    typer.Option(help="azure (the packaged conversation trace), sharegpt (dev lengths), trace:PATH (a CSV or JSONL "
-                      "trace; columns named with trace:PATH,arrival=COL,prompt=COL,output=COL,time_unit=ms where "
-                      "the usual names miss) or records:PATH (a run's records)."),
-]
-N = Annotated[
-    int | None,
-    typer.Option("--n", help="Requests: a trace repeats back to back in time beyond its length (cut below it); "
-                             "sharegpt draws N."),
-]
-Arrivals = Annotated[str, typer.Option(help="trace (the workload's own timing) or gamma.")]
-Burstiness = Annotated[float, typer.Option(help="Gamma shape of inter-arrival gaps: 1 Poisson, <1 burstier.")]
-Predictions = Annotated[
-    str,
-    typer.Option(help="oracle, lognormal:tau=0.5, lognormal:sigma=1, replay:EVAL.jsonl[,variant=NAME]; "
-                      "calibrated:SPEC maps SPEC's predictions as the gateway's calibrator would."),
-]
-Profile = Annotated[Path | None, typer.Option(help="Cost profile JSON; default the H200 Llama-3-8B profile.")]
-OverheadMs = Annotated[float | None, typer.Option(help="Per-step framework overhead (ms) added to a GPU profile.")]
-MaxSeqs = Annotated[int, typer.Option(help="vLLM --max-num-seqs.")]
-Budget = Annotated[int, typer.Option(help="vLLM --max-num-batched-tokens (token budget per step).")]
-BlockSize = Annotated[int, typer.Option(help="KV block size (tokens).")]
-Blocks = Annotated[int, typer.Option(help="KV cache capacity in blocks.")]
-Seed = Annotated[int, typer.Option(help="Seed of predictions and sampled arrivals.")]
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """The options `run` and `sweep` share: what is served, what the scheduler is told, the engine, its cost."""
-
-    workload: WorkloadOpt = "azure"
-    n: N = None
-    arrivals: Arrivals = "trace"
-    burstiness: Burstiness = 1.0
-    predictions: Predictions = "lognormal:tau=0.5"
-    profile: Profile = None
-    overhead_ms: OverheadMs = None
-    max_num_seqs: MaxSeqs = 256
-    max_batched_tokens: Budget = 8192
-    block_size: BlockSize = 16
-    num_blocks: Blocks = 50_000
-    seed: Seed = 0
-
-    def engine(self, **options: Any) -> EngineConfig:
-        return EngineConfig(
-            max_num_seqs=self.max_num_seqs, max_num_batched_tokens=self.max_batched_tokens,
-            block_size=self.block_size, num_blocks=self.num_blocks, **options,
-        )  # fmt: skip
-
-    def cost(self) -> CostModel:
-        return build_cost(self.profile, self.overhead_ms)
-
-    def build_workload(self) -> tuple[Workload, str]:
-        """The workload, capped where a replay needs it (`output_cap`), and a title that says so."""
-        cap = output_cap(self.predictions)
-        w = build_workload(
-            self.workload, self.n, arrivals=self.arrivals, burstiness=self.burstiness, seed=self.seed, max_output=cap
-        )
-        capped = "" if cap is None else f", outputs capped at {cap} tokens for the replay"
-        return w, f"{self.workload}, {len(w)} requests{capped}"
-
-
-def _with_scenario(command: Callable[..., None]) -> Callable[..., None]:
-    """`command` with Scenario's fields as options in place of its `scenario` parameter, handed to it as one."""
-    hints = get_type_hints(Scenario, include_extras=True)
-    shared = [
-        p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints[p.name])
-        for p in inspect.signature(Scenario).parameters.values()
-    ]
-    own = inspect.signature(command, eval_str=True).parameters.values()
-    params = [q for p in own for q in (shared if p.name == "scenario" else [p])]
-
-    @functools.wraps(command)
-    def wrapper(**options: Any) -> None:
-        command(scenario=Scenario(**{p.name: options.pop(p.name) for p in shared}), **options)
-
-    wrapper.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in params}
-    return wrapper
-
-
-@contextmanager
-def _clear_errors() -> Iterator[None]:
-    """Bad input ends the command with one red line, not a traceback."""
-    try:
-        yield
-    except (ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]Error:[/red] {exc}")
-        raise typer.Exit(1) from None
-
-
-@contextmanager
-def _progress(total: int) -> Iterator[tuple[Progress, int]]:
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
-    ) as bar:  # fmt: skip
-        yield bar, bar.add_task("simulating", total=total)
-
-
-def _run_with_progress(workload, arms, config, cost, predictions, seed, goodput, fallback=None) -> list[ArmResult]:  # noqa: ANN001
-    with _progress(len(workload)) as (bar, task):
-        return run_arms(
-            workload, arms, config, cost, predictions, seed=seed, goodput=goodput, fallback=fallback,
-            on_arm=lambda arm: bar.update(task, completed=0, description=arm.spec),
-            progress=lambda done: bar.update(task, completed=done),
-        )  # fmt: skip
-
 
 ROWS: tuple[tuple[str, str, float], ...] = (
     ("mean E2E (s)", "mean_e2el_ms", 1e-3),
@@ -200,6 +84,8 @@ def _bucket_table(results: Sequence[ArmResult]) -> Table:
     table = Table(title="mean E2E (s) by output length (tokens)")
     table.add_column("bucket")
     table.add_column("requests", justify="right")
+    from lengthwise.core.records import summarize_by_bucket
+
     by_arm = [summarize_by_bucket(r.result.records) for r in results]
     for r in results:
         table.add_column(r.arm.spec, justify="right")
@@ -210,7 +96,7 @@ def _bucket_table(results: Sequence[ArmResult]) -> Table:
 
 
 @sim_app.command("run")
-@_with_scenario
+@with_scenario()
 def run(
     *,
     policy: Annotated[
@@ -251,7 +137,13 @@ def run(
     ] = None,
 ) -> None:
     """Simulate one workload at one load under each policy arm (same arrivals) and print a table."""
-    with _clear_errors():
+    from lengthwise.core.records import parse_goodput, save_records
+    from lengthwise.sim.disaggregated import Disaggregation
+    from lengthwise.sim.engine import QueryConfig
+    from lengthwise.sim.experiment import Arm, scale_to_load
+    from lengthwise.workload.arrivals import rescale_to_rate
+
+    with clear_errors():
         arms = [Arm(p) for p in (policy or ["fcfs", DEFAULT_POLICY, "sst@oracle"])]
         for arm in arms:
             arm.validate()
@@ -275,7 +167,7 @@ def run(
             _compare_deployments(w, arms, config, cost, split, scenario, postfix_tokens, f"{title}, {where}", save)
             return
         fallback = fallback_predictions if config.query and config.query.window else None
-        results = _run_with_progress(w, arms, config, cost, scenario.predictions, scenario.seed, slos, fallback)
+        results = run_with_progress(w, arms, config, cost, scenario.predictions, scenario.seed, slos, fallback)
         console.print(_table(f"{title}, {where}; predictions {scenario.predictions}", [(r.arm.spec, r.metrics) for r in results]))
         if buckets:
             console.print(_bucket_table(results))
@@ -288,7 +180,9 @@ def run(
 
 def _compare_deployments(w, arms, config, cost, split, scenario, postfix_tokens, title, save) -> None:  # noqa: ANN001
     """`run --disaggregated`: each arm as P/D and colocated, one table (and SAVE.json)."""
-    with _progress(len(w)) as (bar, task):
+    from lengthwise.sim.disaggregated import compare_deployments
+
+    with progress_bar(len(w)) as (bar, task):
 
         def on_column(name: str) -> Callable[[int], None]:
             bar.update(task, completed=0, description=name)
@@ -309,7 +203,7 @@ def _slug(text: str) -> str:
 
 
 @sim_app.command("sweep")
-@_with_scenario
+@with_scenario()
 def sweep(
     *,
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("sim-sweep.png"),
@@ -321,9 +215,10 @@ def sweep(
 ) -> None:
     """Latency against load for FCFS, predicted SJF, the default policy, the clairvoyant service-time order
     and aging; a table and a PNG."""
+    from lengthwise.sim.experiment import Arm, loads, scale_to_load
     from lengthwise.sim.plots import sweep_png
 
-    with _clear_errors():
+    with clear_errors():
         arms = [Arm("fcfs"), Arm("sjf"), Arm(DEFAULT_POLICY), Arm("sst@oracle"), Arm(aging)]
         arms[-1].validate()
         config = scenario.engine()
@@ -337,7 +232,7 @@ def sweep(
             table.add_column(a.spec, justify="right")
         for load in grid:
             w, _ = scale_to_load(base, load, config, cost)
-            results = _run_with_progress(w, arms, config, cost, scenario.predictions, scenario.seed, None)
+            results = run_with_progress(w, arms, config, cost, scenario.predictions, scenario.seed, None)
             for r in results:
                 for key, value in r.metrics.items():
                     series[r.arm.spec].setdefault(key, []).append(value)
@@ -376,12 +271,12 @@ def profile_engine(
     """Measure step time against batch size, context and prefill length on a real engine; fit and save."""
     from lengthwise.sim.profiling import ProfilePlan, measure_profile
 
-    with _clear_errors():
+    with clear_errors():
         plan = ProfilePlan(
             batches=tuple(range(1, max_num_seqs + 1)), contexts=_ints(contexts), prefills=_ints(prefills),
             decode_tokens=decode_tokens, repeats=repeats,
         )  # fmt: skip
-        with _progress(plan.size) as (bar, task):
+        with progress_bar(plan.size) as (bar, task):
             profile = measure_profile(url, plan, model, progress=lambda: bar.advance(task))
         out.write_text(json.dumps(profile, indent=1))
         c = profile["coef"]
@@ -413,9 +308,11 @@ def validate(
     num_blocks: Blocks = 682,
 ) -> None:
     """Replay a measured run (same arrivals, prompt and output lengths) and compare mean E2E latency."""
+    from lengthwise.sim.engine import EngineConfig
+    from lengthwise.sim.experiment import build_cost
     from lengthwise.sim.validation import compare_to_measured
 
-    with _clear_errors():
+    with clear_errors():
         config = EngineConfig(max_num_seqs, max_batched_tokens, block_size, num_blocks)
         report = compare_to_measured(records, build_cost(profile), config, policy)
         table = Table(title=f"simulated vs measured: {records.name} ({report['requests']} requests, {policy})")
@@ -424,3 +321,6 @@ def validate(
         for key, (measured, simulated) in report["metrics"].items():
             table.add_row(key, f"{measured:,.1f}", f"{simulated:,.1f}", f"{(simulated - measured) / measured:+.1%}")
         console.print(table)
+
+
+sim_app.command("advise")(advise)

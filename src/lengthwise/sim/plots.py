@@ -1,4 +1,4 @@
-"""Pictures: Gantt charts of the seed's example and latency-versus-load curves."""
+"""Pictures: Gantt charts of the seed's example, latency-versus-load curves, `sim advise`'s gain and fairness."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import numpy as np  # noqa: E402
+
+from lengthwise.sim.advise import CLAIRVOYANT, FAIR_BOUND, FCFS, Advice  # noqa: E402
 from lengthwise.sim.oslab import Timeline  # noqa: E402
 
 
@@ -63,3 +66,46 @@ def sweep_png(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def advice_pngs(advice: Advice, out: Path, title: str) -> list[Path]:
+    """advise.png (mean E2E and worst fairness column ÷ FCFS against load, one line per policy) and
+    e2e_cdf.png (E2E latency distribution at the heaviest load: FCFS, the pick, the clairvoyant order)."""
+    loads = [s.load for s in advice.scenarios]
+    fig, (gain, fair) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for spec in [*advice.candidates, CLAIRVOYANT]:
+        style = {"linestyle": "--", "color": "grey"} if spec == CLAIRVOYANT else {}
+        width = 2.5 if spec == advice.recommended else 1.2
+        gain.plot(loads, [s.ratio(spec) for s in advice.scenarios], marker="o", linewidth=width, label=spec, **style)
+        fair.plot(loads, [s.worst_fairness(spec) for s in advice.scenarios], marker="o", linewidth=width, **style)
+    gain.axhline(1, color="black", linewidth=0.8)
+    fair.axhline(FAIR_BOUND, color="red", linestyle=":", linewidth=1)
+    gain.set_ylabel("mean E2E ÷ FCFS's")
+    fair.set_ylabel("worst fairness column ÷ FCFS's")
+    fair.set_yscale("log")
+    for ax in (gain, fair):
+        ax.set_xlabel("load (fraction of FCFS capacity)")
+        ax.grid(True, which="both", linestyle=":", alpha=0.6)
+    gain.legend(fontsize=8)
+    fig.suptitle(f"{title}: gain and fairness against FCFS (pick: {advice.recommended})", fontsize=10)
+    fig.tight_layout()
+    summary = out / "advise.png"
+    fig.savefig(summary, dpi=120)
+    plt.close(fig)
+
+    heaviest = advice.scenarios[-1]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for spec in dict.fromkeys([FCFS, advice.recommended, CLAIRVOYANT]):
+        e2e = np.sort([r.e2el for r in next(x for x in heaviest.results if x.arm.spec == spec).result.records])
+        ax.plot(e2e, np.arange(1, e2e.size + 1) / e2e.size, label=spec)
+    ax.set_xscale("log")
+    ax.set_xlabel("E2E latency (s)")
+    ax.set_ylabel("share of requests")
+    ax.set_title(f"E2E latency at arrivals ×{heaviest.factor:g} (load {heaviest.load:.2f})", fontsize=10)
+    ax.grid(True, which="both", linestyle=":", alpha=0.6)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    cdf = out / "e2e_cdf.png"
+    fig.savefig(cdf, dpi=120)
+    plt.close(fig)
+    return [summary, cdf]
