@@ -184,7 +184,7 @@ async def test_credentials_in_backend_url_become_basic_auth_unless_authorization
     """What the gateway's clients get (app.py passes them on): aiohttp middleware and httpx auth."""
     import aiohttp
 
-    from lengthwise.gateway.credentials import BackendCredentials
+    from lengthwise.gateway.backend_auth import BackendCredentials
 
     basic = "Basic cHJvYmUtdXNlcjpwYTU1LVF2OVNFQ1JFVA=="  # base64("probe-user:" + PASSWORD)
     async with running_stub() as (stub, stub_url):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import sys
 import time
@@ -15,14 +14,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lengthwise.bench.loadgen import Target, replay
-from lengthwise.core.records import parse_goodput, summarize
-from lengthwise.bench.plan import run_plan
-from lengthwise.bench.prompts import load_prompts
-from lengthwise.bench.runfile import BenchRun, save_run
-from lengthwise.bench.services import cpu_per_request, gateway_cpu
-from lengthwise.core.openai_server import served_model
-from lengthwise.bench.table import serving_table
 
 bench_app = typer.Typer(
     help="Replay real prompts against a server and measure latency (`vllm bench serve`-style); "
@@ -50,6 +41,8 @@ Model = Annotated[str | None, typer.Option(help="Model name; default: the server
 
 def _goodput(specs: list[str] | None) -> list[str] | None:
     """Accepts `--goodput ttft:500 --goodput e2el:2000` and `--goodput "ttft:500 e2el:2000"`."""
+    from lengthwise.core.records import parse_goodput
+
     if not specs:
         return None
     flat = [s for spec in specs for s in spec.split()]
@@ -98,6 +91,16 @@ def bench(
     """Replay prompts at a rate, or a trace's arrivals and lengths, stream every answer, print the `vllm bench serve` table."""
     if ctx.invoked_subcommand is not None:
         return
+    import asyncio
+
+    from lengthwise.bench.loadgen import Target, replay
+    from lengthwise.bench.plan import run_plan
+    from lengthwise.bench.runfile import BenchRun, save_run
+    from lengthwise.bench.services import cpu_per_request, gateway_cpu
+    from lengthwise.bench.table import serving_table
+    from lengthwise.core.openai_server import served_model
+    from lengthwise.core.records import summarize
+
     if url is None:
         raise typer.BadParameter("give the server to load with --url (or use a subcommand: compare, report)", param_hint="--url")
     if endpoint not in ("chat", "completions"):
@@ -245,6 +248,8 @@ def compare(
 ) -> None:
     """The same prompts and arrival times through FCFS, LLM-guided and oracle scheduling, in rounds."""
     from lengthwise.bench.compare import DEFAULT_GATEWAY_ARGS, Settings, run_compare, standard_arms
+    from lengthwise.bench.prompts import load_prompts
+    from lengthwise.core.openai_server import served_model
     from lengthwise.bench.cpus import LAYOUTS, cores_for, pinned, usable
     from lengthwise.bench.scenario import KINDS, Scenario
     from lengthwise.gateway.config import DEFAULT_PREDICTOR

