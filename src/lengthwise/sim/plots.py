@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from lengthwise.core.policy import DEFAULT_POLICY  # noqa: E402
 from lengthwise.sim.advise import CLAIRVOYANT, FAIR_BOUND, FCFS, Advice  # noqa: E402
 from lengthwise.sim.oslab import Timeline  # noqa: E402
 
@@ -70,7 +71,8 @@ def sweep_png(
 
 def advice_pngs(advice: Advice, out: Path, title: str) -> list[Path]:
     """advise.png (mean E2E and worst fairness column ÷ FCFS against load, one line per policy) and
-    e2e_cdf.png (E2E latency distribution at the heaviest load: FCFS, the pick, the clairvoyant order)."""
+    e2e_cdf.png (E2E latency distribution at the heaviest load: FCFS, the pick, the default policy, the
+    clairvoyant order)."""
     loads = [s.load for s in advice.scenarios]
     fig, (gain, fair) = plt.subplots(1, 2, figsize=(11, 4.2))
     for spec in [*advice.candidates, CLAIRVOYANT]:
@@ -95,7 +97,8 @@ def advice_pngs(advice: Advice, out: Path, title: str) -> list[Path]:
 
     heaviest = advice.scenarios[-1]
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for spec in dict.fromkeys([FCFS, advice.recommended, CLAIRVOYANT]):
+    default = [DEFAULT_POLICY] if DEFAULT_POLICY in advice.candidates else []
+    for spec in dict.fromkeys([FCFS, advice.recommended, *default, CLAIRVOYANT]):
         e2e = np.sort([r.e2el for r in next(x for x in heaviest.results if x.arm.spec == spec).result.records])
         ax.plot(e2e, np.arange(1, e2e.size + 1) / e2e.size, label=spec)
     ax.set_xscale("log")
