@@ -63,6 +63,7 @@ def _command(scenario: Scenario, policies: list[str] | None, load: float | None,
     """The command line that reproduces this report (the options that matter to it)."""
     parts = ["lengthwise sim advise", f"--workload {scenario.workload}", f"--seats {scenario.max_num_seqs}"]
     parts += [f"--n {scenario.n}"] if scenario.n is not None else []
+    parts += [f"--profile {scenario.profile}"] if scenario.profile is not None else []
     parts += [f"--load {load:g}"] if load is not None else []
     parts += [f"--policy {p}" for p in policies or []]
     parts += [f"--predictions {scenario.predictions}"] if scenario.predictions != PREDICTIONS else []
