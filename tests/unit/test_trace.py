@@ -73,6 +73,9 @@ def test_a_prompt_column_holds_text_or_a_count(tmp_path: Path) -> None:
     path.write_text(json.dumps({"arrival": 0, "prompt": "one two three four", "output_tokens": 9}) + "\n")
     trace = load_trace(path)
     assert trace.texts == ("one two three four",) and trace.prompt_tokens.tolist() == [4]
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text('arrival,prompt,output_tokens\n0,"Hello, world; and you?",5\n')
+    assert load_trace(quoted).texts == ("Hello, world; and you?",)
     counts = tmp_path / "counts.csv"
     counts.write_text("time,prompt,output\n0,120,9\n")
     trace = load_trace(counts)

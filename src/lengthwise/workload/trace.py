@@ -101,13 +101,20 @@ def _is_jsonl(path: Path) -> bool:
         return f.read(256).lstrip()[:1] == "{"
 
 
+def _dialect(sample: str) -> type[csv.Dialect]:
+    """Comma, semicolon or tab separated, as the sample shows; commas when it cannot tell."""
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t")
+    except csv.Error:
+        return csv.excel
+
+
 def _rows(path: Path) -> Iterator[Mapping[str, Any]]:
     with _open(path) as f:
         if not _is_jsonl(path):
             sample = f.read(4096)
             f.seek(0)
-            dialect = csv.Sniffer().sniff(sample, delimiters=",;\t") if sample.strip() else csv.excel
-            yield from csv.DictReader(f, dialect=dialect)
+            yield from csv.DictReader(f, dialect=_dialect(sample))
             return
         for n, line in enumerate(f, 1):
             if not line.strip():
