@@ -44,3 +44,19 @@ def test_run_against_the_stub_prints_the_table_and_saves_records(tmp_path: Path)
     run = load_run(tmp_path / "run.json")
     assert run.config["model"] == "stub-model" and run.config["goodput"] == ["ttft:5000", "e2el:10000"]
     assert [r.output_tokens for r in run.records] == [6] * 5 and all(r.ok for r in run.records)
+
+
+def test_a_trace_replays_its_lengths_against_the_stub(tmp_path: Path) -> None:
+    trace = Path(__file__).parents[1] / "data" / "azure_style_trace.csv"
+    port = free_port()
+    stub = [sys.executable, "-m", "lengthwise.testing.stub_backend", "--port", str(port), "--token-interval-ms", "1"]
+    with running_server(stub, f"http://127.0.0.1:{port}", tmp_path / "stub.log", start_timeout_s=60) as url:
+        result = runner.invoke(
+            app,
+            ["bench", "--url", url, "--workload", f"trace:{trace}", "--n", "4", "--rate", "50", "--max-tokens", "100",
+             "--out", str(tmp_path / "run.json")],
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    run = load_run(tmp_path / "run.json")
+    assert [r.output_tokens for r in run.records] == [100, 100, 69, 21]  # the trace's 200, 144, 69, 21, capped at 100
+    assert run.config["n"] == 4 and all(r.ok for r in run.records)
