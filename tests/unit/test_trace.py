@@ -1,6 +1,7 @@
 """Traces in: CSV and JSONL logs under the usual column names, a column mapping, clear errors, tiling."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,8 @@ def test_n_tiles_a_trace_in_time_instead_of_cutting_it() -> None:
     assert tiled.arrival[41] - tiled.arrival[40] == pytest.approx(base.arrival[1] - base.arrival[0])
     assert tiled.output_tokens[40:80].tolist() == base.output_tokens.tolist()
     assert len(build_workload(f"trace:{AZURE_STYLE}", 10)) == 10
+    with_fallback = replace(base, fallback=base.output_tokens * 2.0).tiled(100)
+    assert with_fallback.fallback is not None and with_fallback.fallback[40:80].tolist() == (base.output_tokens * 2.0).tolist()
 
 
 def test_records_without_timings_replay_and_failed_ones_are_left_out(tmp_path: Path) -> None:

@@ -63,9 +63,10 @@ class Workload:
             return self.head(n)
         size = len(self)
         ids = None if self.ids is None else [self.ids[i % size] + (f"#{i // size}" if i >= size else "") for i in range(n)]
+        fallback = None if self.fallback is None else np.resize(self.fallback, n)
         return Workload(
             tile_arrivals(self.arrival, n), np.resize(self.prompt_tokens, n), np.resize(self.output_tokens, n),
-            np.resize(self.predicted, n), ids,
+            np.resize(self.predicted, n), ids, fallback,
         )  # fmt: skip
 
     def request_id(self, i: int) -> str:
