@@ -199,3 +199,38 @@ def test_a_server_that_never_gets_healthy_is_stopped(layout: CacheLayout, fake_e
     with pytest.raises(EngineError, match="not healthy after 1 s"):
         server.start(server.EngineConfig(port=port), layout, timeout=1)
     assert server.find(port, layout) is None
+
+
+@pytest.mark.parametrize(("text", "cores"), [("1", {1}), ("1-3", {1, 2, 3}), ("0,2-3", {0, 2, 3})])
+def test_cpu_lists_parse_as_the_kernel_writes_them(text: str, cores: set[int]) -> None:
+    assert server.parse_cpu_list(text) == cores
+
+
+def test_a_bad_cpu_list_is_refused_with_an_example() -> None:
+    with pytest.raises(ValueError, match="e.g. 1, 1-3"):
+        server.parse_cpu_list("1-x")
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning apart needs two cores")
+def test_the_engine_core_gets_the_model_cores_and_the_server_the_rest(tmp_path: Path) -> None:
+    # A server process with a child (vLLM's API server and its engine core), each with a second thread.
+    script = ("import subprocess, sys, threading, time\n"
+              "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import threading, time; "
+              "threading.Thread(target=time.sleep, args=(60,), daemon=True).start(); time.sleep(60)'])\n"
+              "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        while not psutil.Process(proc.pid).children():
+            time.sleep(0.05)
+        time.sleep(0.3)  # the threads have started
+        handle = server.EngineHandle(proc.pid, psutil.Process(proc.pid).create_time(), server.EngineConfig(), tmp_path / "log")
+        model = frozenset({max(os.sched_getaffinity(0))})
+        message = server.pin_engine(handle, model)
+        child = psutil.Process(proc.pid).children()[0]
+        for pid, cores in ((child.pid, model), (proc.pid, frozenset(os.sched_getaffinity(0)) - model)):
+            threads = os.listdir(f"/proc/{pid}/task")
+            assert len(threads) >= 2 and all(os.sched_getaffinity(int(t)) == cores for t in threads), message
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
