@@ -8,19 +8,15 @@ replica takes the best waiting request whenever it has a free seat (`seats`, by
 default the engine's max_num_seqs); on arrival the router picks among the replicas
 with a free seat. Each engine is the single-engine model (`lengthwise.sim.engine`).
 
-One timeline: every engine plans a stretch (one prefill step, or decode steps
-through which nothing changes) and a heap orders their ends. Before a request is
-routed at time t, every stretch that ends by t is applied, so the router sees each
-replica as it is at t; sending a request to a replica in the middle of a decode
-stretch cuts that stretch at the first step that reaches t, as an arrival does in a
-single engine. The work is per engine event, like one engine's, plus the router's
-choice per request.
+The engines share one `Timeline` (a heap of their stretches): before a request is
+routed at time t every stretch that ends by t is applied, so the router sees each
+replica as it is at t. The work is per engine event, like one engine's, plus the
+router's choice per request.
 """
 
 from __future__ import annotations
 
 import gc
-import heapq
 import math
 import time
 from collections.abc import Callable
@@ -40,10 +36,8 @@ from lengthwise.sim.engine import EngineRun, RequestMaker, Simulator, check_work
 from lengthwise.sim.kv import CacheStats
 from lengthwise.sim.request import SimRequest
 from lengthwise.sim.routing import ReplicaLoad, make_router
+from lengthwise.sim.timeline import Timeline
 from lengthwise.sim.workload import Workload
-
-#: Heap entry phases: apply a planned stretch (at its end), or plan the next one (at the engine's clock).
-_COMMIT, _PLAN = 0, 1
 
 
 @dataclass(frozen=True)
@@ -135,12 +129,7 @@ class _ClusterRun:
             )
             for i in range(cluster.replicas)
         ]  # fmt: skip
-        #: (time, phase, replica, version): each replica's one live entry is its latest version.
-        self.heap: list[tuple[float, int, int, int]] = []
-        self.version = [0] * cluster.replicas
-        #: The phase and time of each replica's live entry; phase None: idle until a request comes.
-        self.live: list[int | None] = [None] * cluster.replicas
-        self.when = [0.0] * cluster.replicas
+        self.timeline = Timeline(self.engines, None if self.queue is None else self.refill)
         self.in_flight = 0
         self.done = 0
         self.work = [0.0] * n
@@ -165,8 +154,9 @@ class _ClusterRun:
     def _run(self) -> ClusterResult:
         started, cpu_started = time.perf_counter(), time.process_time()
         columns, work_model, workload = self.requests, self.work_model, self.workload
+        timeline = self.timeline
         for k, t in enumerate(columns.arrival):
-            self.advance_to(t)
+            timeline.advance_to(t)
             prompt, predicted = columns.prompt_tokens[k], columns.predicted[k]
             self.work[k] = work = work_model.seconds(prompt, predicted)
             if self.queue is None:
@@ -174,43 +164,12 @@ class _ClusterRun:
             else:  # the queue ranks a job as the gateway would; the engine makes its own request when it gets it
                 self.queue.add(Job(workload.request_id(k), t, predicted, prompt, payload=k), t)
                 self.dispatch(t)
-        self.advance_to(math.inf)
-        if any(e.scheduler.has_waiting() for e in self.engines) or (self.queue is not None and len(self.queue)):
-            raise RuntimeError("simulation stuck: requests wait but none can be admitted")
+        timeline.finish()
+        if self.queue is not None and len(self.queue):
+            raise RuntimeError("simulation stuck: requests wait in the shared queue")
         if self.progress is not None:
             self.progress(self.done)
         return self.result(time.perf_counter() - started, time.process_time() - cpu_started)
-
-    def advance_to(self, t: float) -> None:
-        """Apply every stretch that ends by `t` and plan the engines' next ones (those at t after t's arrivals)."""
-        heap, version, engines = self.heap, self.version, self.engines
-        while heap:
-            when, phase, i, v = heap[0]
-            if when > t or (when == t and phase == _PLAN):
-                return
-            heapq.heappop(heap)
-            if v != version[i]:
-                continue
-            engine = engines[i]
-            if phase == _COMMIT:
-                engine.commit()
-                if self.queue is not None:
-                    self.refill(i, engine.now)
-                self.push(i, engine.now, _PLAN)
-                continue
-            engine.now = max(engine.now, when)
-            end = engine.plan()
-            if end is not None:
-                self.push(i, end, _COMMIT)
-            elif (arrival := engine.next_arrival_time()) < math.inf:  # a real request after its query
-                self.push(i, arrival, _PLAN)
-            else:
-                self.live[i] = None
-
-    def push(self, i: int, when: float, phase: int) -> None:
-        self.version[i] += 1
-        self.live[i], self.when[i] = phase, when
-        heapq.heappush(self.heap, (when, phase, i, self.version[i]))
 
     # ---- routing ------------------------------------------------------------------------
 
@@ -219,13 +178,7 @@ class _ClusterRun:
         self.load.add(i, self.work[row])
         self.in_flight += 1
         self.replica[row] = i
-        engine = self.engines[i]
-        engine.push(t, row)
-        live = self.live[i]
-        if live is None or (live == _PLAN and self.when[i] > t):  # idle, or waiting for a query's request
-            self.push(i, max(engine.now, t), _PLAN)
-        elif live == _COMMIT and engine.decoding:
-            self.push(i, engine.replan(), _COMMIT)
+        self.timeline.push(i, row, t)
 
     def dispatch(self, t: float) -> None:
         """Shared queue: the best waiting requests go to replicas with a free seat, chosen by the router."""

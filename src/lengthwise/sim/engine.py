@@ -125,7 +125,7 @@ class RequestMaker:
 
 
 class EngineRun:
-    """The state of one simulation; `loop` drives it, `run_until` and `push` let a pool drive several.
+    """The state of one simulation; `loop` drives it, or a `Timeline` drives several (`push` feeds them).
 
     Arrivals are (submission time, workload row) in time order: the workload's own
     arrivals for one engine, or whatever a pool routes here (`push`). A request's
@@ -169,27 +169,21 @@ class EngineRun:
         self.busy_s = self.seat_s = 0.0
         #: Predicted output tokens of the requests pushed here and not finished (a pool's routing signal).
         self.predicted_outstanding = 0.0
-        #: Where `run_until` stops: a pool's next routing decision.
-        self.horizon = math.inf
 
     def loop(self) -> None:
-        self.run_until(math.inf)
-        if self.scheduler.has_waiting():
-            raise RuntimeError("simulation stuck: requests wait but none can be admitted")
-        if self.progress is not None:
-            self.progress(self.done)
-
-    def run_until(self, horizon: float) -> None:
-        """Simulate until the clock reaches `horizon` (within one step) or nothing is left to do."""
-        self.horizon = horizon
-        while self.now < horizon:
+        """Simulate everything the workload sends this engine (its own arrivals: not `routed`)."""
+        while True:
             if self.plan() is not None:
                 self.commit()
                 continue
             arrival = self.next_arrival_time()
-            if arrival == math.inf or arrival > horizon:
-                return
+            if arrival == math.inf:
+                break
             self.now = max(self.now, arrival)
+        if self.scheduler.has_waiting():
+            raise RuntimeError("simulation stuck: requests wait but none can be admitted")
+        if self.progress is not None:
+            self.progress(self.done)
 
     def push(self, time: float, row: int) -> None:
         """A pool routes workload row `row` here, submitted at `time` (not before the last push)."""
@@ -245,8 +239,8 @@ class EngineRun:
         """(Re)decide a decode-only stretch: every decoder through as many identical steps as nothing can change.
 
         It stops at the first step that reaches the next arrival when that arrival
-        could be admitted, and at the horizon; called again after a request is pushed
-        mid-stretch, it cuts the stretch there. Returns the stretch's end time.
+        could be admitted; called again after a request is pushed mid-stretch, it cuts
+        the stretch there. Returns the stretch's end time.
         """
         batch, config = self.batch, self.config
         steps = 1 if self.scheduler.admission_blocked else batch.next_event_step() - batch.steps
@@ -257,8 +251,6 @@ class EngineRun:
         seats_free = self.scheduler.running_count() < config.max_num_seqs
         if arrival < math.inf and (seats_free or (config.preemptive and config.preempt_threshold < math.inf)):
             steps = min(steps, _steps_to_reach(first_step_s, growth_s, arrival - self.now))
-        if self.horizon < math.inf:  # a pool reads this engine's state at the horizon
-            steps = min(steps, _steps_to_reach(first_step_s, growth_s, self.horizon - self.now))
         steps = batch.steps_that_fit(steps, config.num_blocks)
         self._pending = (None, steps, first_step_s, growth_s)
         return self.now + steps * first_step_s + growth_s * steps * (steps - 1) / 2
