@@ -200,3 +200,8 @@ def test_sim_cluster_prints_each_arm_against_the_first() -> None:
     assert "1.000" in result.output  # the first arm against itself
     bad = CliRunner().invoke(app, ["sim", "cluster", "--router", "random"])
     assert bad.exit_code == 1 and "unknown router 'random'" in bad.output
+
+
+def test_tiling_keeps_each_copys_conversations_apart() -> None:
+    w = small_workload([0.0, 1.0, 2.0], [4, 4, 4], [1, 1, 1], conversations=[0, 1, 0])
+    assert w.tiled(7).conversations.tolist() == [0, 1, 0, 2, 3, 2, 4]

@@ -71,9 +71,13 @@ class Workload:
         size = len(self)
         ids = None if self.ids is None else [self.ids[i % size] + (f"#{i // size}" if i >= size else "") for i in range(n)]
         fallback = None if self.fallback is None else np.resize(self.fallback, n)
+        conversations = None
+        if self.conversations is not None:  # each copy's conversations are its own
+            span = int(self.conversations.max()) + 1
+            conversations = np.resize(self.conversations, n) + span * (np.arange(n) // size)
         return Workload(
             tile_arrivals(self.arrival, n), np.resize(self.prompt_tokens, n), np.resize(self.output_tokens, n),
-            np.resize(self.predicted, n), ids, fallback,
+            np.resize(self.predicted, n), ids, fallback, conversations,
         )  # fmt: skip
 
     def request_id(self, i: int) -> str:
