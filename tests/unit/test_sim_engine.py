@@ -1,5 +1,3 @@
-import math
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -10,6 +8,7 @@ from lengthwise.sim.cost import ConstantCost, LinearCost
 from lengthwise.sim import engine
 from lengthwise.sim.engine import EngineConfig, QueryConfig, Simulator
 from lengthwise.testing.sim import small_workload
+from sim_strategies import configs, requests
 
 COST = LinearCost(c0=0.01, c_token=1e-4, c_seq=1e-4, c_ctx=1e-6, c_pair=1e-8)
 
@@ -29,22 +28,6 @@ def test_single_slot_engine_serves_fcfs_in_arrival_order() -> None:
     assert [r.id for r in sorted(fcfs, key=lambda r: r.finish_time)] == ["r0", "r1", "r2", "r3"]
     sjf = Simulator(cfg, ConstantCost(1.0), make_policy("sjf")).run(w).records
     assert [r.id for r in sorted(sjf, key=lambda r: r.finish_time)] == ["r0", "r3", "r1", "r2"]
-
-
-configs = st.builds(
-    EngineConfig,
-    max_num_seqs=st.integers(1, 6),
-    max_num_batched_tokens=st.integers(6, 80),
-    block_size=st.sampled_from([1, 4, 16]),
-    num_blocks=st.integers(40, 400),
-    prefix_caching=st.booleans(),
-    preemptive=st.booleans(),
-    preempt_threshold=st.sampled_from([0.0, 5.0, math.inf]),
-    query=st.sampled_from([None, QueryConfig(postfix_tokens=8, output_tokens=2, delay_s=0.01)]),
-)
-requests = st.lists(
-    st.tuples(st.floats(0, 2), st.integers(1, 40), st.integers(1, 60), st.floats(1, 100)), min_size=1, max_size=25
-)
 
 
 @settings(max_examples=60, deadline=None)
@@ -123,11 +106,10 @@ def test_preemptive_engine_lets_a_short_arrival_in_at_once() -> None:
     assert eager[0].finish_time == 103.0
 
 
-def _one_decode_step(run) -> None:  # noqa: ANN001 - the engine's private run state
+def _one_decode_step(run) -> float:  # noqa: ANN001 - the engine's run state
     base, slope = run.cost.decode_affine(len(run.batch.requests))
-    run.now += base + slope * run.batch.context_tokens()
-    run.batch.steps += 1
-    run.after_steps(trimmed=False)
+    run._pending = (None, 1, base + slope * run.batch.context_tokens(), 0.0)
+    return run.now + run._pending[2]
 
 
 @settings(max_examples=40, deadline=None)
@@ -138,7 +120,7 @@ def test_fast_forward_matches_stepping_one_decode_at_a_time(cfg: EngineConfig, r
     w = small_workload(*zip(*sorted(reqs), strict=True))
     fast = Simulator(cfg, COST, make_policy(spec)).run(w)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(engine.EngineRun, "decode_steps", _one_decode_step)
+        mp.setattr(engine.EngineRun, "replan", _one_decode_step)
         slow = Simulator(cfg, COST, make_policy(spec)).run(w)
     assert fast.preemptions == slow.preemptions
     for a, b in zip(fast.records, slow.records, strict=True):

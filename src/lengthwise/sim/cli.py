@@ -3,8 +3,9 @@
 Subcommands: `run` (one load, several policy arms, a table), `sweep` (latency
 against load, a PNG), `os` (the seed's FCFS/RR/SRT example as Gantt charts),
 `profile` (measure a real engine's step times into a cost profile),
-`validate` (replay a measured run and compare mean E2E latency) and `advise`
-(which policy for a trace, in a report: `lengthwise.sim.advise`).
+`validate` (replay a measured run and compare mean E2E latency), `advise`
+(which policy for a trace, in a report: `lengthwise.sim.advise`) and `cluster`
+(N engines behind a router: `lengthwise.sim.cluster`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from rich.table import Table
 
 from lengthwise.core.policy import DEFAULT_POLICY
 from lengthwise.sim.advise_cli import advise
+from lengthwise.sim.cluster_cli import cluster
 from lengthwise.sim.options import (
     BlockSize, Blocks, Budget, MaxSeqs, Scenario, clear_errors, console, progress_bar, run_with_progress, with_scenario,
 )  # fmt: skip
@@ -324,3 +326,4 @@ def validate(
 
 
 sim_app.command("advise")(advise)
+sim_app.command("cluster")(cluster)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lengthwise.core.policy.base import Job, Policy
+from lengthwise.core.policy.service import ServiceTime
 from lengthwise.core.records import RequestRecord
 from lengthwise.sim.config import EngineConfig, QueryConfig
 from lengthwise.sim.cost import CostModel
@@ -32,7 +33,7 @@ from lengthwise.sim.request import SimRequest
 from lengthwise.sim.scheduler import Plan, Scheduler
 from lengthwise.sim.workload import Workload
 
-__all__ = ["EngineConfig", "EngineRun", "QueryConfig", "SimResult", "Simulator"]
+__all__ = ["EngineConfig", "EngineRun", "QueryConfig", "RequestMaker", "SimResult", "Simulator"]
 
 
 @dataclass
@@ -77,78 +78,112 @@ class Simulator:
 
     def start(self, workload: Workload, progress: Callable[[int], None] | None = None, *, routed: bool = False) -> EngineRun:
         """The run's state; with `routed`, requests arrive only as a pool pushes them (see `lengthwise.sim.pool`)."""
-        limit = self.config.num_blocks * self.config.block_size
-        extra = self.config.query.postfix_tokens if self.config.query else 0
-        too_big = np.flatnonzero(workload.prompt_tokens + np.maximum(workload.output_tokens, extra) > limit)
-        if too_big.size:
-            raise ValueError(
-                f"{too_big.size} requests need more KV than the engine has ({limit} tokens), "
-                f"e.g. {workload.request_id(int(too_big[0]))}"
-            )
-        if self.config.query is not None and self.config.query.window and workload.fallback is None:
-            raise ValueError("the query window rule needs the workload's fallback predictions")
+        check_workload(workload, self.config)
         return EngineRun(self, workload, progress, routed=routed)
 
 
+def check_workload(workload: Workload, config: EngineConfig) -> None:
+    """Every request must fit in one engine's KV cache (or it could never finish), and the query window
+    rule needs the fallback predictions."""
+    limit = config.num_blocks * config.block_size
+    extra = config.query.postfix_tokens if config.query else 0
+    too_big = np.flatnonzero(workload.prompt_tokens + np.maximum(workload.output_tokens, extra) > limit)
+    if too_big.size:
+        raise ValueError(
+            f"{too_big.size} requests need more KV than the engine has ({limit} tokens), "
+            f"e.g. {workload.request_id(int(too_big[0]))}"
+        )
+    if config.query is not None and config.query.window and workload.fallback is None:
+        raise ValueError("the query window rule needs the workload's fallback predictions")
+
+
+class RequestMaker:
+    """A workload's columns as Python lists (element access on numpy arrays is slow in the hot loop),
+    made once and shared by every engine of a cluster; `__call__` makes row `i`'s request when it arrives."""
+
+    def __init__(self, workload: Workload) -> None:
+        self.workload = workload
+        self.arrival: list[float] = workload.arrival.tolist()
+        self.prompt_tokens: list[int] = workload.prompt_tokens.tolist()
+        self.output_tokens: list[int] = workload.output_tokens.tolist()
+        self.predicted: list[float] = workload.predicted.tolist()
+        self.fallback: list[float] = [] if workload.fallback is None else workload.fallback.tolist()
+        self.conversations: list[int] | None = (
+            None if workload.conversations is None else workload.conversations.tolist()
+        )
+
+    def cache_key(self, i: int) -> int:
+        """Row `i`'s prefix-cache key: its conversation's (turns share their prefix), else its own row."""
+        return i if self.conversations is None else -1 - self.conversations[i]
+
+    def __call__(self, i: int) -> SimRequest:
+        prompt = self.prompt_tokens[i]
+        job = Job(self.workload.request_id(i), self.arrival[i], self.predicted[i], prompt)
+        request = SimRequest(i, job, prompt, self.output_tokens[i], 0.0, None)
+        request.cache_key = self.cache_key(i)
+        return request
+
+
 class EngineRun:
-    """The state of one simulation; `loop` drives it, `run_until` and `push` let a pool drive several.
+    """The state of one simulation; `loop` drives it, or a `Timeline` drives several (`push` feeds them).
 
     Arrivals are (submission time, workload row) in time order: the workload's own
     arrivals for one engine, or whatever a pool routes here (`push`). A request's
     `Job.arrival` stays the client's arrival, so latencies count from it.
+
+    Time advances a stretch at a time: `plan` takes what has arrived and decides the
+    next stretch (one step with prefill chunks, or decode-only steps through which
+    nothing can change), `commit` applies it. Splitting the decision from its effect
+    lets a cluster run many engines in one timeline (`lengthwise.sim.cluster`): an
+    engine's completions become visible at the end of its stretch, and a request
+    pushed in the middle of a decode stretch cuts it short (`replan`), as an arrival
+    does in one engine. A cluster shares one `RequestMaker` among its engines and
+    hears of finished requests through `on_finish` (else they are kept in `finished`);
+    `service` is the estimator completions teach (default the policy's own).
     """
 
     def __init__(
-        self, simulator: Simulator, workload: Workload, progress: Callable[[int], None] | None, *, routed: bool = False
-    ) -> None:
+        self, simulator: Simulator, workload: Workload, progress: Callable[[int], None] | None, *,
+        routed: bool = False, requests: RequestMaker | None = None,
+        on_finish: Callable[[SimRequest], None] | None = None, service: ServiceTime | None = None,
+    ) -> None:  # fmt: skip
         self.config, self.cost, self.workload, self.progress = simulator.config, simulator.cost, workload, progress
         self.scheduler = Scheduler(simulator.config, simulator.policy, record_segments=simulator.record_segments)
         self.batch = self.scheduler.batch
         self.now = 0.0
-        # Python lists: element access on numpy arrays is slow in the hot loop.
-        self.client_arrivals: list[float] = workload.arrival.tolist()
-        self.arrival_times: list[float] = [] if routed else list(self.client_arrivals)
+        self.requests = requests if requests is not None else RequestMaker(workload)
+        self.arrival_times: list[float] = [] if routed else list(self.requests.arrival)
         self.arrival_rows: list[int] = [] if routed else list(range(len(workload)))
-        self.prompt_tokens: list[int] = workload.prompt_tokens.tolist()
-        self.output_tokens: list[int] = workload.output_tokens.tolist()
-        self.predicted_tokens: list[float] = workload.predicted.tolist()
-        self.fallback: list[float] = [] if workload.fallback is None else workload.fallback.tolist()
+        self.predicted_tokens = self.requests.predicted
         self.next_arrival = 0
         #: (time, tiebreak, request): real requests sent once their prediction query answered.
         self.delayed_submissions: list[tuple[float, int, SimRequest]] = []
         self._tiebreak = itertools.count()
-        self.finished: list[SimRequest | None] = [None] * len(workload)
+        self.on_finish = on_finish
+        self.finished: list[SimRequest | None] = [None] * len(workload) if on_finish is None else []
+        self.service = service if service is not None else simulator.policy.service
+        #: The planned stretch: (prefill plan, step seconds, sequences) or (None, decode steps, first step s, growth s).
+        self._pending: tuple[Plan, float, int] | tuple[None, int, float, float] | None = None
         self.done = 0
         #: Seconds the engine spent stepping, and running sequences integrated over those seconds.
         self.busy_s = self.seat_s = 0.0
         #: Predicted output tokens of the requests pushed here and not finished (a pool's routing signal).
         self.predicted_outstanding = 0.0
-        #: Where `run_until` stops: a pool's next routing decision.
-        self.horizon = math.inf
 
     def loop(self) -> None:
-        self.run_until(math.inf)
+        """Simulate everything the workload sends this engine (its own arrivals: not `routed`)."""
+        while True:
+            if self.plan() is not None:
+                self.commit()
+                continue
+            arrival = self.next_arrival_time()
+            if arrival == math.inf:
+                break
+            self.now = max(self.now, arrival)
         if self.scheduler.has_waiting():
             raise RuntimeError("simulation stuck: requests wait but none can be admitted")
         if self.progress is not None:
             self.progress(self.done)
-
-    def run_until(self, horizon: float) -> None:
-        """Simulate until the clock reaches `horizon` (within one step) or nothing is left to do."""
-        scheduler, batch = self.scheduler, self.batch
-        self.horizon = horizon
-        while self.now < horizon:
-            self.take_arrivals()
-            plan = scheduler.schedule(self.now)
-            if any(chunk > 0 for _, chunk in plan):
-                self.step(plan)
-            elif batch.requests:
-                self.decode_steps()
-            else:
-                arrival = self.next_arrival_time()
-                if arrival == math.inf or arrival > horizon:
-                    return
-                self.now = max(self.now, arrival)
 
     def push(self, time: float, row: int) -> None:
         """A pool routes workload row `row` here, submitted at `time` (not before the last push)."""
@@ -169,14 +204,13 @@ class EngineRun:
     def take_arrivals(self) -> None:
         now, query, arrivals, count = self.now, self.config.query, self.arrival_times, len(self.arrival_times)
         while self.next_arrival < count and arrivals[self.next_arrival] <= now:
-            i = self.arrival_rows[self.next_arrival]
+            request = self.requests(self.arrival_rows[self.next_arrival])
             self.next_arrival += 1
-            job = Job(self.workload.request_id(i), self.client_arrivals[i], self.predicted_tokens[i], self.prompt_tokens[i])
-            request = SimRequest(i, job, self.prompt_tokens[i], self.output_tokens[i], 0.0, None)
             if query is None:
                 self.scheduler.submit(request, now)
             elif query.window:  # wait on the cheap prediction until the query window reaches it
-                request.self_predicted, job.predicted_tokens = job.predicted_tokens, self.fallback[i]
+                job = request.job
+                request.self_predicted, job.predicted_tokens = job.predicted_tokens, self.requests.fallback[request.index]
                 self.scheduler.submit(request, now)
             else:
                 self.scheduler.add_query(self.scheduler.query_request(request))
@@ -185,13 +219,63 @@ class EngineRun:
 
     # ---- time ---------------------------------------------------------------------------
 
-    def step(self, plan: Plan) -> None:
+    def plan(self) -> float | None:
+        """Take what has arrived and decide the next stretch; its end time, or None when nothing runs."""
+        self.take_arrivals()
+        plan = self.scheduler.schedule(self.now)
+        if any(chunk > 0 for _, chunk in plan):
+            batch, decoders = self.batch, len(self.batch.requests)
+            chunks = [(chunk, request.computed_tokens) for request, chunk in plan if chunk > 0]
+            num_tokens = decoders + sum(chunk for chunk, _ in chunks)
+            step_s = self.cost.step_time(num_tokens, decoders + len(chunks), batch.context_tokens(), chunks)
+            self._pending = (plan, step_s, decoders + len(chunks))
+            return self.now + step_s
+        if self.batch.requests:
+            return self.replan()
+        self._pending = None
+        return None
+
+    def replan(self) -> float:
+        """(Re)decide a decode-only stretch: every decoder through as many identical steps as nothing can change.
+
+        It stops at the first step that reaches the next arrival when that arrival
+        could be admitted; called again after a request is pushed mid-stretch, it cuts
+        the stretch there. Returns the stretch's end time.
+        """
+        batch, config = self.batch, self.config
+        steps = 1 if self.scheduler.admission_blocked else batch.next_event_step() - batch.steps
+        decoders = len(batch.requests)
+        base, slope = self.cost.decode_affine(decoders)
+        first_step_s, growth_s = base + slope * batch.context_tokens(), slope * decoders
+        arrival = self.next_arrival_time()
+        seats_free = self.scheduler.running_count() < config.max_num_seqs
+        if arrival < math.inf and (seats_free or (config.preemptive and config.preempt_threshold < math.inf)):
+            steps = min(steps, _steps_to_reach(first_step_s, growth_s, arrival - self.now))
+        steps = batch.steps_that_fit(steps, config.num_blocks)
+        self._pending = (None, steps, first_step_s, growth_s)
+        return self.now + steps * first_step_s + growth_s * steps * (steps - 1) / 2
+
+    @property
+    def decoding(self) -> bool:
+        """The planned stretch is decode-only (so a request pushed now can cut it short)."""
+        return self._pending is not None and self._pending[0] is None
+
+    def commit(self) -> None:
+        """Apply the planned stretch: advance the clock, retire what finished."""
+        pending, self._pending = self._pending, None
+        assert pending is not None, "commit without a plan"
+        if pending[0] is None:
+            _, steps, first_step_s, growth_s = pending
+            self.advance_clock(steps * first_step_s + growth_s * steps * (steps - 1) / 2, len(self.batch.requests))
+            self.batch.steps += steps
+            self.after_steps(trimmed=False)
+        else:
+            self.step(*pending)
+
+    def step(self, plan: Plan, step_s: float, sequences: int) -> None:
         """One engine step with prefill chunks."""
-        batch, decoders = self.batch, len(self.batch.requests)
-        chunks = [(chunk, request.computed_tokens) for request, chunk in plan if chunk > 0]
-        num_tokens = decoders + sum(chunk for chunk, _ in chunks)
-        self.advance_clock(self.cost.step_time(num_tokens, decoders + len(chunks), batch.context_tokens(), chunks),
-                           decoders + len(chunks))
+        batch = self.batch
+        self.advance_clock(step_s, sequences)
         batch.steps += 1
         for request, chunk in plan:
             request.computed_tokens += chunk
@@ -205,24 +289,6 @@ class EngineRun:
             else:
                 batch.add(request)  # an expired quantum fires at once, in after_steps
         self.after_steps(trimmed=True)
-
-    def decode_steps(self) -> None:
-        """Advance every decoder through as many identical steps as nothing can change."""
-        batch, config = self.batch, self.config
-        steps = 1 if self.scheduler.admission_blocked else batch.next_event_step() - batch.steps
-        decoders = len(batch.requests)
-        base, slope = self.cost.decode_affine(decoders)
-        first_step_s, growth_s = base + slope * batch.context_tokens(), slope * decoders
-        arrival = self.next_arrival_time()
-        seats_free = self.scheduler.running_count() < config.max_num_seqs
-        if arrival < math.inf and (seats_free or (config.preemptive and config.preempt_threshold < math.inf)):
-            steps = min(steps, _steps_to_reach(first_step_s, growth_s, arrival - self.now))
-        if self.horizon < math.inf:  # a pool reads this engine's state at the horizon
-            steps = min(steps, _steps_to_reach(first_step_s, growth_s, self.horizon - self.now))
-        steps = batch.steps_that_fit(steps, config.num_blocks)
-        self.advance_clock(steps * first_step_s + growth_s * steps * (steps - 1) / 2, decoders)
-        batch.steps += steps
-        self.after_steps(trimmed=False)
 
     def advance_clock(self, seconds: float, sequences: int) -> None:
         self.now += seconds
@@ -254,14 +320,18 @@ class EngineRun:
             delay = self.config.query.delay_s if self.config.query else 0.0
             heapq.heappush(self.delayed_submissions, (self.now + delay, next(self._tiebreak), request.query_for))
             return
-        self.finished[request.index] = request
+        request.job.payload = None  # the job <-> request cycle broken: reference counting frees both
         self.predicted_outstanding -= self.predicted_tokens[request.index]
-        if (service := self.scheduler.policy.service) is not None:  # what the gateway sees: times from admission
+        if (service := self.service) is not None:  # what the gateway sees: times from admission
             assert request.first_token_time is not None and request.scheduled_time is not None
             service.observe(request.prompt_tokens, request.cached_tokens or 0, request.output_tokens,
                             request.first_token_time - request.scheduled_time, self.now - request.scheduled_time,
                             self.scheduler.running_count() + 1)
         self.done += 1
+        if self.on_finish is not None:
+            self.on_finish(request)
+        else:
+            self.finished[request.index] = request
         if self.progress is not None and self.done % 1000 == 0:
             self.progress(self.done)
 

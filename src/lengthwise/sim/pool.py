@@ -2,8 +2,8 @@
 
 A pool serves one workload on N engines (`Simulator`s, each with its own policy
 object, as N vLLM instances each run their own scheduler). Submissions are
-(time, workload row) pairs; before routing one, every engine is advanced to its
-time, so the router reads each engine's state as it is then. The engines never
+(time, workload row) pairs; the engines share one `Timeline`, so before routing
+one the router reads each engine's state as it is at that time. The engines never
 interact otherwise, so this is exact: an engine's future does not depend on
 another's.
 """
@@ -19,6 +19,7 @@ from lengthwise.core.records import RequestRecord
 from lengthwise.sim.cost import CostModel
 from lengthwise.sim.engine import EngineRun, Simulator, request_record
 from lengthwise.sim.request import SimRequest
+from lengthwise.sim.timeline import Timeline
 from lengthwise.sim.workload import Workload
 
 #: Picks the engine (an index into the runs) for a workload row.
@@ -70,15 +71,14 @@ def run_pool(
     if len(submissions) != len(workload):
         raise ValueError(f"pool: {len(submissions)} submission times for {len(workload)} requests")
     runs = [s.start(workload, routed=True) for s in simulators]
+    timeline = Timeline(runs)
     for n, row in enumerate(np.argsort(submissions, kind="stable").tolist()):
         at = float(submissions[row])
-        for run in runs:
-            run.run_until(at)
-        runs[route(runs, row)].push(at, row)
+        timeline.advance_to(at)
+        timeline.push(route(runs, row), row, at)
         if progress is not None and n % 1000 == 0:
             progress(sum(r.done for r in runs))
-    for run in runs:
-        run.loop()
+    timeline.finish()
     finished: list[SimRequest | None] = [None] * len(workload)
     for run in runs:
         for row in run.arrival_rows:

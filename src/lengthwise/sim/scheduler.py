@@ -87,7 +87,9 @@ class Scheduler:
         """The prediction query for `request`: its prompt plus the postfix, at top priority."""
         assert self.config.query is not None
         job = Job("q:" + request.job.id, request.job.arrival, 0.0, request.prompt_tokens + self.config.query.postfix_tokens)
-        return SimRequest(request.index, job, job.prompt_tokens, self.config.query.output_tokens, -math.inf, request)
+        query = SimRequest(request.index, job, job.prompt_tokens, self.config.query.output_tokens, -math.inf, request)
+        query.cache_key = request.cache_key  # its prompt is the request's: one prefix
+        return query
 
     def add_query(self, query: SimRequest) -> None:
         self.queries.append(query)

@@ -25,10 +25,13 @@ class Workload:
     #: What the scheduler sees before a request's self-prediction query answers (the query
     #: window rule); None without the rule.
     fallback: np.ndarray | None = None
+    #: Each request's conversation: its turns share a prompt prefix in the engines' prefix
+    #: caches (`lengthwise.sim.conversations`); None: no two requests share one.
+    conversations: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = self.arrival.size
-        for name in ("prompt_tokens", "output_tokens", "predicted", "fallback"):
+        for name in ("prompt_tokens", "output_tokens", "predicted", "fallback", "conversations"):
             if getattr(self, name) is not None and getattr(self, name).size != n:
                 raise ValueError(f"workload: {name} has {getattr(self, name).size} rows, arrival has {n}")
         if self.ids is not None and len(self.ids) != n:
@@ -50,7 +53,11 @@ class Workload:
     def head(self, n: int) -> Workload:
         ids = None if self.ids is None else list(self.ids[:n])
         fallback = None if self.fallback is None else self.fallback[:n]
-        return Workload(self.arrival[:n], self.prompt_tokens[:n], self.output_tokens[:n], self.predicted[:n], ids, fallback)
+        conversations = None if self.conversations is None else self.conversations[:n]
+        return Workload(
+            self.arrival[:n], self.prompt_tokens[:n], self.output_tokens[:n], self.predicted[:n], ids, fallback,
+            conversations,
+        )  # fmt: skip
 
     def tiled(self, n: int) -> Workload:
         """`n` requests: the workload repeated back to back in time, each copy shifted by its span (a prefix if shorter).
@@ -64,9 +71,13 @@ class Workload:
         size = len(self)
         ids = None if self.ids is None else [self.ids[i % size] + (f"#{i // size}" if i >= size else "") for i in range(n)]
         fallback = None if self.fallback is None else np.resize(self.fallback, n)
+        conversations = None
+        if self.conversations is not None:  # each copy's conversations are its own
+            span = int(self.conversations.max()) + 1
+            conversations = np.resize(self.conversations, n) + span * (np.arange(n) // size)
         return Workload(
             tile_arrivals(self.arrival, n), np.resize(self.prompt_tokens, n), np.resize(self.output_tokens, n),
-            np.resize(self.predicted, n), ids, fallback,
+            np.resize(self.predicted, n), ids, fallback, conversations,
         )  # fmt: skip
 
     def request_id(self, i: int) -> str:
@@ -124,4 +135,27 @@ def records_workload(records: Sequence[RequestRecord], source: str = "records") 
     return Workload(
         arrival - arrival[0], np.array([max(r.prompt_tokens, 1) for r in done], dtype=np.int64), output,
         predicted.astype(float), [r.id for r in done],
+    )  # fmt: skip
+
+
+def resample(workload: Workload, n: int, seed: int = 0) -> Workload:
+    """`n` rows drawn with replacement, each at its row's time plus a uniform jitter of one mean gap.
+
+    The source's rate pattern over time and its length mix, at any size: a trace
+    of one engine's traffic becomes the traffic of many (scale the rate afterwards,
+    `lengthwise.sim.load.at_load`). Predictions are drawn with their rows; ids are not kept.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if len(workload) < 2:
+        raise ValueError("resample needs a workload of at least 2 requests")
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(workload), n)
+    gap = (workload.arrival[-1] - workload.arrival[0]) / (len(workload) - 1)
+    arrival = workload.arrival[rows] + rng.uniform(0.0, gap, n)
+    order = np.argsort(arrival, kind="stable")
+    rows = rows[order]
+    return Workload(
+        arrival[order] - arrival[order[0]], workload.prompt_tokens[rows], workload.output_tokens[rows],
+        workload.predicted[rows],
     )  # fmt: skip

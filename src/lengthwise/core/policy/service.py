@@ -42,7 +42,8 @@ class _Decayed:
 
     def add(self, x: float, y: float) -> None:
         d = self.decay
-        self.sums = tuple(d * s + v for s, v in zip(self.sums, (1.0, x, y, x * x, x * y), strict=True))
+        n, sx, sy, sxx, sxy = self.sums  # spelled out: the simulator calls this once per request
+        self.sums = (d * n + 1.0, d * sx + x, d * sy + y, d * sxx + x * x, d * sxy + x * y)
 
     def slope(self) -> float | None:
         """Least-squares slope of y on x; None while x has (almost) no spread."""
