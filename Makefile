@@ -9,7 +9,7 @@ DEMO_OUT ?= runs/demo
 DEMO_MAX_TOKENS ?= 64
 DEMO_MINUTES ?= 15
 
-.PHONY: env engine-setup prometheus test unit demo
+.PHONY: env engine-setup prometheus redis test unit demo
 
 $(BIN)/python:
 	@echo "==> Creating the project's environment in $(VENV)"
@@ -35,8 +35,16 @@ prometheus:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		prometheus >/dev/null; } || echo "==> Could not install prometheus: its test will be skipped"; }
 
+# Debian's redis-server, which the scale-out tests start on free ports of their own (nothing is left running
+# by the tests; the package may start a system service of its own where systemd runs).
+redis:
+	@command -v redis-server >/dev/null || { \
+		echo "==> Installing redis-server (Debian package)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server; }
+
 # Unit and integration tests; the integration session starts (and stops) its own engine on a free port.
-test: engine-setup prometheus
+test: engine-setup prometheus redis
 	$(BIN)/pytest -ra --durations=10
 
 # Only the fast unit tests: no engine.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator
 
@@ -25,18 +26,24 @@ from lengthwise.core.policy import Policy, make_policy
 from lengthwise.core.tokens import count_tokens
 from lengthwise.gateway.asgi import CompletionsFirst, http_exception
 from lengthwise.gateway.auth import ApiKeys
-from lengthwise.gateway.backends import BackendPool
+from lengthwise.gateway.backends import Backend, BackendPool
 from lengthwise.gateway.completions import Completions
 from lengthwise.gateway.config import GatewayConfig
 from lengthwise.gateway.backend_auth import BackendCredentials
+from lengthwise.gateway.credentials import redacted
 from lengthwise.gateway.errors import GatewayError
 from lengthwise.gateway.metrics import GatewayMetrics
 from lengthwise.gateway.predictors import build_predictor
 from lengthwise.gateway.priority import PriorityMap
 from lengthwise.gateway.scheduler import Scheduler
+from lengthwise.gateway.shared_queue import SHARED_EPOCH, SharedQueue, connect
+from lengthwise.gateway.shared_scheduler import SharedScheduler
 from lengthwise.predict.base import Predictor
 
 log = logging.getLogger("lengthwise.gateway")
+
+#: A Redis call slower than this counts as Redis being away (the local fallback takes over).
+REDIS_TIMEOUT_S = 2.0
 
 
 class Gateway:
@@ -49,11 +56,13 @@ class Gateway:
                  policy: Policy | None = None) -> None:
         self.config = config
         self.policy = policy or make_policy(config.policy)
-        self.scheduler = Scheduler(self.policy, config.max_inflight, config.max_queue, self.clock) \
-            if config.queues else None
+        #: Redis shared with the other replicas, if any: their clocks then all count from SHARED_EPOCH.
+        self.redis = connect(config.redis_url, REDIS_TIMEOUT_S) if config.redis_url else None
+        self._epoch = time.monotonic() - (time.time() - SHARED_EPOCH if self.redis else 0.0)
         self.pool = BackendPool(config.backend_urls, slack_tokens=config.affinity_slack_tokens,
-                                on_down=self.scheduler.evict if self.scheduler else None,
+                                on_down=self._backend_down if config.queues else None,
                                 stall_timeout_s=config.stall_timeout_s)
+        self.scheduler = self._make_scheduler() if config.queues else None
         #: Userinfo of the backend URLs, sent as Basic auth unless a key is set (never logged).
         self.credentials = BackendCredentials(config.backends)
         #: The engine's priority scale (prediction queries use it in every mode).
@@ -68,7 +77,8 @@ class Gateway:
         urgent = self.engine_priority.urgent if self.engine_priority else None
         self.predictor: Predictor = predictor or build_predictor(config, self._predict_client, urgent)
         self.metrics.watch_predictor(self.predictor.status)
-        self._epoch = time.monotonic()
+        if isinstance(self.scheduler, SharedScheduler):
+            self.metrics.watch_shared(self.scheduler.status)
         self._api_keys = ApiKeys(config.api_keys)
         self._session: aiohttp.ClientSession | None = None
         self.completions = Completions(config=config, policy=self.policy, pool=self.pool, scheduler=self.scheduler,
@@ -89,8 +99,22 @@ class Gateway:
         self.app = CompletionsFirst(self.completions, starlette)
 
     def clock(self) -> float:
-        """Seconds since the gateway started: job arrivals and policy keys use it."""
+        """Seconds since the gateway started (with Redis: since SHARED_EPOCH, the same for every
+        replica): job arrivals and policy keys use it."""
         return time.monotonic() - self._epoch
+
+    def _make_scheduler(self) -> Scheduler:
+        config = self.config
+        if self.redis is None:
+            return Scheduler(self.policy, config.max_inflight, config.max_queue, self.clock)
+        assert config.redis_url is not None
+        queue = SharedQueue(self.redis, secrets.token_hex(4), config.max_inflight, config.redis_lease_s)
+        return SharedScheduler(self.policy, config.max_inflight, config.max_queue, self.clock, queue, self.pool,
+                               redacted(config.redis_url))
+
+    def _backend_down(self, backend: Backend) -> None:
+        assert self.scheduler is not None
+        self.scheduler.evict(backend)
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -115,6 +139,10 @@ class Gateway:
             await asyncio.to_thread(count_tokens, "load the tokenizer")  # not on the first request's loop turn
             await self._probe_all()
             stack.push_async_callback(_stopped, asyncio.create_task(self._health_loop()))
+            if self.redis is not None:
+                stack.push_async_callback(self.redis.aclose)
+            if isinstance(self.scheduler, SharedScheduler):
+                stack.push_async_callback(_stopped, asyncio.create_task(self.scheduler.run()))
             log.info("gateway ready: %d backend(s), mode %s, policy %s, predictor %s", len(self.pool),
                      self.config.mode, self.policy.name, self.predictor.name)
             yield
@@ -169,8 +197,9 @@ class Gateway:
         if denied := self._denied(request):
             return denied
         status = self.predictor.status()
+        shared = self.scheduler.status() if isinstance(self.scheduler, SharedScheduler) else None
         return JSONResponse({"mode": self.config.mode, "policy": self.policy.name, "predictor": self.predictor.name,
-                             "status": status})
+                             "status": status, "redis": shared})
 
 
 async def _stopped(task: asyncio.Task[None]) -> None:

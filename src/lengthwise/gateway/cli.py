@@ -77,6 +77,12 @@ def serve(
         _D["max_connections"],
     graceful_shutdown_timeout: Annotated[float, typer.Option(
         help="On SIGTERM, seconds to let requests finish before they are cut.")] = _D["graceful_shutdown_s"],
+    redis: Annotated[str | None, typer.Option(
+        help="Redis shared by several gateway replicas (redis://host:6379/0): one queue and one set of seats per "
+             "backend, and shared learning (docs/SCALE_OUT.md).")] = None,
+    redis_lease: Annotated[float, typer.Option(
+        help="Seconds a seat's lease lasts unless renewed: a killed replica's seats come back after it.")] =
+        _D["redis_lease_s"],
     log_level: Annotated[str, typer.Option(help="debug | info | warning.")] = "info",
     access_log: Annotated[bool, typer.Option(help="uvicorn's access log (costs throughput).")] = False,
 ) -> None:
@@ -101,7 +107,7 @@ def serve(
             stall_timeout_s=stall_timeout,
             affinity_slack_tokens=affinity_slack, max_upstream_connections=max_upstream_connections,
             header_timeout_s=header_timeout, body_timeout_s=body_timeout, max_connections=max_connections,
-            graceful_shutdown_s=graceful_shutdown_timeout,
+            graceful_shutdown_s=graceful_shutdown_timeout, redis_url=redis, redis_lease_s=redis_lease,
         )
         gateway = Gateway(config)
     except ValueError as e:

@@ -186,13 +186,13 @@ class Completions:
         assert self.scheduler is not None and f.backend is not None
         started = time.monotonic()
         try:
-            await self.scheduler.admit(f.job, f.backend)
+            release = await self.scheduler.admit(f.job, f.backend)
         except QueueFull:
             raise GatewayError(429, "the gateway's queue is full; retry later", code="queue_full",
                                headers={"retry-after": str(self.config.retry_after_s)}) from None
         finally:
             f.queue_wait_s += time.monotonic() - started
-        attempt.callback(self.scheduler.release, f.backend)
+        attempt.callback(release)
 
     async def _open(self, f: Flight, attempt: contextlib.ExitStack) -> None:
         """Send the request upstream; for a plain response, read and check all of it too."""

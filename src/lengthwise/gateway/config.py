@@ -92,6 +92,11 @@ class GatewayConfig:
     #: Stay on the prefix's backend unless it has this many more predicted tokens
     #: outstanding than the least loaded one.
     affinity_slack_tokens: float = 4096.0
+    #: Redis shared by the gateway's replicas (redis://host:port/db): queue mode's queue and seats,
+    #: and learning, are shared through it (docs/SCALE_OUT.md); None: this process alone.
+    redis_url: str | None = None
+    #: A seat's lease: a replica that stops renewing (killed) gives its seats back this long after.
+    redis_lease_s: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.backends:
@@ -120,6 +125,10 @@ class GatewayConfig:
                 raise ValueError(f"{name} must be positive")
         if self.priority_scale <= 0:
             raise ValueError("priority_scale must be positive")
+        if self.redis_url is not None and urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"redis URL {redacted(self.redis_url)!r} is not a redis://, rediss:// or unix:// URL")
+        if self.redis_lease_s <= 0:
+            raise ValueError("redis_lease_s must be positive")
 
     @property
     def queues(self) -> bool:

@@ -111,6 +111,20 @@ class _PredictorCollector(Collector):
         yield from (chosen, tau, low, window)
 
 
+class _SharedCollector(Collector):
+    """Whether the replica schedules through Redis now, and how often it fell back to its local queue."""
+
+    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+        self.status = status
+
+    def collect(self) -> Iterator[Metric]:
+        status = self.status()
+        yield GaugeMetricFamily("lengthwise_redis_connected", "1 while the queue is shared through Redis, 0 while "
+                                "this replica queues locally (Redis unreachable).", value=float(status["connected"]))
+        yield CounterMetricFamily("lengthwise_redis_fallbacks", "Times Redis became unreachable and the replica "
+                                  "fell back to its local queue.", value=status["fallbacks"])
+
+
 class _CpuCollector(Collector):
     """The gateway process's CPU time, read at scrape time, and its average per answered request."""
 
@@ -197,6 +211,10 @@ class GatewayMetrics:
             self.time_to_first_token.observe(f.first_bytes_at - f.arrived_at)
             if f.output_tokens is not None and f.output_tokens > 1:
                 self.time_per_output_token.observe((ended_at - f.first_bytes_at) / (f.output_tokens - 1))
+
+    def watch_shared(self, status: Callable[[], dict[str, Any]]) -> None:
+        """Export the shared queue's `status()` (lengthwise.gateway.shared_scheduler) at scrape time."""
+        self.registry.register(_SharedCollector(status))
 
     def completed(self, predicted: float, usage: dict[str, object], queue_wait_s: float, n: int = 1) -> int | None:
         """Record a completed response's usage; returns its output tokens per choice (None if unusable)."""

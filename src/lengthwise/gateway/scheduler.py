@@ -8,6 +8,7 @@ admission until its response ends; releasing a slot admits the next one in polic
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 
@@ -46,15 +47,15 @@ class Scheduler:
     def running(self, backend: Backend) -> int:
         return self._running.get(backend.index, 0)
 
-    async def admit(self, job: Job, backend: Backend) -> None:
-        """Return once `job` holds a slot on `backend`; raises QueueFull or BackendGone.
+    async def admit(self, job: Job, backend: Backend) -> Callable[[], None]:
+        """Return once `job` holds a slot on `backend`: what gives it back; raises QueueFull or BackendGone.
 
         A cancelled wait leaves the queue (or gives back a slot granted meanwhile).
         """
         queue = self._queue(backend)
         if not queue and self.running(backend) < self.max_inflight:
             self._running[backend.index] = self.running(backend) + 1
-            return
+            return functools.partial(self.release, backend)
         if self.waiting() >= self.max_queue:
             raise QueueFull(f"{self.max_queue} requests are waiting already")
         admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -68,6 +69,7 @@ class Scheduler:
             elif admitted.exception() is None:
                 self.release(backend)
             raise
+        return functools.partial(self.release, backend)
 
     def release(self, backend: Backend) -> None:
         """A request on `backend` ended: free its slot and admit the next by policy."""
@@ -81,12 +83,16 @@ class Scheduler:
                 job.payload.set_result(None)
                 self._running[backend.index] += 1
 
-    def evict(self, backend: Backend) -> None:
-        """`backend` left the pool: its waiting requests are told to go elsewhere."""
+    def evict(self, backend: Backend, error: Exception | None = None) -> None:
+        """`backend` left the pool: its waiting requests are told to go elsewhere (or get `error`)."""
         queue = self._queue(backend)
         while (job := queue.pop(self.clock())) is not None:
             if not job.payload.done():
-                job.payload.set_exception(BackendGone(backend.url))
+                job.payload.set_exception(error or BackendGone(backend.url))
+
+    def set_running(self, backend: Backend, running: int) -> None:
+        """Count `running` requests on `backend` (taken over from another admission path)."""
+        self._running[backend.index] = running
 
     def _queue(self, backend: Backend) -> WaitingQueue:
         queue = self._queues.get(backend.index)
