@@ -98,8 +98,13 @@ class SharedScheduler(Scheduler):
                 "fallbacks": self.fallbacks, "last_error": self.last_error, "lease_s": self.queue.lease_s}
 
     async def run(self) -> None:
-        """The heartbeat and the grant listener, until cancelled (the gateway's lifespan)."""
-        await asyncio.gather(self._beating(), self._listening())
+        """The heartbeat and the grant listener, until cancelled (the gateway's lifespan); then the
+        releases under way are given a moment to reach Redis."""
+        try:
+            await asyncio.gather(self._beating(), self._listening())
+        finally:
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=self.queue.lease_s / 3)
 
     # ---- the shared path ---------------------------------------------------------------
 
@@ -143,7 +148,7 @@ class SharedScheduler(Scheduler):
             waiter[0].set_result(None)
             return
         # Its request left meanwhile: give the seat back.
-        backend = next((b for b in self.pool.backends if backend_id(b.url) == member_backend(name)), None)
+        backend = self._backend_of(name)
         if backend is not None:
             self._spawn(self._leave(backend, name))
 
@@ -182,17 +187,20 @@ class SharedScheduler(Scheduler):
             if not future.done():
                 future.set_exception(Moved())
 
-    def _rejoin(self) -> None:
+    async def _rejoin(self) -> None:
         self.connected = True
         log.info("Redis %s: %s", self.url, "back on the shared queue" if self.fallbacks else "sharing the queue")
-        for name in self._orphans:
-            backend = next((b for b in self.pool.backends if backend_id(b.url) == member_backend(name)), None)
-            if backend is not None:
-                self._spawn(self._leave(backend, name))
-        self._orphans.clear()
         for backend in self.pool.backends:
             self.set_running(backend, 0)
             super().evict(backend, Moved())
+        orphans, self._orphans = self._orphans, set()
+        for name in orphans:
+            backend = self._backend_of(name)
+            if backend is not None:
+                await self._leave(backend, name)
+
+    def _backend_of(self, name: str) -> Backend | None:
+        return next((b for b in self.pool.backends if backend_id(b.url) == member_backend(name)), None)
 
     async def _beat(self) -> None:
         held: dict[str, list[str]] = {backend_id(b.url): [] for b in self.pool.backends}
@@ -202,10 +210,10 @@ class SharedScheduler(Scheduler):
             replies = await self.queue.heartbeat(held, self.clock())
         if self.connected and not all(s.known for s in replies.values()):
             self._fall_back(RuntimeError("Redis no longer knew this replica (restarted, or silent past a lease)"))
-        if not self.connected:
-            self._rejoin()
         for backend in self.pool.backends:
             self._take(backend, replies[backend_id(backend.url)])
+        if not self.connected:
+            await self._rejoin()
 
     async def _beating(self) -> None:
         interval = self.queue.lease_s / 3
