@@ -91,7 +91,7 @@ async def _status(r: Replica) -> dict[str, Any]:
 
 async def _on_shared_queue(r: Replica) -> bool:
     try:
-        return bool((await _status(r))["redis"]["connected"])
+        return bool((await _status(r))["redis"]["queue"]["connected"])
     except httpx.HTTPError:
         return False
 
@@ -213,10 +213,10 @@ async def test_redis_stopped_mid_run_loses_nothing_and_answers_each_request_once
                     while not all([await _on_shared_queue(g) for g in gateways]):
                         assert time.monotonic() < deadline
                         await asyncio.sleep(0.2)
-                    statuses = [(await _status(g))["redis"] for g in gateways]
+                    statuses = [(await _status(g))["redis"]["queue"] for g in gateways]
                     metrics = (await client.get(gateways[0].url + "/metrics")).text
     assert [r.status_code for r in replies] == [200] * n
     tags = sorted(_tag(r.body) for s in stubs for r in s.received)
     assert tags == sorted(f"q{i}" for i in range(n))  # each exactly once
     assert all(s["fallbacks"] >= 1 for s in statuses), statuses
-    assert "lengthwise_redis_fallbacks_total" in metrics and "lengthwise_redis_connected 1.0" in metrics
+    assert "lengthwise_redis_fallbacks_total" in metrics and 'lengthwise_redis_connected{part="queue"} 1.0' in metrics

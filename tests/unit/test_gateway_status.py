@@ -50,5 +50,6 @@ async def test_status_of_a_predictor_that_does_not_choose() -> None:
             async with running_gateway(config, predictor=predictor) as (_, url), httpx.AsyncClient() as client:
                 status = (await client.get(url + "/lengthwise/status")).json()
                 metrics = (await client.get(url + "/metrics")).text
-            assert status == {"mode": "priority", "policy": "sst+deadline", "predictor": predictor.name, "status": expected}
+            assert status == {"mode": "priority", "policy": "sst+deadline", "predictor": predictor.name, "status": expected,
+                              "redis": None}
             assert "lengthwise_predictor_chosen" not in metrics

@@ -1,4 +1,5 @@
-"""The shared queue's Lua scripts and the scheduler's changes of path, on fakeredis (lupa runs the Lua).
+"""The shared queue's Lua scripts, the scheduler's changes of path and the shared in-flight counts, on
+fakeredis (lupa runs the Lua).
 
 The real thing, three gateway processes and a real redis-server, is tests/integration/test_scale_out.py.
 """
@@ -12,6 +13,7 @@ import pytest
 
 from lengthwise.core.policy import Job, make_policy
 from lengthwise.gateway.backends import BackendPool
+from lengthwise.gateway.shared_inflight import EXPIRES_S, SharedInflight
 from lengthwise.gateway.shared_queue import SharedQueue, member
 from lengthwise.gateway.shared_scheduler import SharedScheduler
 
@@ -133,3 +135,21 @@ async def test_hrrn_is_refused_for_a_shared_queue() -> None:
     queue = SharedQueue(fakeredis.FakeAsyncRedis(), "r", 1, 3.0)
     with pytest.raises(ValueError, match="hrrn"):
         SharedScheduler(make_policy("hrrn"), 1, 10, lambda: 0.0, queue, pool, "redis://fake")
+
+
+# ---- priority mode: in-flight counts -----------------------------------------------------------
+
+
+async def test_each_replica_sees_the_others_requests_in_flight_until_their_entries_expire() -> None:
+    server = fakeredis.FakeServer()
+    pools = [BackendPool(["http://b0", "http://b1"], slack_tokens=0.0) for _ in range(3)]
+    shared = [SharedInflight(fakeredis.FakeAsyncRedis(server=server, decode_responses=True), f"r{i}", pool)
+              for i, pool in enumerate(pools)]
+    pools[0].backends[0].inflight, pools[1].backends[0].inflight, pools[1].backends[1].inflight = 2, 3, 1
+    for s in shared:
+        await s.exchange(100.0)
+    await shared[0].exchange(100.1)
+    assert [b.peer_inflight for b in pools[0].backends] == [3, 1]
+    assert [b.peer_inflight for b in pools[2].backends] == [5, 1]
+    await shared[2].exchange(100.0 + EXPIRES_S + 0.5)  # r0 and r1 stopped renewing: killed
+    assert [b.peer_inflight for b in pools[2].backends] == [0, 0]

@@ -12,6 +12,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import httpx
@@ -36,6 +37,8 @@ from lengthwise.gateway.metrics import GatewayMetrics
 from lengthwise.gateway.predictors import build_predictor
 from lengthwise.gateway.priority import PriorityMap
 from lengthwise.gateway.scheduler import Scheduler
+from lengthwise.gateway.shared_inflight import SharedInflight
+from lengthwise.gateway.shared_learning import SharedLearning
 from lengthwise.gateway.shared_queue import SHARED_EPOCH, SharedQueue, connect
 from lengthwise.gateway.shared_scheduler import SharedScheduler
 from lengthwise.predict.base import Predictor
@@ -58,6 +61,8 @@ class Gateway:
         self.policy = policy or make_policy(config.policy)
         #: Redis shared with the other replicas, if any: their clocks then all count from SHARED_EPOCH.
         self.redis = connect(config.redis_url, REDIS_TIMEOUT_S) if config.redis_url else None
+        #: This process's name among the replicas.
+        self.replica = secrets.token_hex(4)
         self._epoch = time.monotonic() - (time.time() - SHARED_EPOCH if self.redis else 0.0)
         self.pool = BackendPool(config.backend_urls, slack_tokens=config.affinity_slack_tokens,
                                 on_down=self._backend_down if config.queues else None,
@@ -77,8 +82,9 @@ class Gateway:
         urgent = self.engine_priority.urgent if self.engine_priority else None
         self.predictor: Predictor = predictor or build_predictor(config, self._predict_client, urgent)
         self.metrics.watch_predictor(self.predictor.status)
-        if isinstance(self.scheduler, SharedScheduler):
-            self.metrics.watch_shared(self.scheduler.status)
+        self.learning = SharedLearning(self.redis, self.replica, self.predictor) if self.redis else None
+        if self.redis is not None:
+            self.metrics.watch_shared(self._shared_status)
         self._api_keys = ApiKeys(config.api_keys)
         self._session: aiohttp.ClientSession | None = None
         self.completions = Completions(config=config, policy=self.policy, pool=self.pool, scheduler=self.scheduler,
@@ -108,7 +114,7 @@ class Gateway:
         if self.redis is None:
             return Scheduler(self.policy, config.max_inflight, config.max_queue, self.clock)
         assert config.redis_url is not None
-        queue = SharedQueue(self.redis, secrets.token_hex(4), config.max_inflight, config.redis_lease_s)
+        queue = SharedQueue(self.redis, self.replica, config.max_inflight, config.redis_lease_s)
         return SharedScheduler(self.policy, config.max_inflight, config.max_queue, self.clock, queue, self.pool,
                                redacted(config.redis_url))
 
@@ -143,6 +149,11 @@ class Gateway:
                 stack.push_async_callback(self.redis.aclose)
             if isinstance(self.scheduler, SharedScheduler):
                 stack.push_async_callback(_stopped, asyncio.create_task(self.scheduler.run()))
+            if self.learning is not None:
+                stack.push_async_callback(_stopped, asyncio.create_task(self.learning.run()))
+            if self.redis is not None and not self.config.queues and self.config.backend_seats:
+                inflight = SharedInflight(self.redis, self.replica, self.pool)
+                stack.push_async_callback(_stopped, asyncio.create_task(inflight.run()))
             log.info("gateway ready: %d backend(s), mode %s, policy %s, predictor %s", len(self.pool),
                      self.config.mode, self.policy.name, self.predictor.name)
             yield
@@ -197,9 +208,17 @@ class Gateway:
         if denied := self._denied(request):
             return denied
         status = self.predictor.status()
-        shared = self.scheduler.status() if isinstance(self.scheduler, SharedScheduler) else None
         return JSONResponse({"mode": self.config.mode, "policy": self.policy.name, "predictor": self.predictor.name,
-                             "status": status, "redis": shared})
+                             "status": status, "redis": self._shared_status()})
+
+    def _shared_status(self) -> dict[str, Any] | None:
+        """What this replica shares through Redis, and whether it can now; None without Redis."""
+        if self.learning is None:
+            return None
+        assert self.config.redis_url is not None
+        queue = self.scheduler.status() if isinstance(self.scheduler, SharedScheduler) else None
+        return {"url": redacted(self.config.redis_url), "replica": self.replica, "queue": queue,
+                "learning": self.learning.status()}
 
 
 async def _stopped(task: asyncio.Task[None]) -> None:

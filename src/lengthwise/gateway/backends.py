@@ -43,6 +43,8 @@ class Backend:
     waiting: int = 0
     #: Requests sent upstream whose response has not ended.
     inflight: int = 0
+    #: The other gateway replicas' requests in flight here (priority mode with Redis; else 0).
+    peer_inflight: int = 0
     #: When the backend last showed it works (monotonic seconds): a response's headers or bytes,
     #: a one-token completion, or nothing in flight at a health check.
     last_progress: float = field(default_factory=time.monotonic)

@@ -112,17 +112,30 @@ class _PredictorCollector(Collector):
 
 
 class _SharedCollector(Collector):
-    """Whether the replica schedules through Redis now, and how often it fell back to its local queue."""
+    """What the replica shares through Redis: whether it can now, its fallbacks, the evidence exchanged."""
 
-    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, status: Callable[[], dict[str, Any] | None]) -> None:
         self.status = status
 
     def collect(self) -> Iterator[Metric]:
         status = self.status()
-        yield GaugeMetricFamily("lengthwise_redis_connected", "1 while the queue is shared through Redis, 0 while "
-                                "this replica queues locally (Redis unreachable).", value=float(status["connected"]))
-        yield CounterMetricFamily("lengthwise_redis_fallbacks", "Times Redis became unreachable and the replica "
-                                  "fell back to its local queue.", value=status["fallbacks"])
+        if status is None:
+            return
+        connected = GaugeMetricFamily("lengthwise_redis_connected", "1 while this part (queue, learning) works "
+                                      "through Redis, 0 while it is local only (Redis unreachable).", labels=["part"])
+        queue, learning = status["queue"], status["learning"]
+        for part, state in (("queue", queue), ("learning", learning)):
+            if state is not None:
+                connected.add_metric([part], float(state["connected"]))
+        yield connected
+        if queue is not None:
+            yield CounterMetricFamily("lengthwise_redis_fallbacks", "Times Redis became unreachable and the "
+                                      "replica fell back to its local queue.", value=queue["fallbacks"])
+        evidence = CounterMetricFamily("lengthwise_shared_evidence", "Completions' learning evidence sent to the "
+                                       "other replicas, and taken in from them.", labels=["direction"])
+        evidence.add_metric(["published"], learning["published"])
+        evidence.add_metric(["absorbed"], learning["absorbed"])
+        yield evidence
 
 
 class _CpuCollector(Collector):
@@ -212,8 +225,8 @@ class GatewayMetrics:
             if f.output_tokens is not None and f.output_tokens > 1:
                 self.time_per_output_token.observe((ended_at - f.first_bytes_at) / (f.output_tokens - 1))
 
-    def watch_shared(self, status: Callable[[], dict[str, Any]]) -> None:
-        """Export the shared queue's `status()` (lengthwise.gateway.shared_scheduler) at scrape time."""
+    def watch_shared(self, status: Callable[[], dict[str, Any] | None]) -> None:
+        """Export what the replica shares through Redis (the gateway's `redis` status) at scrape time."""
         self.registry.register(_SharedCollector(status))
 
     def completed(self, predicted: float, usage: dict[str, object], queue_wait_s: float, n: int = 1) -> int | None:

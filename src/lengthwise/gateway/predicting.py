@@ -63,7 +63,7 @@ class Predicting:
             return False
         if self.scheduler is not None:
             return self.scheduler.running(backend) < self.scheduler.max_inflight and not self.scheduler.waiting(backend)
-        return backend.inflight < self.config.backend_seats
+        return backend.inflight + backend.peer_inflight < self.config.backend_seats
 
     async def predict(self, f: Flight) -> None:
         """Set `f.prediction`: awaited if requests wait for `f.backend`, else deferred to the background."""

@@ -94,8 +94,8 @@ class SharedScheduler(Scheduler):
                 future.set_exception(error or BackendGone(backend.url))
 
     def status(self) -> dict[str, Any]:
-        return {"url": self.url, "replica": self.queue.replica, "connected": self.connected,
-                "fallbacks": self.fallbacks, "last_error": self.last_error, "lease_s": self.queue.lease_s}
+        return {"connected": self.connected, "fallbacks": self.fallbacks, "last_error": self.last_error,
+                "lease_s": self.queue.lease_s}
 
     async def run(self) -> None:
         """The heartbeat and the grant listener, until cancelled (the gateway's lifespan); then the

@@ -8,6 +8,7 @@ It never raises to its caller: on any failure it returns a fallback prediction w
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -102,6 +103,16 @@ class Predictor(ABC):
         """How well it ranked held-out prompts offline (the measurement shipped with its model), so that
         `auto` can use it before it has measured the predictor itself; None: nothing was measured."""
         return None
+
+    def share_with(self, sink: Callable[[dict[str, Any]], None]) -> None:
+        """From now on, give `sink` the evidence learned from each completion this predictor observes:
+        JSON-able and free of prompt text, for its twins in other gateway replicas to `absorb` (shared
+        learning, lengthwise.gateway.shared_learning). `sink` may be called from the learning worker.
+        Default: nothing to share."""
+
+    def absorb(self, evidence: dict[str, Any]) -> None:
+        """Learn from evidence a twin in another replica shared (`share_with`); runs in the learning
+        worker. Default: nothing to learn."""
 
     async def aclose(self) -> None:
         """Release what the predictor holds (clients, state to save)."""

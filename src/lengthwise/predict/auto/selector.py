@@ -34,12 +34,13 @@ worker): a lock keeps the windows and the pending predictions consistent.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,7 @@ class AutoPredictor(Predictor):
         self.state_path = Path(state_path).expanduser() if state_path else None
         #: Pairs restored from `state_path` on start, over all candidates.
         self.restored = 0
+        self._share: Callable[[dict[str, Any]], None] | None = None
         if self.state_path is not None:
             self._load(self.state_path)
         self._choose()  # a candidate's prior may be enough to choose it before any request
@@ -185,20 +187,46 @@ class AutoPredictor(Predictor):
     def _learn(self, measured: _Measured) -> None:
         assert measured.actual is not None
         key = _prompt_key(measured.request)
-        with self._lock:
-            for name, p in measured.predictions.items():
-                self.candidates[name].window.add(p.tokens, measured.actual, key)
-            self.completed += 1
-            recheck = self.completed % self.recheck == 0
+        pairs = {name: (p.tokens, float(measured.actual)) for name, p in measured.predictions.items()}
         for name, p in measured.predictions.items():
             try:
                 self.candidates[name].predictor.observe(measured.request, p, measured.actual)
             except Exception:  # one candidate's bug must not stop the others learning
                 log.exception("auto: candidate %s failed to observe", name)
+        self._measure(pairs, key)
+        if self._share is not None:
+            self._share({"pairs": pairs, "key": key})
+
+    def _measure(self, pairs: dict[str, tuple[float, float]], key: str | None) -> None:
+        """One completed request's (predicted, actual) per candidate into the windows (its prompt `key`
+        counted once); every `recheck` completions, choose again."""
+        with self._lock:
+            for name, (predicted, actual) in pairs.items():
+                if name in self.candidates:
+                    self.candidates[name].window.add(predicted, actual, key)
+            self.completed += 1
+            recheck = self.completed % self.recheck == 0
         if recheck:
             with self._lock:
                 self._choose()
             self._save()
+
+    def share_with(self, sink: Callable[[dict[str, Any]], None]) -> None:
+        """Share each completion's (predicted, actual) per candidate, and what each candidate shares."""
+        self._share = sink
+        for name, c in self.candidates.items():
+            c.predictor.share_with(functools.partial(_from_candidate, sink, name))
+
+    def absorb(self, evidence: dict[str, Any]) -> None:
+        """Another replica's completion: its pairs into the windows (so N replicas fill them N times as
+        fast), or a candidate's own evidence to that candidate."""
+        if "candidate" in evidence:
+            c = self.candidates.get(evidence["candidate"])
+            if c is not None:
+                c.predictor.absorb(evidence["evidence"])
+            return
+        pairs = {name: (float(p), float(a)) for name, (p, a) in evidence["pairs"].items()}
+        self._measure(pairs, evidence.get("key"))
 
     async def aclose(self) -> None:
         """Stop the shadow predictions, save the evidence since the last recheck (with `state_path`),
@@ -305,3 +333,7 @@ class AutoPredictor(Predictor):
             atomic_write_json(self.state_path, state)
         except OSError as e:
             log.warning("auto predictor: cannot save state to %s: %s", self.state_path, e)
+
+
+def _from_candidate(sink: Callable[[dict[str, Any]], None], name: str, evidence: dict[str, Any]) -> None:
+    sink({"candidate": name, "evidence": evidence})

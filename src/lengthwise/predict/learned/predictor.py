@@ -82,7 +82,7 @@ def fit_online(X: np.ndarray, y: np.ndarray, penalties: np.ndarray) -> LinearMod
 class _Pending:
     """A completion waiting to be learned from (`vector` None: featurize it in the background)."""
 
-    prompt: Prompt
+    prompt: Prompt | None  # None: shared by another replica, with its vector
     self_block: np.ndarray
     vector: np.ndarray | None
     actual: int
@@ -136,6 +136,7 @@ class LearnedPredictor(Predictor):
         #: The prompt part of feature vectors, for the prompts of concurrent requests at once.
         self._features = MicroBatcher(self.featurize, name="learned-features")
         self.observed = 0
+        self._share: Callable[[dict[str, Any]], None] | None = None
         self.fits = 0
         if state_path is not None and state_path.exists():
             self._load_state(state_path)
@@ -262,9 +263,26 @@ class LearnedPredictor(Predictor):
                 log.warning("learned predictor: wrapped observe raised %r", exc)
         if actual_tokens < 0:
             return
-        self_block = self_vector(inner or prediction)
+        self._learn(_Pending(prompt, self_vector(inner or prediction), vector, int(actual_tokens)))
+
+    def share_with(self, sink: Callable[[dict[str, Any]], None]) -> None:
+        """Share each completion's feature vector (embedding, prompt length, self-prediction block: no
+        text) with its actual length, as its refit takes it in (a completion never predicted is
+        featurized then)."""
+        self._share = sink
+
+    def absorb(self, evidence: dict[str, Any]) -> None:
+        """Another replica's completion, learned from as if observed here (a vector of another layout,
+        from a differently configured replica, is ignored)."""
+        vector = np.asarray(evidence["vector"], dtype=float)
+        if vector.shape != (self.width,):
+            log.debug("learned predictor: shared vector of width %s ignored (ours: %d)", vector.shape, self.width)
+            return
+        self._learn(_Pending(None, np.empty(0), vector, int(evidence["actual"])))
+
+    def _learn(self, item: _Pending) -> None:
         with self._lock:
-            self._pending.append(_Pending(prompt, self_block, vector, int(actual_tokens)))
+            self._pending.append(item)
             self.observed += 1
             if len(self._pending) >= self.retrain_every and (self._training is None or self._training.done()):
                 self._training = learning_worker().submit(self._retrain)
@@ -274,12 +292,17 @@ class LearnedPredictor(Predictor):
             with self._lock:
                 pending, self._pending = self._pending, []
             unseen = [item for item in pending if item.vector is None]  # not predicted: featurize now
-            for item, vector in zip(unseen, self.featurize([item.prompt for item in unseen]) if unseen else []):
+            prompts = [item.prompt for item in unseen if item.prompt is not None]  # all: shared ones have vectors
+            for item, vector in zip(unseen, self.featurize(prompts) if prompts else []):
                 item.vector = self._with_self(vector, item.self_block)
             with self._lock:
                 for item in pending:
                     self._X.append(item.vector)
                     self._y.append(math.log1p(item.actual))
+            if self._share is not None:
+                for item in pending:
+                    if item.prompt is not None:  # this replica's own, not one shared with it
+                        self._share({"vector": item.vector.tolist(), "actual": item.actual})
             self._refit()
         except Exception:  # a failed fit keeps the previous model
             log.exception("learned predictor: background fit failed")
