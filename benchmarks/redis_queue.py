@@ -116,11 +116,11 @@ def main() -> None:
         for arm, values in latencies.items():
             values.sort()
             used = cpu[arm]
-            print(f"{arm:<8} {_pct(values, 0.5) * 1e3:8.2f} {_pct(values, 0.99) * 1e3:8.2f} "
+            print(f"{arm:<8} {_pct(values, 0.5):8.2f} {_pct(values, 0.99):8.2f} "
                   f"{'?' if used is None else f'{used * 1e3:.2f}':>19}")
         local_s, shared_s = sorted(latencies["local"]), sorted(latencies["redis"])
-        print(f"{'added':<8} {(_pct(shared_s, 0.5) - _pct(local_s, 0.5)) * 1e3:8.2f} "
-              f"{(_pct(shared_s, 0.99) - _pct(local_s, 0.99)) * 1e3:8.2f}")
+        print(f"{'added':<8} {_pct(shared_s, 0.5) - _pct(local_s, 0.5):8.2f} "
+              f"{_pct(shared_s, 0.99) - _pct(local_s, 0.99):8.2f}")
         print(f"redis-server CPU per request: {redis_cpu * 1e3:.3f} ms")
 
         print(f"\n2. requests/s, {args.concurrency} closed-loop clients, 2 stubs × {args.seats} seats, "

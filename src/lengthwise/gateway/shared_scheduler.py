@@ -122,6 +122,8 @@ class SharedScheduler(Scheduler):
                 seats = await self.queue.enqueue(backend_id(backend.url), name, key, now, switch_at, next_key)
             except RedisError as e:
                 self._fall_back(e)
+                if not future.done():  # fallen back already, by another request's failure
+                    future.set_exception(Moved())
             else:
                 self._take(backend, seats)
             await future
