@@ -50,7 +50,7 @@ async def test_auto_windows_fill_with_every_replicas_completions() -> None:
     a, b = (AutoPredictor([_noise(), _signal()], min_requests=40, recheck=1) for _ in range(2))
     async with sharing(a, b) as (share_a, share_b):
         await _run(a, 30, seed=1)
-        await _run(b, 30, seed=2)
+        await _run(b, 30, seed=2, first=30)  # other prompts: a prompt counts once in a window
         learning_worker().wait(HANG_GUARD_S)
         await _until(lambda: share_a.absorbed == 30 and share_b.absorbed == 30)
     for auto in (a, b):
