@@ -170,9 +170,11 @@ async def test_a_killed_replica_gives_its_seats_back_within_the_lease(tmp_path: 
                 victim = gateways[2]
                 async with httpx.AsyncClient(timeout=HANG_GUARD_S) as client:
                     held = []
+                    deadline = time.monotonic() + HANG_GUARD_S
                     for i in range(2):  # one after the other: the second goes to the other backend
                         held.append(asyncio.create_task(_post(client, victim.url, _body(f"hold{i}", 5, stream=True))))
                         while sum(s.inflight for s in stubs) <= i:
+                            assert time.monotonic() < deadline
                             await asyncio.sleep(0.05)
                     assert all(s.inflight == 1 for s in stubs)
                     queued = [asyncio.create_task(_post(client, victim.url, _body(f"victim{i}", 50 + i)))
