@@ -43,6 +43,11 @@ class Policy(ABC):
     def dequeued(self, job: Job, now: float | None) -> None:
         """`job` left a WaitingQueue: admitted at `now`, or dropped (`now` None)."""
 
+    def overdue(self, job: Job, now: float) -> bool:
+        """True when `job` has waited past the bound the policy promised it: a running job that is
+        overdue must not be preempted (it would wait again). Policies without a bound: never."""
+        return False
+
     def quantum(self, job: Job) -> float | None:
         """Output tokens `job` may generate before it must yield to a waiting job whose key is
         no worse than its own; None: never. Only engines that can preempt honor it."""
@@ -65,6 +70,9 @@ class Wrapper(Policy):
 
     def dequeued(self, job: Job, now: float | None) -> None:
         self.base.dequeued(job, now)
+
+    def overdue(self, job: Job, now: float) -> bool:
+        return self.base.overdue(job, now)
 
     def quantum(self, job: Job) -> float | None:
         return self.base.quantum(job)

@@ -97,7 +97,11 @@ class Deadline(Wrapper):
 
     def enqueued(self, job: Job, now: float) -> None:
         work = self.service.of(job)
-        self._due[job.id] = (job.arrival + self.k * self.fcfs.joined(work), work)
+        due = job.arrival + self.k * self.fcfs.joined(work)
+        if job.deadline is not None:  # queued again after a preemption: its first promise stands
+            due = min(due, job.deadline)
+        job.deadline = due
+        self._due[job.id] = (due, work)
         super().enqueued(job, now)
 
     def dequeued(self, job: Job, now: float | None) -> None:
@@ -109,6 +113,11 @@ class Deadline(Wrapper):
     def deadline(self, job: Job) -> float | None:
         entry = self._due.get(job.id)
         return None if entry is None else entry[0]
+
+    def overdue(self, job: Job, now: float) -> bool:
+        """Past the deadline it was promised when it queued. A job admitted at once was promised
+        nothing (it did not wait); preempted, it queues and gets its deadline then."""
+        return (job.deadline is not None and now >= job.deadline) or self.base.overdue(job, now)
 
     def key(self, job: Job, now: float) -> float:
         due = self.deadline(job)

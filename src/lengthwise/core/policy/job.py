@@ -13,6 +13,8 @@ class Job:
     `predicted_tokens` is the (calibrated) expected output length; `cached_tokens` the
     prompt tokens the engine is expected to find cached (0 when unknown); `generated_tokens`
     and `service_s` grow while it runs (SRPT, MLFQ and round robin read them).
+    `deadline` is the wait bound a deadline policy promised it when it first queued (a
+    preempted job that queues again keeps it), None while it has none.
     `payload` carries whatever the owner needs back (the gateway's pending request,
     the simulator's request record) and is never read by a policy.
     """
@@ -25,4 +27,5 @@ class Job:
     generated_tokens: int = 0
     service_s: float = 0.0
     last_run: float | None = None
+    deadline: float | None = None
     payload: Any = field(default=None, repr=False, compare=False)

@@ -84,8 +84,9 @@ class ServiceTime:
         return self.prefill_s_per_token * uncached + self.decode_s_per_token * max(output_tokens, 0.0)
 
     def of(self, job: Job) -> float:
-        """A waiting job's predicted engine-seconds (its predicted output, its known prompt)."""
-        return self.seconds(job.prompt_tokens, job.predicted_tokens, job.cached_tokens)
+        """A job's predicted engine-seconds still to spend: its uncached prompt and its predicted output
+        beyond what it generated already (a preempted job's remaining service, SRPT's measure)."""
+        return self.seconds(job.prompt_tokens, job.predicted_tokens - job.generated_tokens, job.cached_tokens)
 
     def observe(
         self, prompt_tokens: int, cached_tokens: int, output_tokens: int, ttft_s: float, e2e_s: float,
