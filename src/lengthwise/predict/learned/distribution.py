@@ -21,6 +21,8 @@ from scipy.optimize import minimize
 from scipy.stats import norm
 
 _STANDARD_NORMAL = NormalDist()
+#: Spread (log space) assumed where none was measured: wide, a factor of e either way.
+ASSUMED_SIGMA = 1.0
 
 
 def expected_capped(log_score: float, sigma: float, cap: float) -> float:
@@ -36,6 +38,25 @@ def expected_capped(log_score: float, sigma: float, cap: float) -> float:
     z = (math.log(x_cap) - log_score) / sigma
     below = math.exp(log_score + sigma * sigma / 2) * _STANDARD_NORMAL.cdf(z - sigma)
     return below + x_cap * (1.0 - _STANDARD_NORMAL.cdf(z)) - 1.0
+
+
+def expected_capped_beyond(log_score: float, sigma: float, cap: float, seen: float) -> float:
+    """E[min(L, cap) | L > seen] for log1p(L) ~ Normal(log_score, sigma): the expected length of an
+    answer still running after `seen` tokens (re-prediction while it decodes; `seen` = 0 is
+    `expected_capped`). Past the cap, or where the tail has no mass left, it is the cap or `seen`."""
+    if seen >= cap:
+        return cap
+    if sigma <= 0:
+        return max(min(math.expm1(log_score), cap), seen)
+    x_seen, x_cap = seen + 1.0, cap + 1.0  # in X = L + 1, which is log-normal
+    z_seen = (math.log(x_seen) - log_score) / sigma
+    z_cap = (math.log(x_cap) - log_score) / sigma
+    beyond = 1.0 - _STANDARD_NORMAL.cdf(z_seen)
+    if beyond < 1e-12:  # the answer outlived its whole predicted distribution: it ends soon, at the latest the cap
+        return seen
+    between = math.exp(log_score + sigma * sigma / 2) * (_STANDARD_NORMAL.cdf(z_cap - sigma)
+                                                         - _STANDARD_NORMAL.cdf(z_seen - sigma))
+    return min(max((between + x_cap * (1.0 - _STANDARD_NORMAL.cdf(z_cap))) / beyond - 1.0, seen), cap)
 
 
 def capped_quantiles(log_score: float, sigma: float, cap: float, levels: Iterable[float]) -> dict[float, float]:

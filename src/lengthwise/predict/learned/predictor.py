@@ -45,7 +45,7 @@ from lengthwise.core.io import atomic_write_bytes
 from lengthwise.core.stats import RankQuality
 from lengthwise.predict.base import LengthRequest, Prediction, PredictionCost, Predictor
 from lengthwise.predict.batcher import Backlogged, MicroBatcher
-from lengthwise.predict.learned.distribution import capped_quantiles, expected_capped
+from lengthwise.predict.learned.distribution import ASSUMED_SIGMA, capped_quantiles, expected_capped
 from lengthwise.predict.learned.features import Layout, self_vector
 from lengthwise.predict.learned.rank_stage import Stage
 from lengthwise.predict.self_query.query import UnpredictableRequest
@@ -59,8 +59,8 @@ DEFAULT_MAX_TOKENS = 512
 #: Levels of the quantiles reported with a prediction (of the served length min(L, max_tokens)).
 QUANTILE_LEVELS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 #: Spread (log space) assumed around a proxy pretrained score, which has no measured
-#: spread of its own, until the online stage measures one: wide, a factor of e either way.
-PRETRAINED_SIGMA = 1.0
+#: spread of its own, until the online stage measures one.
+PRETRAINED_SIGMA = ASSUMED_SIGMA
 #: Penalty of the pretrained-score column relative to the others (1).
 PRETRAINED_PENALTY = 1e-2
 
