@@ -35,6 +35,7 @@ from lengthwise.gateway.credentials import redacted
 from lengthwise.gateway.errors import GatewayError
 from lengthwise.gateway.metrics import GatewayMetrics
 from lengthwise.gateway.predictors import build_predictor
+from lengthwise.gateway.preemptor import Preemptor
 from lengthwise.gateway.priority import PriorityMap
 from lengthwise.gateway.scheduler import Scheduler
 from lengthwise.gateway.shared_inflight import SharedInflight
@@ -87,10 +88,13 @@ class Gateway:
             self.metrics.watch_shared(self._shared_status)
         self._api_keys = ApiKeys(config.api_keys)
         self._session: aiohttp.ClientSession | None = None
+        #: Preempts long running requests for short waiting ones (`--preempt`, queue modes).
+        self.preemptor = Preemptor(config.preempt, self.policy, self.scheduler, self.metrics) \
+            if config.preempt is not None and self.scheduler is not None else None
         self.completions = Completions(config=config, policy=self.policy, pool=self.pool, scheduler=self.scheduler,
                                        metrics=self.metrics, predictor=self.predictor,
                                        engine_priority=self.engine_priority, api_keys=self._api_keys,
-                                       clock=self.clock)
+                                       clock=self.clock, preemptor=self.preemptor)
         starlette = Starlette(
             routes=[
                 Route("/v1/models", self._models, methods=["GET"]),

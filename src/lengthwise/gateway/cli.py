@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from lengthwise.gateway.config import GatewayConfig
+from lengthwise.gateway.config import GatewayConfig, PreemptSettings
 from lengthwise.gateway.credentials import redacted
 
 _D = {f.name: f.default for f in dataclasses.fields(GatewayConfig)}
@@ -83,6 +83,9 @@ def serve(
     redis_lease: Annotated[float, typer.Option(
         help="Seconds a seat's lease lasts unless renewed: a killed replica's seats come back after it.")] =
         _D["redis_lease_s"],
+    preempt: Annotated[str | None, typer.Option(
+        help="Queue modes, vLLM: preempt running requests for much shorter waiting ones and resume them as "
+             "continuations, e.g. 'margin=2,max=1,early=0.25' ('' for the defaults); unset: never.")] = None,
     log_level: Annotated[str, typer.Option(help="debug | info | warning.")] = "info",
     access_log: Annotated[bool, typer.Option(help="uvicorn's access log (costs throughput).")] = False,
 ) -> None:
@@ -108,6 +111,7 @@ def serve(
             affinity_slack_tokens=affinity_slack, max_upstream_connections=max_upstream_connections,
             header_timeout_s=header_timeout, body_timeout_s=body_timeout, max_connections=max_connections,
             graceful_shutdown_s=graceful_shutdown_timeout, redis_url=redis, redis_lease_s=redis_lease,
+            preempt=None if preempt is None else PreemptSettings.parse(preempt),
         )
         gateway = Gateway(config)
     except ValueError as e:

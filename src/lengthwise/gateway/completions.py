@@ -39,14 +39,21 @@ from lengthwise.gateway.errors import GatewayError
 from lengthwise.gateway.flight import Flight
 from lengthwise.gateway.metrics import GatewayMetrics
 from lengthwise.gateway.predicting import Predicting
+from lengthwise.gateway.preemptor import Preemptor
 from lengthwise.gateway.priority import PriorityMap
 from lengthwise.gateway.proxy import StreamTap, UpstreamFailed, forward_headers, open_upstream, response_headers
+from lengthwise.gateway.resumable import continuation_body, not_resumable, remaining_cap, upstream_body
 from lengthwise.gateway.retry import Retry
 from lengthwise.gateway.scheduler import BackendGone, QueueFull, Scheduler
+from lengthwise.gateway.stitch import Stitcher
 from lengthwise.gateway.validation import parse_body
 from lengthwise.predict.base import Predictor
+from lengthwise.predict.remaining import LengthDistribution
 
 log = logging.getLogger("lengthwise.gateway")
+
+#: The cap a length distribution assumes for a request that gives none (the engine's context bounds it).
+UNCAPPED_TOKENS = 32768
 
 
 @dataclass(eq=False, kw_only=True)
@@ -63,6 +70,8 @@ class Completions:
     engine_priority: PriorityMap | None
     api_keys: ApiKeys
     clock: Callable[[], float]
+    #: Preempts long running requests for short waiting ones (queue modes with --preempt); None: never.
+    preemptor: Preemptor | None = None
     #: The pooled connections to the backends; the gateway's lifespan sets it.
     session: aiohttp.ClientSession | None = None
     _ids: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
@@ -115,7 +124,9 @@ class Completions:
     async def _serve(self, f: Flight, send: Send) -> None:
         try:
             await self._dispatch(f)
-            if f.relays_stream:
+            if f.relays_stream and f.stitcher is not None:
+                await self._relay_runs(f, send)
+            elif f.relays_stream:
                 await self._relay_stream(f, send)
             else:
                 await self._relay_body(f, send)
@@ -136,6 +147,7 @@ class Completions:
         waiting = f.hold()  # counted as waiting on its backend until sent there
         waiting.enter_context(_counted(backend, "waiting"))
         await self.predicting.predict(f)
+        self._preemptible(f)
         assignment = self._assign(f, backend)
         retry = Retry(functools.partial(self._choose, f))
         while True:
@@ -144,7 +156,8 @@ class Completions:
                 if self.scheduler is not None:
                     await self._admit(f, attempt)
                 waiting.close()
-                await self._open(f, attempt)
+                await self._open(f, attempt, None if f.stitcher is None else upstream_body(f.body))
+                f.run = attempt
                 return
             except BackendGone:
                 moved: Backend | None = retry.elsewhere()
@@ -163,6 +176,20 @@ class Completions:
             waiting.close()
             waiting = f.hold()
             waiting.enter_context(_counted(backend, "waiting"))
+
+    def _preemptible(self, f: Flight) -> None:
+        """With --preempt, make `f` preemptible unless it cannot be resumed exactly (counted by reason)."""
+        if self.preemptor is None:
+            return
+        reason = not_resumable(f.endpoint, f.body)
+        if reason is not None:
+            self.metrics.not_preemptible.labels(reason).inc()
+            return
+        assert f.prediction is not None
+        options = f.body.get("stream_options")
+        f.stitcher = Stitcher(f.endpoint, f.stream, f.stream and isinstance(options, dict)
+                              and bool(options.get("include_usage")))
+        f.length = LengthDistribution.of(f.prediction, remaining_cap(f.endpoint, f.body, 0) or UNCAPPED_TOKENS)
 
     def _choose(self, f: Flight, exclude: Collection[Backend] = ()) -> Backend:
         affinity = affinity_key(f.endpoint, f.body, self.config.affinity_prefix_chars) if len(self.pool) > 1 else ""
@@ -194,13 +221,15 @@ class Completions:
             f.queue_wait_s += time.monotonic() - started
         attempt.callback(release)
 
-    async def _open(self, f: Flight, attempt: contextlib.ExitStack) -> None:
-        """Send the request upstream; for a plain response, read and check all of it too."""
+    async def _open(self, f: Flight, attempt: contextlib.ExitStack, body: dict[str, Any] | None = None) -> None:
+        """Send the request upstream (the client's bytes, or `body`: a preemptible request's run); for a
+        plain response, read and check all of it too."""
         assert self.session is not None and f.backend is not None
-        payload = f.raw
+        raw, sent = (f.raw, f.body) if body is None else (b"", body)
+        payload = raw or json.dumps(sent).encode()
         if self.config.sends_priority and self.engine_priority is not None:
             f.priority = self.engine_priority(self.policy.key(f.job, self.clock()))
-            payload = with_priority(f.raw, f.body, f.priority)
+            payload = with_priority(raw, sent, f.priority)
         url = f.backend.url + ("/v1/chat/completions" if f.endpoint == "chat" else "/v1/completions")
         headers = forward_headers(f.headers, self.config.backend_api_key)
         attempt.enter_context(_counted(f.backend, "inflight"))
@@ -258,14 +287,98 @@ class Completions:
                     f.response_complete = True
                     self._learn(f, tap.result())
         except (aiohttp.ClientError, TimeoutError) as e:
-            assert f.backend is not None
-            self.metrics.upstream_errors.labels(f.backend.url, "cut").inc()
-            log.warning("request %s: backend %d cut the stream (%s)", f.id, f.backend.index, type(e).__name__)
-            raise GatewayError(502, "the backend ended the stream early", code="upstream_stream_cut") from e
+            raise self._cut(f, e) from e
         if not f.response_complete:  # a stream without [DONE]: its end is the answer's end
             f.response_complete = True
             self._learn(f, tap.result())
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _cut(self, f: Flight, e: Exception) -> GatewayError:
+        assert f.backend is not None
+        self.metrics.upstream_errors.labels(f.backend.url, "cut").inc()
+        log.warning("request %s: backend %d cut the stream (%s)", f.id, f.backend.index, type(e).__name__)
+        return GatewayError(502, "the backend ended the stream early", code="upstream_stream_cut")
+
+    async def _relay_runs(self, f: Flight, send: Send) -> None:
+        """A preemptible request: its runs upstream, stitched into one answer for the client."""
+        stitcher, upstream = f.stitcher, f.upstream
+        assert stitcher is not None and upstream is not None
+        f.status = 200
+        if stitcher.client_streams:
+            f.response_started = True
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": response_headers(upstream) + f.lengthwise_headers()})
+        while await self._run(f, send):
+            await self._resume(f)
+        tail = stitcher.finish()
+        if stitcher.client_streams:
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+        else:
+            f.response_started = True
+            await send_response(send, 200, [(b"content-type", b"application/json")] + f.lengthwise_headers(),
+                                stitcher.body())
+        if not f.response_complete:
+            f.response_complete = True
+            self._learn(f, stitcher.usage())
+
+    async def _run(self, f: Flight, send: Send) -> bool:
+        """Relay one run upstream; True when it ended because the request yields its seat."""
+        stitcher, upstream, backend, preemptor = f.stitcher, f.upstream, f.backend, self.preemptor
+        assert stitcher is not None and upstream is not None and backend is not None and f.run is not None
+        assert preemptor is not None and f.sent_at is not None
+        stitcher.begin()
+        preemptor.started(f)
+        f.run.callback(preemptor.stopped, f)
+        checked, resumed = stitcher.transcript.generated, stitcher.runs > 1
+        try:
+            async for chunk in upstream.content.iter_any():
+                backend.progressed()
+                if f.first_bytes_at is None:
+                    f.first_bytes_at = time.monotonic()
+                if resumed:
+                    preemptor.resumed(time.monotonic() - f.sent_at)
+                    resumed = False
+                out = stitcher.take(chunk)
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                if stitcher.done:
+                    if stitcher.client_streams and not f.response_complete:  # [DONE] relayed, as above
+                        f.response_complete = True
+                        self._learn(f, stitcher.usage())
+                elif f.yield_requested:
+                    return True
+                elif stitcher.transcript.generated - checked >= preemptor.settings.check_every:
+                    checked = stitcher.transcript.generated
+                    preemptor.consider(backend)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise self._cut(f, e) from e
+        usage = stitcher.run_usage
+        if stitcher.runs > 1 and usage is not None:
+            self.metrics.resume_prompt_tokens.inc(int(usage.get("prompt_tokens") or 0))
+            self.metrics.resume_cached_tokens.inc(cached_tokens(usage) or 0)
+        return False
+
+    async def _resume(self, f: Flight) -> None:
+        """End `f`'s run (closing the connection aborts it upstream; its seat admits the queue's head),
+        wait in the queue again, and start its continuation."""
+        assert f.stitcher is not None and f.run is not None and self.preemptor is not None
+        self.preemptor.preempted(f)
+        f.yield_requested = False
+        f.run.close()
+        attempt = f.hold()
+        try:
+            await self._admit(f, attempt)
+            await self._open(f, attempt, continuation_body(f.endpoint, f.body, f.stitcher.transcript))
+        except (BackendGone, UpstreamFailed) as e:
+            raise GatewayError(502, f"the backend failed while resuming a preempted request: {e}",
+                               code="resume_failed") from e
+        f.run = attempt
+        if not f.relays_stream:
+            assert f.upstream is not None
+            log.warning("request %s: the backend refused its continuation (%d): %r", f.id, f.upstream.status,
+                        f.answer[:300])
+            raise GatewayError(502, f"the backend refused to resume a preempted request ({f.upstream.status})",
+                               code="resume_failed")
 
     async def _send_error(self, f: Flight, send: Send, e: GatewayError) -> None:
         if f.response_complete:
@@ -294,7 +407,8 @@ class Completions:
         speed from a streamed answer's TTFT and E2E. Only where the gateway admits (queue modes): in
         priority mode a TTFT also holds the wait in the engine's own queue, which is not service."""
         service = self.policy.service
-        if service is None or self.scheduler is None or f.sent_at is None or f.first_bytes_at is None:
+        if service is None or self.scheduler is None or f.sent_at is None or f.first_bytes_at is None or \
+                (f.stitcher is not None and f.stitcher.preempted):  # its times hold waits between runs
             return
         assert f.backend is not None
         now = time.monotonic()

@@ -12,7 +12,9 @@ import aiohttp
 from lengthwise.gateway.backends import Backend
 from lengthwise.core import headers
 from lengthwise.core.policy import Job
+from lengthwise.gateway.stitch import Stitcher
 from lengthwise.predict.base import Endpoint, LengthRequest, Prediction
+from lengthwise.predict.remaining import LengthDistribution
 
 
 @dataclass(eq=False)
@@ -52,6 +54,16 @@ class Flight:
     status: int = 499
     response_started: bool = False
     response_complete: bool = False
+    # Preemption (queue modes with --preempt), for a request that can be resumed exactly:
+    #: Its runs upstream stitched into the client's one answer; None: not preemptible.
+    stitcher: Stitcher | None = None
+    #: Its predicted length distribution, re-read as tokens come (`predict.remaining`).
+    length: LengthDistribution | None = None
+    #: The hold group of its current run upstream (slot, connection), closed to preempt it.
+    run: ExitStack | None = None
+    #: The preemptor asked it to yield its seat at its next chunk.
+    yield_requested: bool = False
+    preemptions: int = 0
     #: Every release callback registered since the request was accepted, newest last.
     _held: ExitStack = field(default_factory=ExitStack, init=False, repr=False)
 
@@ -76,7 +88,7 @@ class Flight:
     def relays_stream(self) -> bool:
         """The upstream answer is an event stream to relay as it comes (else it is read whole first)."""
         up = self.upstream
-        return self.stream and up is not None and up.status == 200 and \
+        return (self.stream or self.stitcher is not None) and up is not None and up.status == 200 and \
             up.headers.get("content-type", "").startswith("text/event-stream")
 
     @property

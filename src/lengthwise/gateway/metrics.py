@@ -204,6 +204,17 @@ class GatewayMetrics:
                                registry=r)
         self.usage_missing = Counter("lengthwise_usage_missing", "Completed responses without usage "
                                      "(nothing to learn from).", registry=r)
+        self.preemptions = Counter("lengthwise_preemptions", "Requests preempted (their upstream run ended to "
+                                   "let a shorter one in, resumed later as a continuation).", registry=r)
+        self.not_preemptible = Counter("lengthwise_not_preemptible", "Requests never preempted because they "
+                                       "cannot be resumed exactly, by reason (docs/GATEWAY.md).", ["reason"],
+                                       registry=r)
+        self.resume_seconds = Histogram("lengthwise_resume_seconds", "Time from sending a continuation to its "
+                                        "first token (the resume's prefill).", buckets=_SECONDS_BUCKETS, registry=r)
+        self.resume_prompt_tokens = Counter("lengthwise_resume_prompt_tokens", "Prompt tokens of continuations "
+                                            "(the original prompt plus the answer so far).", registry=r)
+        self.resume_cached_tokens = Counter("lengthwise_resume_cached_tokens", "Prompt tokens of continuations the "
+                                            "engine served from its prefix cache.", registry=r)
         r.register(_StateCollector(pool))
         r.register(_CpuCollector(self.requests))
 

@@ -79,27 +79,16 @@ async def open_upstream(
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
 
-class StreamTap:
-    """Watches an OpenAI SSE stream pass, unchanged, for what the gateway learns from.
-
-    The stream's `usage` if the client asked for it; else output tokens are counted as
-    the content-bearing chunks per choice (vLLM sends one per token; text the detokenizer
-    holds back, e.g. half a multi-byte character, makes the count a little low). Asking
-    the engine for usage instead would change the client's bytes: vLLM then moves
-    `system_fingerprint` from the last chunk to the usage chunk.
-    """
+class SseEvents:
+    """Splits an SSE byte stream, as it comes in arbitrary chunks, into whole events for `_event`."""
 
     #: Bytes of one unfinished event kept at most; beyond, the event is skipped (vLLM's events
     #: are a few KiB; an upstream that never ends one must not grow the gateway's memory).
     MAX_EVENT_BYTES = 1 << 20
 
     def __init__(self) -> None:
-        self.usage: dict[str, Any] | None = None
-        #: `data: [DONE]` went by: the answer is complete.
-        self.done = False
         #: Bytes skipped in events longer than MAX_EVENT_BYTES.
         self.overflow_bytes = 0
-        self._chunks: dict[int, int] = {}
         #: The unfinished event so far; only its new bytes are searched for the event's end.
         self._tail = bytearray()
         self._skipping = False
@@ -113,7 +102,7 @@ class StreamTap:
                 self.overflow_bytes += end.start() - start
                 self._skipping = False
             else:
-                self._read(self._tail[start:end.start()])
+                self._event(self._tail[start:end.start()])
             start = end.end()
         del self._tail[:start]
         if len(self._tail) > self.MAX_EVENT_BYTES:
@@ -121,18 +110,43 @@ class StreamTap:
             self._tail.clear()
             self._skipping = True
 
+    def flush(self) -> None:
+        """The stream ended: an event left without its blank line is an event all the same."""
+        if self._tail and not self._skipping:
+            self._event(self._tail)
+            self._tail.clear()
+
+    def _event(self, event: bytes | bytearray) -> None:
+        raise NotImplementedError
+
+
+class StreamTap(SseEvents):
+    """Watches an OpenAI SSE stream pass, unchanged, for what the gateway learns from.
+
+    The stream's `usage` if the client asked for it; else output tokens are counted as
+    the content-bearing chunks per choice (vLLM sends one per token; text the detokenizer
+    holds back, e.g. half a multi-byte character, makes the count a little low). Asking
+    the engine for usage instead would change the client's bytes: vLLM then moves
+    `system_fingerprint` from the last chunk to the usage chunk.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.usage: dict[str, Any] | None = None
+        #: `data: [DONE]` went by: the answer is complete.
+        self.done = False
+        self._chunks: dict[int, int] = {}
+
     def result(self) -> dict[str, Any] | None:
         """The usage, or one with only `completion_tokens` counted per choice (None: no content seen)."""
-        if self._tail and not self._skipping:
-            self._read(self._tail)
-            self._tail.clear()
+        self.flush()
         if self.usage is not None:
             return self.usage
         if not self._chunks:
             return None
         return {"completion_tokens": sum(self._chunks.values())}
 
-    def _read(self, event: bytes | bytearray) -> None:
+    def _event(self, event: bytes | bytearray) -> None:
         for line in event.splitlines():
             if not line.startswith(b"data:"):
                 continue

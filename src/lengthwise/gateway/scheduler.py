@@ -38,6 +38,8 @@ class Scheduler:
         self.clock = clock
         self._queues: dict[int, WaitingQueue] = {}
         self._running: dict[int, int] = {}
+        #: Called with the backend each time a request starts waiting for it (preemption looks then).
+        self.on_queued: Callable[[Backend], None] | None = None
 
     def waiting(self, backend: Backend | None = None) -> int:
         if backend is None:
@@ -61,6 +63,8 @@ class Scheduler:
         admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         job.payload = admitted
         queue.add(job, self.clock())
+        if self.on_queued is not None:
+            self.on_queued(backend)
         try:
             await admitted
         except asyncio.CancelledError:
@@ -70,6 +74,10 @@ class Scheduler:
                 self.release(backend)
             raise
         return functools.partial(self.release, backend)
+
+    def head(self, backend: Backend) -> Job | None:
+        """The request `backend`'s queue admits next, if any waits."""
+        return self._queue(backend).peek(self.clock())
 
     def release(self, backend: Backend) -> None:
         """A request on `backend` ended: free its slot and admit the next by policy."""

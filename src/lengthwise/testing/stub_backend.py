@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import json
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ Fault = Literal["down", "error", "garbage", "hang", "cut"]
 FAULTS: tuple[str, ...] = ("down", "error", "garbage", "hang", "cut")
 
 CHARS_PER_TOKEN = 4
+#: The token id of the answer's i-th token is GENERATED_TOKEN_BASE + i; prompt tokens are below it.
+GENERATED_TOKEN_BASE = 100_000
 #: Blocks of one prompt the prefix cache looks up at most (128K characters).
 MAX_PROMPT_BLOCKS = 256
 
@@ -88,6 +91,42 @@ def prompt_text(path: str, body: dict[str, Any]) -> str:
     return prompt if isinstance(prompt, str) else json.dumps(prompt)
 
 
+def prompt_token_ids(text: str) -> list[int]:
+    """The stub's tokenization of a prompt: one id per CHARS_PER_TOKEN characters, below GENERATED_TOKEN_BASE."""
+    count = max(1, len(text) // CHARS_PER_TOKEN)
+    return [1000 + zlib.crc32(text[i * CHARS_PER_TOKEN : (i + 1) * CHARS_PER_TOKEN].encode()) % 50_000
+            for i in range(count)]
+
+
+class ContinuationError(ValueError):
+    """A continuation whose answer so far is not what the stub would have answered."""
+
+
+def answered_so_far(path: str, body: dict[str, Any], vocabulary: tuple[str, ...]) -> int:
+    """How many answer tokens a continuation carries (0 for a fresh request), as vLLM resumes: a chat's
+    final assistant message with `continue_final_message`, a completion's trailing answer token ids."""
+    if path.endswith("/chat/completions"):
+        if not body.get("continue_final_message"):
+            return 0
+        if body.get("add_generation_prompt") is not False:
+            raise ContinuationError("Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
+        content, done, i = str(body["messages"][-1].get("content") or ""), 0, 0
+        while done < len(content) and content.startswith(vocabulary[i % len(vocabulary)], done):
+            done += len(vocabulary[i % len(vocabulary)])
+            i += 1
+        if done != len(content):
+            raise ContinuationError(f"the final message is not the stub's answer: {content[done:done + 40]!r}")
+        return i
+    prompt = body.get("prompt")
+    if not (isinstance(prompt, list) and prompt and isinstance(prompt[0], int)):
+        return 0
+    answer = [t for t in prompt if t >= GENERATED_TOKEN_BASE]
+    if answer != list(range(GENERATED_TOKEN_BASE, GENERATED_TOKEN_BASE + len(answer))) or \
+            prompt[len(prompt) - len(answer):] != answer:
+        raise ContinuationError("the prompt's trailing answer tokens are not the stub's answer")
+    return len(answer)
+
+
 def requested_tokens(path: str, body: dict[str, Any], default: int) -> int:
     """The cap vLLM enforces for the endpoint (the stub behaves as with ignore_eos): chat reads
     `max_completion_tokens` or `max_tokens`, completions `max_tokens` only."""
@@ -104,8 +143,11 @@ class StubBackend:
     default_tokens: int = 16
     #: Tokens of a request: defaults to `requested_tokens(path, body, default_tokens)`.
     length_fn: Callable[[dict[str, Any]], int] | None = None
-    #: Answer text for a request (e.g. a number for prediction queries); None → "tok" × length.
+    #: Answer text for a request (e.g. a number for prediction queries); None → the vocabulary's tokens.
     answer_fn: Callable[[dict[str, Any]], str | None] | None = None
+    #: The answer's i-th token is vocabulary[i % len(vocabulary)], also in a continuation (which
+    #: starts where its answer so far ends), so that a resumed answer equals an unbroken one.
+    vocabulary: tuple[str, ...] = ("tok ",)
     #: Delay before the first byte of a completion, and between streamed tokens.
     latency_s: float = 0.0
     token_interval_s: float = 0.0
@@ -177,14 +219,23 @@ class StubBackend:
         if self.fault == "garbage":
             await _send(send, 200, b"<html>not json</html>")
             return
+        try:
+            start = answered_so_far(path, body, self.vocabulary)
+        except ContinuationError as e:
+            error = {"error": {"message": str(e), "type": "BadRequestError", "code": 400}}
+            await _send(send, 400, json.dumps(error).encode())
+            return
         answer = self.answer_fn(body) if self.answer_fn else None
         if answer is not None:
             pieces = [answer]
         else:
             n = self.length_fn(body) if self.length_fn else requested_tokens(path, body, self.default_tokens)
-            pieces = ["tok "] * n
+            pieces = [self.vocabulary[i % len(self.vocabulary)] for i in range(start, start + n)]
+        token_ids = list(range(GENERATED_TOKEN_BASE + start, GENERATED_TOKEN_BASE + start + len(pieces))) \
+            if body.get("return_token_ids") else None
         prompt = prompt_text(path, body)
-        prompt_tokens = max(1, len(prompt) // CHARS_PER_TOKEN)
+        prompt_ids = body["prompt"] if start and path == "/v1/completions" else prompt_token_ids(prompt)
+        prompt_tokens = len(prompt_ids)
         usage = {
             "prompt_tokens": prompt_tokens,
             "total_tokens": prompt_tokens + len(pieces),
@@ -197,7 +248,8 @@ class StubBackend:
         if body.get("stream") is True:
             gone = asyncio.ensure_future(_disconnected(receive))
             try:
-                await self._stream(send, body, chat, rid, model, pieces, usage, gone)
+                await self._stream(send, body, chat, rid, model, pieces, usage, gone,
+                                   (prompt_ids, token_ids) if token_ids is not None else None)
             finally:
                 gone.cancel()
             return
@@ -206,15 +258,21 @@ class StubBackend:
             choice["message"] = {"role": "assistant", "content": "".join(pieces)}
         else:
             choice["text"] = "".join(pieces)
+        if token_ids is not None:
+            choice["token_ids"] = token_ids
         self.generated_tokens += len(pieces)
         obj = "chat.completion" if chat else "text_completion"
         response = {"id": rid, "object": obj, "created": int(time.time()), "model": model,
                     "choices": [choice], "usage": usage}
+        if token_ids is not None:
+            response["prompt_token_ids"] = prompt_ids
         await _send(send, 200, json.dumps(response, separators=(",", ":")).encode())
 
     async def _stream(self, send: Any, body: dict[str, Any], chat: bool, rid: str, model: str,
-                      pieces: list[str], usage: dict[str, Any], gone: asyncio.Future[None]) -> None:
-        """Stream the answer token by token; stop when the client goes away (as vLLM aborts)."""
+                      pieces: list[str], usage: dict[str, Any], gone: asyncio.Future[None],
+                      ids: tuple[list[int], list[int]] | None) -> None:
+        """Stream the answer token by token; stop when the client goes away (as vLLM aborts). With
+        `ids` (prompt's, answer's: `return_token_ids`), chunks carry them where vLLM puts them."""
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream; charset=utf-8")]})
         head = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
@@ -226,7 +284,7 @@ class StubBackend:
 
         if chat:
             await event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                          "finish_reason": None}])
+                          "finish_reason": None}], **({"prompt_token_ids": ids[0]} if ids else {}))
         for i, piece in enumerate(pieces):
             if i and self.token_interval_s:
                 await asyncio.sleep(self.token_interval_s)
@@ -236,6 +294,10 @@ class StubBackend:
                 raise ConnectionAbortedError("stub: connection cut mid-stream (fault)")
             last = i == len(pieces) - 1
             content = {"delta": {"content": piece}} if chat else {"text": piece}
+            if ids:
+                content["token_ids"] = [ids[1][i]]
+                if not chat:  # vLLM: on every chunk, null but on the first
+                    content["prompt_token_ids"] = ids[0] if i == 0 else None
             self.generated_tokens += 1
             await event([{"index": 0, **content, "logprobs": None, "finish_reason": "length" if last else None}])
         options = body.get("stream_options")

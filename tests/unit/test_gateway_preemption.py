@@ -1,0 +1,199 @@
+"""Preemption in queue mode (--preempt): a long running request yields to a short waiting one and
+is resumed as a continuation; the client sees the same answer it would have got unpreempted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+from lengthwise.core.policy import Job, make_policy
+from lengthwise.gateway.config import GatewayConfig, PreemptSettings
+from lengthwise.gateway.resumable import not_resumable
+from lengthwise.testing.gateway import FunctionPredictor, running_gateway, running_stub
+
+#: Non-ASCII, JSON escapes, newlines: a stitched answer must carry them exactly.
+VOCABULARY = ("Hé", "llo ", "wörld", "\n", "日本 ", '"q" ', "\\ ")
+LONG, SHORT = 120, 4
+
+
+def _expected(tokens: int) -> str:
+    return "".join(VOCABULARY[i % len(VOCABULARY)] for i in range(tokens))
+
+
+def _body(endpoint: str, max_tokens: int, stream: bool, text: str = "tell me", **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": "stub-model", "max_tokens": max_tokens, "stream": stream, **extra}
+    if endpoint == "chat":
+        body["messages"] = [{"role": "user", "content": text}]
+    else:
+        body["prompt"] = text
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _path(endpoint: str) -> str:
+    return "/v1/chat/completions" if endpoint == "chat" else "/v1/completions"
+
+
+def _normalized(raw: bytes) -> bytes:
+    """The body with the one id and created of the request masked (they differ between requests), and
+    the prompt's cache details (a preempted answer's first run, aborted, reported none)."""
+    raw = re.sub(rb'"id":"[^"]*"', b'"id":"X"', raw)
+    raw = re.sub(rb'"prompt_tokens_details":(null|\{[^}]*\})', b'"prompt_tokens_details":null', raw)
+    return re.sub(rb'"created":\d+', b'"created":0', raw)
+
+
+def _events(raw: bytes) -> list[Any]:
+    return [json.loads(line[6:]) if line != b"data: [DONE]" else "[DONE]"
+            for line in raw.split(b"\n\n") if line.startswith(b"data: ")]
+
+
+def _text(endpoint: str, raw: bytes, stream: bool) -> str:
+    if not stream:
+        choice = json.loads(raw)["choices"][0]
+        return choice["message"]["content"] if endpoint == "chat" else choice["text"]
+    key = (lambda c: c["delta"].get("content") or "") if endpoint == "chat" else (lambda c: c["text"])
+    return "".join(key(e["choices"][0]) for e in _events(raw) if e != "[DONE]" and e["choices"])
+
+
+async def _preempted_and_alone(endpoint: str, stream: bool, preempt: str = "margin=2,max=1,early=0.5",
+                               **extra: Any) -> tuple[httpx.Response, httpx.Response, httpx.Response, Any, None]:
+    """The long request alone, then again with a short one arriving while it decodes."""
+    async with running_stub(vocabulary=VOCABULARY, token_interval_s=0.01) as (stub, stub_url):
+        config = GatewayConfig(backends=(stub_url,), mode="queue", policy="srpt", max_inflight=1,
+                               preempt=PreemptSettings.parse(preempt))
+        predictor = FunctionPredictor(lambda r: r.max_tokens)
+        async with running_gateway(config, predictor=predictor) as (gateway, url), \
+                httpx.AsyncClient(timeout=30) as client:
+            alone = await client.post(url + _path(endpoint), json=_body(endpoint, LONG, stream, **extra))
+            long = asyncio.create_task(client.post(url + _path(endpoint), json=_body(endpoint, LONG, stream, **extra)))
+            while stub.generated_tokens < LONG + 10:  # the long one is decoding
+                await asyncio.sleep(0.005)
+            short = await client.post(url + _path(endpoint), json=_body(endpoint, SHORT, stream, text="hi"))
+            still_running = not long.done()
+            return alone, await long, short, (gateway, stub, still_running), None
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "plain"])
+@pytest.mark.parametrize("endpoint", ["chat", "completion"])
+async def test_a_preempted_answer_is_the_unpreempted_answer(endpoint: str, stream: bool) -> None:
+    alone, long, short, (gateway, stub, still_running), _ = await _preempted_and_alone(endpoint, stream)
+    assert alone.status_code == long.status_code == short.status_code == 200
+    assert still_running  # the short request finished while the long one was still under way
+    continuations = [r for r in stub.received if r.body.get("continue_final_message") or
+                     (isinstance(r.body.get("prompt"), list))]
+    assert len(continuations) == 1 and gateway.metrics.preemptions._value.get() == 1
+    assert _text(endpoint, long.content, stream) == _expected(LONG)
+    assert _normalized(long.content) == _normalized(alone.content)  # byte for byte, but for id and created
+    usage, alone_usage = (_usage(r.content, stream) for r in (long, alone))
+    assert usage["completion_tokens"] == LONG and usage["prompt_tokens"] == alone_usage["prompt_tokens"] > 0
+    assert usage["total_tokens"] == usage["prompt_tokens"] + LONG
+    if stream:
+        events = _events(long.content)
+        assert events.count("[DONE]") == 1 and events[-1] == "[DONE]"
+        assert len({(e["id"], e["created"]) for e in events if e != "[DONE]"}) == 1
+        assert all(c.get("token_ids") is None for e in events if e != "[DONE]" for c in e["choices"])
+
+
+def _usage(raw: bytes, stream: bool) -> dict[str, Any]:
+    """The one usage of an answer: the body's, or the stream's usage chunk (just before [DONE])."""
+    return _events(raw)[-2]["usage"] if stream else json.loads(raw)["usage"]
+
+
+async def test_the_continuation_resumes_where_the_answer_was_cut() -> None:
+    _, long, _, (gateway, stub, _), _ = await _preempted_and_alone("chat", True)
+    first, continuation = [r.body for r in stub.received if r.body.get("messages", [{}])[0].get("content") ==
+                           "tell me"][1:3]
+    assert first["return_token_ids"] is True and "continue_final_message" not in first
+    done = continuation["messages"][-1]["content"]
+    assert continuation["messages"][-1]["role"] == "assistant" and continuation["add_generation_prompt"] is False
+    assert _expected(LONG).startswith(done) and 0 < len(done) < len(_expected(LONG))
+    generated = LONG - continuation["max_tokens"]
+    assert done == _expected(generated)
+
+
+async def test_max_zero_never_preempts() -> None:
+    _, long, _, (gateway, stub, still_running), _ = await _preempted_and_alone("chat", True, "max=0")
+    assert not still_running and gateway.metrics.preemptions._value.get() == 0
+    assert _text("chat", long.content, True) == _expected(LONG)
+
+
+async def test_a_request_that_cannot_be_resumed_is_never_preempted() -> None:
+    _, long, _, (gateway, stub, still_running), _ = await _preempted_and_alone("chat", True, stop=["zzz"])
+    assert not still_running and gateway.metrics.preemptions._value.get() == 0
+    assert gateway.metrics.not_preemptible.labels("stop strings")._value.get() == 2
+    assert not any(r.body.get("continue_final_message") for r in stub.received)
+
+
+async def test_the_openai_client_sees_one_stream() -> None:
+    openai = pytest.importorskip("openai")
+    async with running_stub(vocabulary=VOCABULARY, token_interval_s=0.01) as (stub, stub_url):
+        config = GatewayConfig(backends=(stub_url,), mode="queue", policy="srpt", max_inflight=1,
+                               preempt=PreemptSettings.parse("early=0.5"))
+        async with running_gateway(config, predictor=FunctionPredictor(lambda r: r.max_tokens)) as (gateway, url):
+            client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused")
+
+            async def long() -> list[Any]:
+                stream = await client.chat.completions.create(
+                    model="stub-model", messages=[{"role": "user", "content": "tell me"}], max_tokens=LONG,
+                    stream=True, stream_options={"include_usage": True})
+                return [chunk async for chunk in stream]
+
+            task = asyncio.create_task(long())
+            while stub.generated_tokens < 10:
+                await asyncio.sleep(0.005)
+            await client.chat.completions.create(model="stub-model", messages=[{"role": "user", "content": "hi"}],
+                                                 max_tokens=SHORT)
+            chunks = await task
+            await client.close()
+    assert gateway.metrics.preemptions._value.get() == 1
+    assert len({c.id for c in chunks}) == 1 and len({c.created for c in chunks}) == 1
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == _expected(LONG)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == LONG
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.role) == 1
+
+
+@pytest.mark.parametrize("body, reason", [
+    ({"n": 2}, "n > 1"), ({"logprobs": True}, "logprobs"), ({"echo": True}, "echo"),
+    ({"tools": [{"type": "function"}]}, "tools"), ({"response_format": {"type": "json_object"}}, "guided decoding"),
+    ({"seed": 1}, "seed with sampling"), ({"stop": "\n"}, "stop strings"), ({"presence_penalty": 0.5}, "output penalties"),
+    ({"continue_final_message": True}, "client continues a message"),
+    ({"stream_options": {"continuous_usage_stats": True}}, "token ids or continuous usage asked"),
+])
+def test_what_cannot_be_resumed_says_why(body: dict[str, Any], reason: str) -> None:
+    assert not_resumable("chat", {"messages": [], **body}) == reason
+
+
+@pytest.mark.parametrize("body", [{}, {"seed": 1, "temperature": 0}, {"stop": []}, {"temperature": 0.7},
+                                  {"repetition_penalty": 1.1}, {"n": 1}, {"logprobs": False}])
+def test_what_can_be_resumed(body: dict[str, Any]) -> None:
+    assert not_resumable("chat", {"messages": [], **body}) is None
+    assert not_resumable("completion", {"prompt": "x", **body}) is None
+    assert not_resumable("completion", {"prompt": ["a", "b"], **body}) == "several prompts"
+
+
+def test_preempt_settings_name_what_is_wrong() -> None:
+    assert PreemptSettings.parse("") == PreemptSettings()
+    assert PreemptSettings.parse("margin=3,max=2,early=0") == PreemptSettings(margin=3, max=2, early=0)
+    with pytest.raises(ValueError, match="unknown field.*marge"):
+        PreemptSettings.parse("marge=2")
+    with pytest.raises(ValueError, match="early"):
+        PreemptSettings.parse("early=2")
+    with pytest.raises(ValueError, match="--mode queue"):
+        GatewayConfig(backends=("http://127.0.0.1:1",), preempt=PreemptSettings())
+
+
+def test_a_preempted_job_keeps_its_first_deadline_and_an_overdue_one_is_known() -> None:
+    policy = make_policy("sst+deadline")
+    job = Job("a", arrival=0.0, predicted_tokens=100)
+    assert not policy.overdue(job, 1e9)  # admitted at once: it was promised nothing
+    job.deadline = 5.0
+    policy.fcfs.reference = 100.0  # waits have grown since: a new promise would be later
+    policy.enqueued(job, 10.0)  # queued again after a preemption, later than its promise
+    assert job.deadline == 5.0 and policy.overdue(job, 10.0) and not policy.overdue(job, 4.0)
+    assert not make_policy("sjf").overdue(job, 10.0)
