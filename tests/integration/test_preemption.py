@@ -1,0 +1,135 @@
+"""Preemption (--preempt) in front of the real vLLM engine: with greedy decoding, an answer preempted
+and resumed as a continuation is byte for byte the answer served without preemption, for chat and
+completions, streaming and not; the `openai` client sees one stream.
+
+One seat in the gateway (`max_inflight=1`): a long request decodes, a short one arrives, the
+long one yields (its upstream connection is closed: vLLM aborts it) and resumes once the short
+one is done. An oracle predictor (max_tokens) makes the decision a test of the mechanism.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from lengthwise.gateway.config import GatewayConfig, PreemptSettings
+from lengthwise.testing.gateway import FunctionPredictor, running_gateway
+
+pytestmark = pytest.mark.integration
+
+LONG, SHORT = 48, 2
+#: The long answer has produced this many tokens when the short request is sent.
+CUT_AFTER = 6
+PROMPT = "Explain in detail how a hash map works, with an example in Python."
+
+
+def _body(engine: Any, endpoint: str, max_tokens: int, stream: bool, text: str = PROMPT) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": engine.model, "max_tokens": max_tokens, "temperature": 0, "stream": stream}
+    if endpoint == "chat":
+        body["messages"] = [{"role": "user", "content": text}]
+    else:
+        body["prompt"] = f"Question: {text}\nAnswer:"
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _path(endpoint: str) -> str:
+    return "/v1/chat/completions" if endpoint == "chat" else "/v1/completions"
+
+
+def _normalized(raw: bytes) -> bytes:
+    """Masks what differs between two requests for the same answer: id, created, and the prompt's
+    cache details (a preempted answer's first run was aborted and reported none)."""
+    raw = re.sub(rb'"id":"[^"]*"', b'"id":"X"', raw)
+    raw = re.sub(rb'"prompt_tokens_details":(null|\{[^}]*\})', b'"prompt_tokens_details":null', raw)
+    return re.sub(rb'"created":\d+', b'"created":0', raw)
+
+
+def _text(endpoint: str, raw: bytes, stream: bool) -> str:
+    if not stream:
+        choice = json.loads(raw)["choices"][0]
+        return choice["message"]["content"] if endpoint == "chat" else choice["text"]
+    text = []
+    for line in raw.split(b"\n\n"):
+        if line.startswith(b"data: {"):
+            for choice in json.loads(line[6:])["choices"]:
+                text.append((choice["delta"].get("content") or "") if endpoint == "chat" else choice["text"])
+    return "".join(text)
+
+
+async def _generated(client: httpx.AsyncClient, engine: Any) -> float:
+    """vLLM's count of output tokens generated since it started."""
+    metrics = (await client.get(engine.url + "/metrics")).text
+    return sum(float(m) for m in re.findall(r"^vllm:generation_tokens_total(?:\{[^}]*\})? (\S+)$", metrics, re.M))
+
+
+def _gateway_config(engine: Any) -> GatewayConfig:
+    return GatewayConfig(backends=(engine.url,), mode="queue", policy="srpt", max_inflight=1,
+                         preempt=PreemptSettings(margin=2, max=1, early=1.0), read_timeout_s=600)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "plain"])
+@pytest.mark.parametrize("endpoint", ["chat", "completion"])
+async def test_a_preempted_greedy_answer_is_byte_identical(engine, endpoint: str, stream: bool) -> None:
+    oracle = FunctionPredictor(lambda r: r.max_tokens)
+    async with running_gateway(_gateway_config(engine), predictor=oracle) as (gateway, url), \
+            httpx.AsyncClient(timeout=600) as client:
+        direct = await client.post(engine.url + _path(endpoint), json=_body(engine, endpoint, LONG, False))
+        alone = await client.post(url + _path(endpoint), json=_body(engine, endpoint, LONG, stream))
+        before = await _generated(client, engine)
+        long = asyncio.create_task(client.post(url + _path(endpoint), json=_body(engine, endpoint, LONG, stream)))
+        while await _generated(client, engine) < before + CUT_AFTER:
+            await asyncio.sleep(0.05)
+        short = await client.post(url + _path(endpoint), json=_body(engine, endpoint, SHORT, stream, "Say hi."))
+        short_first = not long.done()
+        long_response = await long
+        assert direct.status_code == alone.status_code == long_response.status_code == short.status_code == 200
+        preemptions = gateway.metrics.preemptions._value.get()
+        resumed_prompt = gateway.metrics.resume_prompt_tokens._value.get()
+        resumed_cached = gateway.metrics.resume_cached_tokens._value.get()
+    print(f"\n{endpoint} {'stream' if stream else 'plain'}: preemptions {preemptions:.0f}, continuation prompt "
+          f"{resumed_prompt:.0f} tokens, {resumed_cached:.0f} from the prefix cache")
+    assert preemptions == 1 and short_first
+    expected = json.loads(direct.content)["choices"][0]
+    expected_text = expected["message"]["content"] if endpoint == "chat" else expected["text"]
+    assert _text(endpoint, long_response.content, stream) == expected_text
+    assert _normalized(long_response.content) == _normalized(alone.content)
+
+
+async def test_the_openai_client_sees_one_stream(engine) -> None:
+    oracle = FunctionPredictor(lambda r: r.max_tokens)
+    async with running_gateway(_gateway_config(engine), predictor=oracle) as (gateway, url), \
+            httpx.AsyncClient(timeout=600) as probe:
+        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", timeout=600)
+        messages = [{"role": "user", "content": PROMPT}]
+
+        async def collect() -> list[Any]:
+            stream = await client.chat.completions.create(model=engine.model, messages=messages, max_tokens=LONG,
+                                                          temperature=0, stream=True,
+                                                          stream_options={"include_usage": True})
+            return [chunk async for chunk in stream]
+
+        alone = await client.chat.completions.create(model=engine.model, messages=messages, max_tokens=LONG,
+                                                     temperature=0)
+        before = await _generated(probe, engine)
+        task = asyncio.create_task(collect())
+        while await _generated(probe, engine) < before + CUT_AFTER:
+            await asyncio.sleep(0.05)
+        await client.chat.completions.create(model=engine.model, messages=[{"role": "user", "content": "Say hi."}],
+                                             max_tokens=SHORT, temperature=0)
+        chunks = await task
+        await client.close()
+        assert gateway.metrics.preemptions._value.get() == 1
+    assert len({c.id for c in chunks}) == 1 and len({c.created for c in chunks}) == 1
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.role) == 1
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == alone.choices[0].message.content
+    assert chunks[-1].usage is not None and alone.usage is not None
+    assert chunks[-1].usage.completion_tokens == alone.usage.completion_tokens
+    assert chunks[-1].usage.prompt_tokens == alone.usage.prompt_tokens
