@@ -81,6 +81,8 @@ class Transcript:
     counted: bool = True
     #: Why the answer itself cannot be resumed any more (it began a tool call or reasoning), if so.
     stuck: str | None = None
+    #: The last tokens came without their text (the engine holds back an incomplete character).
+    held_back: bool = False
 
     @property
     def generated(self) -> int:
@@ -88,8 +90,10 @@ class Transcript:
 
     def resumable(self, endpoint: Endpoint) -> bool:
         """The answer so far can be continued exactly: every token counted, nothing but answer
-        text produced, and for completions the prompt's token ids known."""
-        return self.counted and self.stuck is None and (endpoint == "chat" or self.prompt_token_ids is not None)
+        text produced; a chat's text complete (it resumes from text), a completion's prompt ids known."""
+        if not self.counted or self.stuck is not None:
+            return False
+        return not self.held_back if endpoint == "chat" else self.prompt_token_ids is not None
 
 
 def upstream_body(body: dict[str, Any]) -> dict[str, Any]:

@@ -142,8 +142,10 @@ class Stitcher(SseEvents):
             return
         choice = obj["choices"][0]
         self._read_choice(choice)
-        if self.preempted and self.runs > 1 and self._opening(choice):
+        if self.runs > 1 and self._opening(choice):
             return  # a resumed run's role chunk: the client had it from the first run
+        if self.endpoint == "chat" and not choice.get("delta") and choice.get("finish_reason") is None:
+            return  # a chunk only for the token ids the gateway asked for: vLLM sends none without them
         self._flush_held()
         if choice.get("finish_reason") is not None:
             self._held = obj  # the usage chunk may carry the run's system_fingerprint
@@ -160,6 +162,8 @@ class Stitcher(SseEvents):
         ids = choice.get("token_ids")
         if isinstance(ids, list):
             transcript.token_ids.extend(ids)
+            if ids or text:
+                transcript.held_back = not text
         elif text:
             transcript.counted = False
         _null(choice, "token_ids", "prompt_token_ids")
