@@ -197,3 +197,108 @@ def test_a_preempted_job_keeps_its_first_deadline_and_an_overdue_one_is_known() 
     policy.enqueued(job, 10.0)  # queued again after a preemption, later than its promise
     assert job.deadline == 5.0 and policy.overdue(job, 10.0) and not policy.overdue(job, 4.0)
     assert not make_policy("sjf").overdue(job, 10.0)
+
+
+# ---- the decision, without a backend --------------------------------------------------------------
+
+def _preemptor(policy_spec: str, settings: str = "margin=2,max=1,early=0.25") -> tuple[Any, Any, Any]:
+    from lengthwise.gateway.backends import BackendPool
+    from lengthwise.gateway.metrics import GatewayMetrics
+    from lengthwise.gateway.preemptor import Preemptor
+    from lengthwise.gateway.scheduler import Scheduler
+
+    policy = make_policy(policy_spec)
+    scheduler = Scheduler(policy, max_inflight=1, max_queue=8, clock=lambda: 100.0)
+    pool = BackendPool(["http://127.0.0.1:1"], slack_tokens=4096)
+    preemptor = Preemptor(PreemptSettings.parse(settings), policy, scheduler, GatewayMetrics(pool, scheduler))
+    return preemptor, scheduler, pool.backends[0]
+
+
+def _running(preemptor: Any, backend: Any, predicted: float, generated: int, max_tokens: int = 512) -> Any:
+    from lengthwise.gateway.flight import Flight
+    from lengthwise.gateway.stitch import Stitcher
+    from lengthwise.predict.base import Prediction
+    from lengthwise.predict.remaining import LengthDistribution
+
+    body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": max_tokens}
+    f = Flight("long", "chat", body, b"", Job("long", arrival=0.0, predicted_tokens=predicted), [], backend=backend)
+    f.prediction = Prediction(predicted, "test")
+    f.length = LengthDistribution.of(f.prediction, max_tokens)
+    f.stitcher = Stitcher("chat", True, False)
+    f.stitcher.transcript.token_ids = list(range(generated))
+    preemptor.started(f)
+    return f
+
+
+async def _queue_short(scheduler: Any, backend: Any, predicted: float = 4) -> asyncio.Task[None]:
+    task = asyncio.create_task(scheduler.admit(Job("short", arrival=50.0, predicted_tokens=predicted), backend))
+    await asyncio.sleep(0)  # it queues (the one seat is taken) and the preemptor looks
+    return task
+
+
+async def _decision(policy: str, predicted: float, generated: int, settings: str = "margin=2,max=1,early=0.25",
+                    deadline: float | None = None, resume_cost_s: float | None = None,
+                    reference_s: float = 1000.0) -> bool:
+    preemptor, scheduler, backend = _preemptor(policy, settings)
+    preemptor.resume_cost_s = resume_cost_s
+    if hasattr(preemptor.policy, "fcfs"):
+        preemptor.policy.fcfs.reference = reference_s  # the FCFS-equivalent waits of this workload so far
+    await scheduler.admit(Job("long", arrival=0.0), backend)  # takes the seat
+    f = _running(preemptor, backend, predicted, generated)
+    f.job.deadline = deadline
+    waiting = await _queue_short(scheduler, backend)
+    waiting.cancel()
+    return f.yield_requested
+
+
+async def test_early_in_its_decode_a_long_request_yields() -> None:
+    assert await _decision("sst+deadline", predicted=400, generated=20)
+
+
+async def test_an_overdue_request_is_never_preempted() -> None:
+    assert not await _decision("sst+deadline", predicted=400, generated=20, deadline=99.0)
+    assert await _decision("sst+deadline", predicted=400, generated=20, deadline=101.0)
+
+
+async def test_an_overdue_waiting_request_preempts_no_one() -> None:
+    # No wait measured yet: its deadline is its arrival, so it is overdue at once and goes next by
+    # admission order; preempting for it would gain nothing over that order.
+    assert not await _decision("sst+deadline", predicted=400, generated=20, reference_s=0.0)
+
+
+async def test_late_in_its_decode_only_a_gain_above_the_resume_cost_preempts() -> None:
+    # 300 of 400 predicted tokens done: past the early share; at 0.1 ms of engine time per token
+    # its remaining service is ~10 ms, against the short one's 0.4 ms.
+    assert await _decision("sst", predicted=400, generated=300, resume_cost_s=0.001)
+    assert not await _decision("sst", predicted=400, generated=300, resume_cost_s=1.0)
+
+
+async def test_the_margin_and_the_limit_hold() -> None:
+    assert not await _decision("srpt", predicted=6, generated=1)  # 5 left is not twice the short one's 4
+    assert not await _decision("sst", predicted=400, generated=20, settings="max=0")
+
+
+def test_a_running_request_is_keyed_by_its_remaining_service() -> None:
+    preemptor, _, backend = _preemptor("sst")
+    f = _running(preemptor, backend, predicted=100, generated=0)
+    preemptor.reprice(f)
+    fresh = preemptor.policy.key(f.job, 0.0)
+    f.stitcher.transcript.token_ids = list(range(400))  # it outlived its prediction
+    preemptor.reprice(f)
+    assert f.job.generated_tokens == 400 and 400 < f.job.predicted_tokens <= 512
+    assert 0 < preemptor.policy.key(f.job, 0.0) < 112 / 100 * fresh
+
+
+def test_the_remaining_length_given_what_was_generated() -> None:
+    from lengthwise.predict.base import Prediction
+    from lengthwise.predict.learned.distribution import capped_quantiles, expected_capped
+    from lengthwise.predict.remaining import LengthDistribution
+
+    assumed = LengthDistribution.of(Prediction(100.0, "test"), 512)
+    assert assumed.expected_total(0) == pytest.approx(100.0, rel=1e-3)
+    assert assumed.expected_remaining(50) > assumed.expected_remaining(0) - 50  # heavy tail: not just 100 - 50
+    assert assumed.expected_total(511) == pytest.approx(512, abs=1) and assumed.expected_total(600) == 512
+    quantiles = capped_quantiles(4.0, 0.8, 512, (0.1, 0.25, 0.5, 0.75, 0.9))
+    fitted = LengthDistribution.of(Prediction(10.0, "test", quantiles), 512)  # the quantiles, not the 10, count
+    assert (fitted.mu, fitted.sigma) == (pytest.approx(4.0), pytest.approx(0.8))
+    assert fitted.expected_total(0) == pytest.approx(expected_capped(4.0, 0.8, 512))
