@@ -10,7 +10,6 @@ one is done. An oracle predictor (max_tokens) makes the decision a test of the m
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from typing import Any
 
@@ -19,6 +18,7 @@ import openai
 import pytest
 
 from lengthwise.gateway.config import GatewayConfig, PreemptSettings
+from lengthwise.testing.answers import answer_text, completion_body, completion_path, masked
 from lengthwise.testing.gateway import FunctionPredictor, running_gateway
 
 pytestmark = pytest.mark.integration
@@ -30,38 +30,8 @@ PROMPT = "Explain in detail how a hash map works, with an example in Python."
 
 
 def _body(engine: Any, endpoint: str, max_tokens: int, stream: bool, text: str = PROMPT) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": engine.model, "max_tokens": max_tokens, "temperature": 0, "stream": stream}
-    if endpoint == "chat":
-        body["messages"] = [{"role": "user", "content": text}]
-    else:
-        body["prompt"] = f"Question: {text}\nAnswer:"
-    if stream:
-        body["stream_options"] = {"include_usage": True}
-    return body
-
-
-def _path(endpoint: str) -> str:
-    return "/v1/chat/completions" if endpoint == "chat" else "/v1/completions"
-
-
-def _normalized(raw: bytes) -> bytes:
-    """Masks what differs between two requests for the same answer: id, created, and the prompt's
-    cache details (a preempted answer's first run was aborted and reported none)."""
-    raw = re.sub(rb'"id":"[^"]*"', b'"id":"X"', raw)
-    raw = re.sub(rb'"prompt_tokens_details":(null|\{[^}]*\})', b'"prompt_tokens_details":null', raw)
-    return re.sub(rb'"created":\d+', b'"created":0', raw)
-
-
-def _text(endpoint: str, raw: bytes, stream: bool) -> str:
-    if not stream:
-        choice = json.loads(raw)["choices"][0]
-        return choice["message"]["content"] if endpoint == "chat" else choice["text"]
-    text = []
-    for line in raw.split(b"\n\n"):
-        if line.startswith(b"data: {"):
-            for choice in json.loads(line[6:])["choices"]:
-                text.append((choice["delta"].get("content") or "") if endpoint == "chat" else choice["text"])
-    return "".join(text)
+    prompt = text if endpoint == "chat" else f"Question: {text}\nAnswer:"
+    return completion_body(endpoint, engine.model, prompt, max_tokens, stream, temperature=0)
 
 
 async def _generated(client: httpx.AsyncClient, engine: Any) -> float:
@@ -79,15 +49,16 @@ def _gateway_config(engine: Any) -> GatewayConfig:
 @pytest.mark.parametrize("endpoint", ["chat", "completion"])
 async def test_a_preempted_greedy_answer_is_byte_identical(engine, endpoint: str, stream: bool) -> None:
     oracle = FunctionPredictor(lambda r: r.max_tokens)
+    path = completion_path(endpoint)
     async with running_gateway(_gateway_config(engine), predictor=oracle) as (gateway, url), \
             httpx.AsyncClient(timeout=600) as client:
-        direct = await client.post(engine.url + _path(endpoint), json=_body(engine, endpoint, LONG, False))
-        alone = await client.post(url + _path(endpoint), json=_body(engine, endpoint, LONG, stream))
+        direct = await client.post(engine.url + path, json=_body(engine, endpoint, LONG, False))
+        alone = await client.post(url + path, json=_body(engine, endpoint, LONG, stream))
         before = await _generated(client, engine)
-        long = asyncio.create_task(client.post(url + _path(endpoint), json=_body(engine, endpoint, LONG, stream)))
+        long = asyncio.create_task(client.post(url + path, json=_body(engine, endpoint, LONG, stream)))
         while await _generated(client, engine) < before + CUT_AFTER:
             await asyncio.sleep(0.05)
-        short = await client.post(url + _path(endpoint), json=_body(engine, endpoint, SHORT, stream, "Say hi."))
+        short = await client.post(url + path, json=_body(engine, endpoint, SHORT, stream, "Say hi."))
         short_first = not long.done()
         long_response = await long
         assert direct.status_code == alone.status_code == long_response.status_code == short.status_code == 200
@@ -97,10 +68,8 @@ async def test_a_preempted_greedy_answer_is_byte_identical(engine, endpoint: str
     print(f"\n{endpoint} {'stream' if stream else 'plain'}: preemptions {preemptions:.0f}, continuation prompt "
           f"{resumed_prompt:.0f} tokens, {resumed_cached:.0f} from the prefix cache")
     assert preemptions == 1 and short_first
-    expected = json.loads(direct.content)["choices"][0]
-    expected_text = expected["message"]["content"] if endpoint == "chat" else expected["text"]
-    assert _text(endpoint, long_response.content, stream) == expected_text
-    assert _normalized(long_response.content) == _normalized(alone.content)
+    assert answer_text(endpoint, long_response.content, stream) == answer_text(endpoint, direct.content, False)
+    assert masked(long_response.content) == masked(alone.content)
 
 
 async def test_the_openai_client_sees_one_stream(engine) -> None:

@@ -4,8 +4,6 @@ is resumed as a continuation; the client sees the same answer it would have got 
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 from typing import Any
 
 import httpx
@@ -14,6 +12,8 @@ import pytest
 from lengthwise.core.policy import Job, make_policy
 from lengthwise.gateway.config import GatewayConfig, PreemptSettings
 from lengthwise.gateway.resumable import not_resumable
+from lengthwise.testing.answers import (answer_text, answer_usage, completion_body, completion_path, masked,
+                                        sse_events)
 from lengthwise.testing.gateway import FunctionPredictor, running_gateway, running_stub
 
 #: Non-ASCII, JSON escapes, newlines: a stitched answer must carry them exactly.
@@ -26,39 +26,7 @@ def _expected(tokens: int) -> str:
 
 
 def _body(endpoint: str, max_tokens: int, stream: bool, text: str = "tell me", **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": "stub-model", "max_tokens": max_tokens, "stream": stream, **extra}
-    if endpoint == "chat":
-        body["messages"] = [{"role": "user", "content": text}]
-    else:
-        body["prompt"] = text
-    if stream:
-        body["stream_options"] = {"include_usage": True}
-    return body
-
-
-def _path(endpoint: str) -> str:
-    return "/v1/chat/completions" if endpoint == "chat" else "/v1/completions"
-
-
-def _normalized(raw: bytes) -> bytes:
-    """The body with the one id and created of the request masked (they differ between requests), and
-    the prompt's cache details (a preempted answer's first run, aborted, reported none)."""
-    raw = re.sub(rb'"id":"[^"]*"', b'"id":"X"', raw)
-    raw = re.sub(rb'"prompt_tokens_details":(null|\{[^}]*\})', b'"prompt_tokens_details":null', raw)
-    return re.sub(rb'"created":\d+', b'"created":0', raw)
-
-
-def _events(raw: bytes) -> list[Any]:
-    return [json.loads(line[6:]) if line != b"data: [DONE]" else "[DONE]"
-            for line in raw.split(b"\n\n") if line.startswith(b"data: ")]
-
-
-def _text(endpoint: str, raw: bytes, stream: bool) -> str:
-    if not stream:
-        choice = json.loads(raw)["choices"][0]
-        return choice["message"]["content"] if endpoint == "chat" else choice["text"]
-    key = (lambda c: c["delta"].get("content") or "") if endpoint == "chat" else (lambda c: c["text"])
-    return "".join(key(e["choices"][0]) for e in _events(raw) if e != "[DONE]" and e["choices"])
+    return completion_body(endpoint, "stub-model", text, max_tokens, stream, **extra)
 
 
 async def _preempted_and_alone(endpoint: str, stream: bool, preempt: str = "margin=2,max=1,early=0.5",
@@ -70,11 +38,12 @@ async def _preempted_and_alone(endpoint: str, stream: bool, preempt: str = "marg
         predictor = FunctionPredictor(lambda r: r.max_tokens)
         async with running_gateway(config, predictor=predictor) as (gateway, url), \
                 httpx.AsyncClient(timeout=30) as client:
-            alone = await client.post(url + _path(endpoint), json=_body(endpoint, LONG, stream, **extra))
-            long = asyncio.create_task(client.post(url + _path(endpoint), json=_body(endpoint, LONG, stream, **extra)))
+            path = url + completion_path(endpoint)
+            alone = await client.post(path, json=_body(endpoint, LONG, stream, **extra))
+            long = asyncio.create_task(client.post(path, json=_body(endpoint, LONG, stream, **extra)))
             while stub.generated_tokens < LONG + 10:  # the long one is decoding
                 await asyncio.sleep(0.005)
-            short = await client.post(url + _path(endpoint), json=_body(endpoint, SHORT, stream, text="hi"))
+            short = await client.post(path, json=_body(endpoint, SHORT, stream, text="hi"))
             still_running = not long.done()
             return alone, await long, short, (gateway, stub, still_running), None
 
@@ -88,21 +57,17 @@ async def test_a_preempted_answer_is_the_unpreempted_answer(endpoint: str, strea
     continuations = [r for r in stub.received if r.body.get("continue_final_message") or
                      (isinstance(r.body.get("prompt"), list))]
     assert len(continuations) == 1 and gateway.metrics.preemptions._value.get() == 1
-    assert _text(endpoint, long.content, stream) == _expected(LONG)
-    assert _normalized(long.content) == _normalized(alone.content)  # byte for byte, but for id and created
-    usage, alone_usage = (_usage(r.content, stream) for r in (long, alone))
+    assert answer_text(endpoint, long.content, stream) == _expected(LONG)
+    assert masked(long.content) == masked(alone.content)  # byte for byte, but for id and created
+    usage, alone_usage = (answer_usage(r.content, stream) for r in (long, alone))
     assert usage["completion_tokens"] == LONG and usage["prompt_tokens"] == alone_usage["prompt_tokens"] > 0
     assert usage["total_tokens"] == usage["prompt_tokens"] + LONG
     if stream:
-        events = _events(long.content)
+        events = sse_events(long.content)
         assert events.count("[DONE]") == 1 and events[-1] == "[DONE]"
         assert len({(e["id"], e["created"]) for e in events if e != "[DONE]"}) == 1
         assert all(c.get("token_ids") is None for e in events if e != "[DONE]" for c in e["choices"])
 
-
-def _usage(raw: bytes, stream: bool) -> dict[str, Any]:
-    """The one usage of an answer: the body's, or the stream's usage chunk (just before [DONE])."""
-    return _events(raw)[-2]["usage"] if stream else json.loads(raw)["usage"]
 
 
 async def test_the_continuation_resumes_where_the_answer_was_cut() -> None:
@@ -120,7 +85,7 @@ async def test_the_continuation_resumes_where_the_answer_was_cut() -> None:
 async def test_max_zero_never_preempts() -> None:
     _, long, _, (gateway, stub, still_running), _ = await _preempted_and_alone("chat", True, "max=0")
     assert not still_running and gateway.metrics.preemptions._value.get() == 0
-    assert _text("chat", long.content, True) == _expected(LONG)
+    assert answer_text("chat", long.content, True) == _expected(LONG)
 
 
 async def test_a_request_that_cannot_be_resumed_is_never_preempted() -> None:
@@ -161,7 +126,8 @@ async def test_the_openai_client_sees_one_stream() -> None:
 @pytest.mark.parametrize("body, reason", [
     ({"n": 2}, "n > 1"), ({"logprobs": True}, "logprobs"), ({"echo": True}, "echo"),
     ({"tools": [{"type": "function"}]}, "tools"), ({"response_format": {"type": "json_object"}}, "guided decoding"),
-    ({"seed": 1}, "seed with sampling"), ({"stop": "\n"}, "stop strings"), ({"presence_penalty": 0.5}, "output penalties"),
+    ({"seed": 1}, "seed with sampling"), ({"stop": "\n"}, "stop strings"),
+    ({"presence_penalty": 0.5}, "output penalties"),
     ({"continue_final_message": True}, "client continues a message"),
     ({"stream_options": {"continuous_usage_stats": True}}, "token ids or continuous usage asked"),
 ])
