@@ -268,3 +268,19 @@ def test_the_remaining_length_given_what_was_generated() -> None:
     fitted = LengthDistribution.of(Prediction(10.0, "test", quantiles), 512)  # the quantiles, not the 10, count
     assert (fitted.mu, fitted.sigma) == (pytest.approx(4.0), pytest.approx(0.8))
     assert fitted.expected_total(0) == pytest.approx(expected_capped(4.0, 0.8, 512))
+
+
+async def test_a_request_queued_again_after_its_preemption_is_never_refused() -> None:
+    from lengthwise.gateway.scheduler import QueueFull
+
+    _, scheduler, backend = _preemptor("srpt")
+    scheduler.max_queue = 1
+    await scheduler.admit(Job("running", arrival=0.0), backend)
+    waiting = await _queue_short(scheduler, backend)
+    with pytest.raises(QueueFull):
+        await scheduler.admit(Job("new", arrival=1.0), backend)
+    again = asyncio.create_task(scheduler.admit(Job("preempted", arrival=0.0), backend, requeued=True))
+    await asyncio.sleep(0)
+    assert scheduler.waiting() == 2 and not again.done()
+    waiting.cancel()
+    again.cancel()

@@ -209,11 +209,11 @@ class Completions:
         f.backend = backend
         return held
 
-    async def _admit(self, f: Flight, attempt: contextlib.ExitStack) -> None:
+    async def _admit(self, f: Flight, attempt: contextlib.ExitStack, requeued: bool = False) -> None:
         assert self.scheduler is not None and f.backend is not None
         started = time.monotonic()
         try:
-            release = await self.scheduler.admit(f.job, f.backend)
+            release = await self.scheduler.admit(f.job, f.backend, requeued=requeued)
         except QueueFull:
             raise GatewayError(429, "the gateway's queue is full; retry later", code="queue_full",
                                headers={"retry-after": str(self.config.retry_after_s)}) from None
@@ -367,7 +367,7 @@ class Completions:
         f.run.close()
         attempt = f.hold()
         try:
-            await self._admit(f, attempt)
+            await self._admit(f, attempt, requeued=True)
             await self._open(f, attempt, continuation_body(f.endpoint, f.body, f.stitcher.transcript))
         except (BackendGone, UpstreamFailed) as e:
             raise GatewayError(502, f"the backend failed while resuming a preempted request: {e}",

@@ -172,9 +172,9 @@ class GatewayConfig:
             raise ValueError(f"redis URL {redacted(self.redis_url)!r} is not a redis://, rediss:// or unix:// URL")
         if self.redis_lease_s <= 0:
             raise ValueError("redis_lease_s must be positive")
-        if self.preempt is not None and (not self.queues or self.engine != "vllm"):
-            raise ValueError("--preempt needs the gateway's queue (--mode queue or both) and --engine vllm "
-                             "(it resumes with vLLM's continue_final_message and return_token_ids)")
+        if self.preempt is not None and (not self.queues or self.engine != "vllm" or self.redis_url is not None):
+            raise ValueError("--preempt needs the gateway's own queue (--mode queue or both, without --redis) and "
+                             "--engine vllm (it resumes with vLLM's continue_final_message and return_token_ids)")
 
     @property
     def queues(self) -> bool:

@@ -77,7 +77,7 @@ class Preemptor:
     def consider(self, backend: Backend) -> None:
         """Ask the running request with the largest remaining service on `backend` to yield, if it
         should for the queue's head (the module docstring's rules)."""
-        if backend.index in self._pending or self.scheduler.waiting() >= self.scheduler.max_queue:
+        if backend.index in self._pending:
             return
         head = self.scheduler.head(backend)
         running = self._running.get(backend.index)

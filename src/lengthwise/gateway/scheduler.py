@@ -49,16 +49,17 @@ class Scheduler:
     def running(self, backend: Backend) -> int:
         return self._running.get(backend.index, 0)
 
-    async def admit(self, job: Job, backend: Backend) -> Callable[[], None]:
+    async def admit(self, job: Job, backend: Backend, *, requeued: bool = False) -> Callable[[], None]:
         """Return once `job` holds a slot on `backend`: what gives it back; raises QueueFull or BackendGone.
 
-        A cancelled wait leaves the queue (or gives back a slot granted meanwhile).
+        A `requeued` job (one that yielded its slot to a preemption) is never refused: it was
+        accepted already. A cancelled wait leaves the queue (or gives back a slot granted meanwhile).
         """
         queue = self._queue(backend)
         if not queue and self.running(backend) < self.max_inflight:
             self._running[backend.index] = self.running(backend) + 1
             return functools.partial(self.release, backend)
-        if self.waiting() >= self.max_queue:
+        if self.waiting() >= self.max_queue and not requeued:
             raise QueueFull(f"{self.max_queue} requests are waiting already")
         admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         job.payload = admitted

@@ -74,14 +74,15 @@ class SharedScheduler(Scheduler):
         seen = self._seen.get(backend.index)
         return seen.running if self.connected and seen is not None else super().running(backend)
 
-    async def admit(self, job: Job, backend: Backend) -> Callable[[], None]:
+    async def admit(self, job: Job, backend: Backend, *, requeued: bool = False) -> Callable[[], None]:
+        # `requeued` (a preemption's) never comes here: --preempt needs the gateway's own queue.
         while True:
             name = member(job.arrival, self.queue.replica, backend_id(backend.url), f"{job.id}#{next(self._tries)}")
             try:
                 if self.connected:
                     await self._admit_shared(job, backend, name)
                 else:
-                    await super().admit(job, backend)
+                    await super().admit(job, backend, requeued=requeued)
             except Moved:
                 continue
             self._held[name] = backend

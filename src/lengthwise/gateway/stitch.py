@@ -74,9 +74,10 @@ class Stitcher(SseEvents):
         return out
 
     def usage(self) -> dict[str, Any] | None:
-        """The request's usage: the original prompt, every token generated over all runs."""
+        """The request's usage: the original prompt, every token generated over all runs (the engine's
+        own, when it was never preempted and sent one; counted from the token ids otherwise)."""
         usage = dict(self._usage_event["usage"]) if self._usage_event else None
-        if not self.preempted:
+        if (usage is not None and not self.preempted) or not self.transcript.counted:
             return usage
         prompt_ids = self.transcript.prompt_token_ids
         prompt = len(prompt_ids) if prompt_ids is not None else (usage or {}).get("prompt_tokens", 0)
