@@ -176,7 +176,7 @@ def _preemptor(policy_spec: str, settings: str = "margin=2,max=1,early=0.25") ->
     policy = make_policy(policy_spec)
     scheduler = Scheduler(policy, max_inflight=1, max_queue=8, clock=lambda: 100.0)
     pool = BackendPool(["http://127.0.0.1:1"], slack_tokens=4096)
-    preemptor = Preemptor(PreemptSettings.parse(settings), policy, scheduler, GatewayMetrics(pool, scheduler))
+    preemptor = Preemptor(PreemptSettings.parse(settings), policy, scheduler, GatewayMetrics(pool))
     return preemptor, scheduler, pool.backends[0]
 
 
@@ -187,7 +187,8 @@ def _running(preemptor: Any, backend: Any, predicted: float, generated: int, max
     from lengthwise.predict.remaining import LengthDistribution
 
     body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": max_tokens}
-    f = Flight("long", "chat", body, b"", Job("long", arrival=0.0, predicted_tokens=predicted), [], backend=backend)
+    f = Flight("long", "chat", body, b"", Job("long", arrival=0.0, predicted_tokens=predicted), [], 0.0,
+               backend=backend)
     f.prediction = Prediction(predicted, "test")
     f.length = LengthDistribution.of(f.prediction, max_tokens)
     f.stitcher = Stitcher("chat", True, False)

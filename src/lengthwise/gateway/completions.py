@@ -42,18 +42,13 @@ from lengthwise.gateway.predicting import Predicting
 from lengthwise.gateway.preemptor import Preemptor
 from lengthwise.gateway.priority import PriorityMap
 from lengthwise.gateway.proxy import StreamTap, UpstreamFailed, forward_headers, open_upstream, response_headers
-from lengthwise.gateway.resumable import continuation_body, not_resumable, remaining_cap, upstream_body
+from lengthwise.gateway.resumable import continuation_body, upstream_body
 from lengthwise.gateway.retry import Retry
 from lengthwise.gateway.scheduler import BackendGone, QueueFull, Scheduler
-from lengthwise.gateway.stitch import Stitcher
 from lengthwise.gateway.validation import parse_body
 from lengthwise.predict.base import Predictor
-from lengthwise.predict.remaining import LengthDistribution
 
 log = logging.getLogger("lengthwise.gateway")
-
-#: The cap a length distribution assumes for a request that gives none (the engine's context bounds it).
-UNCAPPED_TOKENS = 32768
 
 
 @dataclass(eq=False, kw_only=True)
@@ -147,7 +142,8 @@ class Completions:
         waiting = f.hold()  # counted as waiting on its backend until sent there
         waiting.enter_context(_counted(backend, "waiting"))
         await self.predicting.predict(f)
-        self._preemptible(f)
+        if self.preemptor is not None:
+            self.preemptor.prepare(f)
         assignment = self._assign(f, backend)
         retry = Retry(functools.partial(self._choose, f))
         while True:
@@ -176,20 +172,6 @@ class Completions:
             waiting.close()
             waiting = f.hold()
             waiting.enter_context(_counted(backend, "waiting"))
-
-    def _preemptible(self, f: Flight) -> None:
-        """With --preempt, make `f` preemptible unless it cannot be resumed exactly (counted by reason)."""
-        if self.preemptor is None:
-            return
-        reason = not_resumable(f.endpoint, f.body)
-        if reason is not None:
-            self.metrics.not_preemptible.labels(reason).inc()
-            return
-        assert f.prediction is not None
-        options = f.body.get("stream_options")
-        f.stitcher = Stitcher(f.endpoint, f.stream, f.stream and isinstance(options, dict)
-                              and bool(options.get("include_usage")))
-        f.length = LengthDistribution.of(f.prediction, remaining_cap(f.endpoint, f.body, 0) or UNCAPPED_TOKENS)
 
     def _choose(self, f: Flight, exclude: Collection[Backend] = ()) -> Backend:
         affinity = affinity_key(f.endpoint, f.body, self.config.affinity_prefix_chars) if len(self.pool) > 1 else ""
@@ -325,18 +307,18 @@ class Completions:
         """Relay one run upstream; True when it ended because the request yields its seat."""
         stitcher, upstream, backend, preemptor = f.stitcher, f.upstream, f.backend, self.preemptor
         assert stitcher is not None and upstream is not None and backend is not None and f.run is not None
-        assert preemptor is not None and f.sent_at is not None
+        assert preemptor is not None
         stitcher.begin()
         preemptor.started(f)
         f.run.callback(preemptor.stopped, f)
-        checked, resumed = stitcher.transcript.generated, stitcher.runs > 1
+        checked, resumed, started = stitcher.transcript.generated, stitcher.runs > 1, time.monotonic()
         try:
             async for chunk in upstream.content.iter_any():
                 backend.progressed()
                 if f.first_bytes_at is None:
                     f.first_bytes_at = time.monotonic()
-                if resumed:
-                    preemptor.resumed(time.monotonic() - f.sent_at)
+                if resumed:  # the continuation's prefill: vLLM sends a stream's headers at once
+                    preemptor.resumed(time.monotonic() - started)
                     resumed = False
                 out = stitcher.take(chunk)
                 if out:
@@ -365,14 +347,14 @@ class Completions:
         self.preemptor.preempted(f)
         f.yield_requested = False
         f.run.close()
-        attempt = f.hold()
+        attempt, first_sent = f.hold(), f.sent_at
         try:
             await self._admit(f, attempt, requeued=True)
             await self._open(f, attempt, continuation_body(f.endpoint, f.body, f.stitcher.transcript))
         except (BackendGone, UpstreamFailed) as e:
             raise GatewayError(502, f"the backend failed while resuming a preempted request: {e}",
                                code="resume_failed") from e
-        f.run = attempt
+        f.run, f.sent_at = attempt, first_sent  # queue time counts to the first run
         if not f.relays_stream:
             assert f.upstream is not None
             log.warning("request %s: the backend refused its continuation (%d): %r", f.id, f.upstream.status,

@@ -35,11 +35,15 @@ from lengthwise.gateway.backends import Backend
 from lengthwise.gateway.config import PreemptSettings
 from lengthwise.gateway.flight import Flight
 from lengthwise.gateway.metrics import GatewayMetrics
-from lengthwise.gateway.resumable import remaining_cap
+from lengthwise.gateway.resumable import not_resumable, remaining_cap
 from lengthwise.gateway.scheduler import Scheduler
+from lengthwise.gateway.stitch import Stitcher
+from lengthwise.predict.remaining import LengthDistribution
 
 log = logging.getLogger("lengthwise.gateway")
 
+#: The cap a length distribution assumes for a request that gives none (the engine's context bounds it).
+UNCAPPED_TOKENS = 32768
 #: Weight of the newest resume in the measured resume cost (an exponentially weighted mean).
 _COST_SMOOTHING = 0.2
 
@@ -61,6 +65,19 @@ class Preemptor:
     def __post_init__(self) -> None:
         self._service = self.policy.service or ServiceTime()
         self.scheduler.on_queued = self.consider
+
+    def prepare(self, f: Flight) -> None:
+        """Make a predicted request preemptible (its stitcher and length distribution), unless it cannot
+        be resumed exactly (counted by reason)."""
+        reason = not_resumable(f.endpoint, f.body)
+        if reason is not None:
+            self.metrics.not_preemptible.labels(reason).inc()
+            return
+        assert f.prediction is not None
+        options = f.body.get("stream_options")
+        f.stitcher = Stitcher(f.endpoint, f.stream, f.stream and isinstance(options, dict)
+                              and bool(options.get("include_usage")))
+        f.length = LengthDistribution.of(f.prediction, remaining_cap(f.endpoint, f.body, 0) or UNCAPPED_TOKENS)
 
     def started(self, f: Flight) -> None:
         """`f`'s run upstream began: it may be chosen from now until `stopped`."""
