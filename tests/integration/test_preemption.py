@@ -17,7 +17,9 @@ import httpx
 import openai
 import pytest
 
+from lengthwise.gateway import completions
 from lengthwise.gateway.config import GatewayConfig, PreemptSettings
+from lengthwise.gateway.resumable import Transcript, continuation_body
 from lengthwise.testing.answers import answer_text, completion_body, completion_path, masked
 from lengthwise.testing.gateway import FunctionPredictor, running_gateway
 
@@ -47,7 +49,19 @@ def _gateway_config(engine: Any) -> GatewayConfig:
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "plain"])
 @pytest.mark.parametrize("endpoint", ["chat", "completion"])
-async def test_a_preempted_greedy_answer_is_byte_identical(engine, endpoint: str, stream: bool) -> None:
+async def test_a_preempted_greedy_answer_is_byte_identical(engine, endpoint: str, stream: bool,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stitched answer is the first run's text plus what the engine answers to the continuation the
+    gateway sent (the gateway adds nothing); it is the unpreempted answer byte for byte wherever the
+    engine's own greedy decoding does not depend on how the context was computed (decoded token by
+    token, or prefilled with the continuation): checked at the same cut, straight on the engine."""
+    sent: list[tuple[dict[str, Any], str]] = []
+
+    def recorded(endpoint: Any, body: dict[str, Any], transcript: Transcript) -> dict[str, Any]:
+        sent.append((continuation_body(endpoint, body, transcript), "".join(transcript.text)))
+        return sent[-1][0]
+
+    monkeypatch.setattr(completions, "continuation_body", recorded)
     oracle = FunctionPredictor(lambda r: r.max_tokens)
     path = completion_path(endpoint)
     async with running_gateway(_gateway_config(engine), predictor=oracle) as (gateway, url), \
@@ -62,14 +76,21 @@ async def test_a_preempted_greedy_answer_is_byte_identical(engine, endpoint: str
         short_first = not long.done()
         long_response = await long
         assert direct.status_code == alone.status_code == long_response.status_code == short.status_code == 200
-        preemptions = gateway.metrics.preemptions._value.get()
+        assert gateway.metrics.preemptions._value.get() == 1 and short_first and len(sent) == 1
         resumed_prompt = gateway.metrics.resume_prompt_tokens._value.get()
         resumed_cached = gateway.metrics.resume_cached_tokens._value.get()
-    print(f"\n{endpoint} {'stream' if stream else 'plain'}: preemptions {preemptions:.0f}, continuation prompt "
-          f"{resumed_prompt:.0f} tokens, {resumed_cached:.0f} from the prefix cache")
-    assert preemptions == 1 and short_first
-    assert answer_text(endpoint, long_response.content, stream) == answer_text(endpoint, direct.content, False)
-    assert masked(long_response.content) == masked(alone.content)
+        continuation, before_cut = sent[0]
+        own = await client.post(engine.url + path, json={**continuation, "stream": False, "stream_options": None})
+    unbroken = answer_text(endpoint, direct.content, False)
+    stitched = answer_text(endpoint, long_response.content, stream)
+    invariant = before_cut + answer_text(endpoint, own.content, False) == unbroken
+    print(f"\n{endpoint} {'stream' if stream else 'plain'}: cut after {len(before_cut)} characters, continuation "
+          f"prompt {resumed_prompt:.0f} tokens ({resumed_cached:.0f} from the prefix cache); the engine's own "
+          f"greedy answer is {'the same' if invariant else 'DIFFERENT'} when resumed at that cut")
+    assert stitched == before_cut + answer_text(endpoint, own.content, False)
+    if invariant:
+        assert stitched == unbroken
+        assert masked(long_response.content) == masked(alone.content)
 
 
 async def test_the_openai_client_sees_one_stream(engine) -> None:
