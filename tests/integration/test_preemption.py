@@ -123,3 +123,25 @@ async def test_the_openai_client_sees_one_stream(engine) -> None:
     assert chunks[-1].usage is not None and alone.usage is not None
     assert chunks[-1].usage.completion_tokens == alone.usage.completion_tokens
     assert chunks[-1].usage.prompt_tokens == alone.usage.prompt_tokens
+
+
+async def test_a_continuation_is_prefilled_from_the_prefix_cache(engine) -> None:
+    """A preempted request's blocks stay in vLLM's prefix cache after the abort: its continuation (prompt +
+    answer so far) finds the prompt's whole blocks there. Prints the share."""
+    notes = " ".join(f"Note {i}: the key {i * 7919 % 1000} maps to bucket {i * 7919 % 64}." for i in range(60))
+    text = f"{notes}\n\nUsing the notes above, {PROMPT[0].lower()}{PROMPT[1:]}"
+    oracle = FunctionPredictor(lambda r: r.max_tokens)
+    async with running_gateway(_gateway_config(engine), predictor=oracle) as (gateway, url), \
+            httpx.AsyncClient(timeout=600) as client:
+        before = await _generated(client, engine)
+        long = asyncio.create_task(client.post(url + "/v1/chat/completions",
+                                               json=_body(engine, "chat", LONG, True, text)))
+        while await _generated(client, engine) < before + CUT_AFTER:
+            await asyncio.sleep(0.05)
+        await client.post(url + "/v1/chat/completions", json=_body(engine, "chat", SHORT, False, "Say hi."))
+        assert (await long).status_code == 200
+        assert gateway.metrics.preemptions._value.get() == 1
+        prompt = gateway.metrics.resume_prompt_tokens._value.get()
+        cached = gateway.metrics.resume_cached_tokens._value.get()
+    print(f"\ncontinuation prompt {prompt:.0f} tokens, {cached:.0f} from the prefix cache ({cached / prompt:.2f})")
+    assert 0 < cached < prompt
