@@ -285,3 +285,21 @@ async def test_a_request_queued_again_after_its_preemption_is_never_refused() ->
     assert scheduler.waiting() == 2 and not again.done()
     waiting.cancel()
     again.cancel()
+
+
+async def test_a_request_sent_with_the_fallback_is_judged_by_its_background_prediction() -> None:
+    from lengthwise.predict.base import Prediction
+
+    preemptor, _, backend = _preemptor("srpt")
+    f = _running(preemptor, backend, predicted=256, generated=0)
+    f.stitcher = None
+
+    async def later() -> Prediction:
+        return Prediction(40.0, "background")
+
+    f.deferred = asyncio.ensure_future(later())
+    preemptor.prepare(f)
+    assert f.length is not None and f.length.expected_total(0) == pytest.approx(256, rel=1e-3)
+    await f.deferred
+    await asyncio.sleep(0)  # its done-callbacks run
+    assert f.length.expected_total(0) == pytest.approx(40, rel=1e-3)

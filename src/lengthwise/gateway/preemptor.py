@@ -15,7 +15,7 @@ A running request is preempted for the head of its backend's queue only when all
   one either: admission order already serves it next;
 - its key, re-predicted from the tokens it has produced (its remaining service), exceeds
   `margin` × the waiting request's key;
-- it is early in its decode (fewer than `early` × its predicted tokens generated), or the
+- it is early in its decode (fewer than `early` × its expected length generated), or the
   expected gain, its remaining service minus the waiting one's, exceeds the measured cost
   of a resume (the mean time to the first token of past continuations; before any, the
   prefill of the tokens it generated).
@@ -27,6 +27,8 @@ preemption per backend is under way at a time: the slot it frees admits the queu
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -38,6 +40,7 @@ from lengthwise.gateway.metrics import GatewayMetrics
 from lengthwise.gateway.resumable import not_resumable, remaining_cap
 from lengthwise.gateway.scheduler import Scheduler
 from lengthwise.gateway.stitch import Stitcher
+from lengthwise.predict.base import Prediction
 from lengthwise.predict.remaining import LengthDistribution
 
 log = logging.getLogger("lengthwise.gateway")
@@ -77,7 +80,10 @@ class Preemptor:
         options = f.body.get("stream_options")
         f.stitcher = Stitcher(f.endpoint, f.stream, f.stream and isinstance(options, dict)
                               and bool(options.get("include_usage")))
-        f.length = LengthDistribution.of(f.prediction, remaining_cap(f.endpoint, f.body, 0) or UNCAPPED_TOKENS)
+        cap = remaining_cap(f.endpoint, f.body, 0) or UNCAPPED_TOKENS
+        f.length = LengthDistribution.of(f.prediction, cap)
+        if f.deferred is not None:  # sent at once with the fallback: the background prediction knows better
+            f.deferred.add_done_callback(functools.partial(_length_from, f, cap))
 
     def started(self, f: Flight) -> None:
         """`f`'s run upstream began: it may be chosen from now until `stopped`."""
@@ -121,7 +127,7 @@ class Preemptor:
         f.job.cached_tokens = f.job.prompt_tokens  # its prompt is in the engine's prefix cache
 
     def _should_yield(self, f: Flight, head_key: float, head_service_s: float, now: float) -> bool:
-        assert f.stitcher is not None and f.prediction is not None
+        assert f.stitcher is not None and f.length is not None
         transcript = f.stitcher.transcript
         left = remaining_cap(f.endpoint, f.body, transcript.generated)
         if (f.yield_requested or f.stitcher.done or not transcript.resumable(f.endpoint) or transcript.generated < 1
@@ -130,7 +136,7 @@ class Preemptor:
             return False
         if not self.policy.key(f.job, now) > self.settings.margin * head_key:
             return False
-        if transcript.generated < self.settings.early * f.prediction.tokens:
+        if transcript.generated < self.settings.early * f.length.expected_total(0):
             return True
         gain_s = self._service.of(f.job) - head_service_s
         return gain_s > self.resume_cost(transcript.generated)
@@ -152,3 +158,10 @@ class Preemptor:
         self.metrics.resume_seconds.observe(seconds)
         cost = self.resume_cost_s
         self.resume_cost_s = seconds if cost is None else cost + _COST_SMOOTHING * (seconds - cost)
+
+
+def _length_from(f: Flight, cap: float, background: asyncio.Task[Prediction | None]) -> None:
+    """`f`'s length distribution from its background prediction, once that has come (if it did)."""
+    prediction = None if background.cancelled() else background.result()
+    if prediction is not None:
+        f.length = LengthDistribution.of(prediction, cap)
