@@ -10,6 +10,7 @@ import httpx
 import psutil
 import pytest
 
+from lengthwise.bench.services import engine_busy
 from lengthwise.engine import EngineHandle, server
 from lengthwise.engine.resources import port_in_use
 
@@ -64,11 +65,16 @@ async def test_a_more_urgent_request_overtakes_a_waiting_one(engine: Engine) -> 
         assert response.json()["usage"]["completion_tokens"] == tokens
         ended[name] = time.monotonic()
 
+    async def until_busy(requests: int) -> None:
+        """Until the engine holds `requests` or more (running or waiting): by its gauges, not a guess of its speed."""
+        while (await asyncio.to_thread(engine_busy, engine.url) or 0) < requests:
+            await asyncio.sleep(0.02)
+
     async with httpx.AsyncClient(timeout=300) as client:
-        running = [asyncio.create_task(send(client, "short", 24, 0)), asyncio.create_task(send(client, "long", 64, 0))]
-        await asyncio.sleep(1.5)  # both slots taken
+        running = [asyncio.create_task(send(client, "short", 64, 0)), asyncio.create_task(send(client, "long", 192, 0))]
+        await until_busy(2)  # both slots taken
         lazy = asyncio.create_task(send(client, "lazy", 16, 10))  # arrives first, but less urgent
-        await asyncio.sleep(0.3)
+        await until_busy(3)
         urgent = asyncio.create_task(send(client, "urgent", 16, -10))
         await asyncio.gather(*running, lazy, urgent)
     # "short" frees a slot first; "urgent" takes it and is done before "lazy" can start.
