@@ -14,8 +14,9 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
+
+from lengthwise.engine.server import pin_threads
 
 CpuLayout = Literal["shared", "split"]
 LAYOUTS: tuple[str, ...] = ("shared", "split")
@@ -46,13 +47,8 @@ def cores_for(layout: CpuLayout, available: Iterable[int] | None = None) -> Core
 
 def pin_this_process(cores: Cores) -> None:
     """Keep every thread of this process, and the processes it starts from now on, on the client's cores."""
-    if cores.client is None:
-        return
-    for tid in os.listdir("/proc/self/task") if Path("/proc/self/task").is_dir() else ["0"]:
-        try:
-            os.sched_setaffinity(int(tid), cores.client)
-        except ProcessLookupError:  # a thread that has just ended
-            continue
+    if cores.client is not None:
+        pin_threads(os.getpid(), cores.client)
 
 
 @contextmanager

@@ -224,11 +224,13 @@ def parse_cpu_list(text: str) -> frozenset[int]:
     return frozenset(cores)
 
 
-def _set_affinity(proc: psutil.Process, cores: frozenset[int]) -> None:
-    """Every thread of `proc` on `cores` (sched_setaffinity binds one thread; a process's are in /proc/PID/task)."""
-    for tid in os.listdir(f"/proc/{proc.pid}/task"):
+def pin_threads(pid: int, cores: frozenset[int]) -> None:
+    """Every thread of process `pid` on `cores` (sched_setaffinity binds one thread; a process's are in
+    /proc/PID/task; without /proc, only the thread `pid` names)."""
+    tasks = Path(f"/proc/{pid}/task")
+    for tid in [int(t) for t in os.listdir(tasks)] if tasks.is_dir() else [pid]:
         with contextlib.suppress(ProcessLookupError, PermissionError):  # a thread that has just ended
-            os.sched_setaffinity(int(tid), cores)
+            os.sched_setaffinity(tid, cores)
 
 
 def pin_engine(handle: EngineHandle, model_cores: frozenset[int]) -> str:
@@ -245,8 +247,8 @@ def pin_engine(handle: EngineHandle, model_cores: frozenset[int]) -> str:
         return f"engine threads not pinned: no core outside {sorted(model_cores)} for the API server"
     children = [p for p in engine_processes(handle) if p.pid != handle.pid and p.is_running()]
     for proc in children:
-        _set_affinity(proc, model_cores)
-    _set_affinity(psutil.Process(handle.pid), others)
+        pin_threads(proc.pid, model_cores)
+    pin_threads(handle.pid, others)
     return (f"Pinned vLLM's engine core ({len(children)} process(es)) to cores {sorted(model_cores)} "
             f"and its API server to {sorted(others)}")
 

@@ -244,15 +244,12 @@ class AutoPredictor(Predictor):
     def evidence(self) -> dict[str, tuple[str, RankQuality]]:
         """Per candidate, what the choice rests on: ("window", its own measurement) once it holds
         `min_requests` prompts, else ("prior", the shipped held-out one) if it has one."""
-        out = {}
         with self._lock:
-            for name, c in self.candidates.items():
-                own, prior = c.window.quality(), c.predictor.prior()
-                if own.n >= self.min_requests or prior is None:
-                    out[name] = ("window", own)
-                else:
-                    out[name] = ("prior", prior)
-        return out
+            return {name: self._evidence(c) for name, c in self.candidates.items()}
+
+    def _evidence(self, c: _Candidate) -> tuple[str, RankQuality]:
+        own, prior = c.window.quality(), c.predictor.prior()
+        return ("window", own) if own.n >= self.min_requests or prior is None else ("prior", prior)
 
     def status(self) -> dict[str, Any]:
         """The choice and its evidence, JSON-able (for /lengthwise/status and the metrics)."""
@@ -274,7 +271,7 @@ class AutoPredictor(Predictor):
         detail, prior = c.predictor.status(), c.predictor.prior()
         return {**c.window.quality().to_dict(), "costly": c.predictor.costly,
                 "prior": prior.to_dict() if prior is not None else None,
-                "evidence": "window" if prior is None or len(c.window) >= self.min_requests else "prior",
+                "evidence": self._evidence(c)[0],
                 "sampled_fraction": round(c.predicted / self.requests, 4) if self.requests else 0.0,
                 **({"detail": detail} if detail is not None else {})}
 
