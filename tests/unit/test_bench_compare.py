@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from lengthwise.bench.compare import Arm, interleaved, standard_arms
+from lengthwise.bench.compare import DEFAULT_GATEWAY_ARGS, Arm, default_gateway_args, interleaved, standard_arms
 from lengthwise.bench.runfile import load_run
 from lengthwise.bench.services import free_port, running_server
 from lengthwise.cli import app
@@ -22,6 +22,12 @@ def test_rounds_alternate_order() -> None:
     assert orders[0] == ["fcfs", "guided", "guided:constant:tokens=9", "oracle"]
     assert orders[1] == list(reversed(orders[0]))
     assert orders[2] == ["guided", "guided:constant:tokens=9", "oracle", "fcfs"]  # turned by one
+
+
+def test_the_guided_arm_knows_the_embedded_engines_seats() -> None:
+    # with the seats known, a request with a free seat goes at once and self-queries run only then
+    assert default_gateway_args(8) == (*DEFAULT_GATEWAY_ARGS, "--backend-seats", "8")
+    assert default_gateway_args(None) == DEFAULT_GATEWAY_ARGS  # someone else's engine: unknown
 
 
 def test_six_rounds_of_three_arms_balance_positions_and_neighbours() -> None:

@@ -4,6 +4,7 @@ import asyncio
 import json
 import logging
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -31,12 +32,13 @@ def _noise(name: str = "noise", seed: int = 2) -> FunctionPredictor:
     return FunctionPredictor(lambda r: rng.uniform(1, 1000), name=name)
 
 
-async def _run(auto: AutoPredictor, requests: int, seed: int = 3, first: int = 0) -> list[Prediction]:
-    """`requests` distinct prompts, numbered from `first`, each observed once it has been predicted."""
+async def _run(auto: AutoPredictor, requests: int, seed: int = 3, first: int = 0, idle: bool = False) -> list[Prediction]:
+    """`requests` distinct prompts, numbered from `first`, each observed once it has been predicted;
+    `idle`: nothing waits for them (the gateway found a free seat)."""
     rng = random.Random(seed)
     out = []
     for i in range(first, first + requests):
-        request = _request(i, rng.randint(1, 1000))  # the actual length is max_tokens
+        request = replace(_request(i, rng.randint(1, 1000)), background=idle)  # the actual length is max_tokens
         prediction = await auto.predict(request)
         out.append(prediction)
         await asyncio.sleep(0)  # the candidates not chosen predict in the background, while the request runs
@@ -71,18 +73,28 @@ async def test_a_costly_candidate_runs_on_a_sample_until_chosen() -> None:
     costly = _signal()
     costly.name, costly.costly = "self:plain", True  # self-predictions cost engine time
     auto = AutoPredictor([_noise(), costly], sample=0.25, min_requests=10, rng=random.Random(0))
-    await _run(auto, 80)
+    await _run(auto, 80, idle=True)
     sampled = len(costly.observed)
     assert 10 <= sampled < 40 and auto.status()["candidates"]["self:plain"]["costly"]
     assert auto.choice == "self:plain"  # its sampled window already shows the signal
     await _run(auto, 20, seed=9)
-    assert len(costly.observed) == sampled + 20  # chosen: it predicts every request
+    assert len(costly.observed) == sampled + 20  # chosen: it predicts every request, waiting or not
+
+
+async def test_a_costly_candidate_never_measures_a_request_that_waits() -> None:
+    costly = _signal()
+    costly.name, costly.costly = "self:plain", True
+    auto = AutoPredictor([_noise(), costly], sample=1.0, min_requests=10, rng=random.Random(0))
+    await _run(auto, 40)  # every request waits for a seat: the engine has no room for a query
+    assert costly.observed == [] and auto.choice == "none"
+    await _run(auto, 5, first=40, idle=True)  # a free seat: now it is measured
+    assert len(costly.observed) == 5
 
 
 async def test_a_costly_shadow_does_not_delay_the_request() -> None:
     slow = FunctionPredictor(lambda r: r.max_tokens, name="self:slow", delay_s=0.3, costly=True)
     auto = AutoPredictor([_noise(), slow], sample=1.0, min_requests=3)
-    request = _request(0, 10)
+    request = replace(_request(0, 10), background=True)
     started = asyncio.get_running_loop().time()
     prediction = await auto.predict(request)
     assert asyncio.get_running_loop().time() - started < 0.2 and prediction.source == "auto:none"

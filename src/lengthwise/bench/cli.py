@@ -236,7 +236,7 @@ def compare(
     ] = None,
     gateway_arg: Annotated[
         list[str] | None,
-        typer.Option(help="Gateway arguments for the guided arms, replacing '--engine vllm --mode priority' (the gateway's default policy) (repeatable)."),
+        typer.Option(help="Gateway arguments for the guided arms, replacing '--engine vllm --mode priority' (the gateway's default policy; plus '--backend-seats N' with the embedded engine's --max-num-seqs N) (repeatable)."),
     ] = None,
     no_oracle: Annotated[bool, typer.Option("--no-oracle", help="Leave the oracle arm out.")] = False,
     goodput: Goodput = None,
@@ -247,7 +247,7 @@ def compare(
     out: Annotated[Path, typer.Option(help="Folder for the calibration and a folder per scenario (runs, report, plots).")] = Path("runs/compare"),
 ) -> None:
     """The same prompts and arrival times through FCFS, LLM-guided and oracle scheduling, in rounds."""
-    from lengthwise.bench.compare import DEFAULT_GATEWAY_ARGS, Settings, run_compare, standard_arms
+    from lengthwise.bench.compare import Settings, default_gateway_args, run_compare, standard_arms
     from lengthwise.bench.prompts import load_prompts
     from lengthwise.core.openai_server import served_model
     from lengthwise.bench.cpus import LAYOUTS, cores_for, pinned, usable
@@ -264,7 +264,7 @@ def compare(
         raise typer.BadParameter("a positive number of minutes", param_hint="--budget-minutes")
     slos = _goodput(goodput)
     scenarios = tuple(Scenario(kind, load, rate, burstiness) for kind in kinds)  # type: ignore[arg-type]
-    arms = standard_arms(predictor or [DEFAULT_PREDICTOR], tuple(gateway_arg) if gateway_arg else DEFAULT_GATEWAY_ARGS)
+    arms = standard_arms(predictor or [DEFAULT_PREDICTOR], tuple(gateway_arg) if gateway_arg else default_gateway_args(max_num_seqs if url is None else None))
     if no_oracle:
         arms = [a for a in arms if not a.oracle]
     if usable(cpu_layout) != cpu_layout:  # type: ignore[arg-type]

@@ -47,6 +47,14 @@ from lengthwise.gateway.config import DEFAULT_PREDICTOR
 DEFAULT_GATEWAY_ARGS = ("--engine", "vllm", "--mode", "priority")
 
 
+def default_gateway_args(engine_seats: int | None) -> tuple[str, ...]:
+    """The guided arm's gateway arguments; with the engine's seats known (the embedded engine's
+    `--max-num-seqs`), `--backend-seats` too, so that a request with a free seat goes at once
+    and the costly candidates measure only while the engine has room (`predict.auto`)."""
+    seats = () if engine_seats is None else ("--backend-seats", str(engine_seats))
+    return (*DEFAULT_GATEWAY_ARGS, *seats)
+
+
 @dataclass(frozen=True)
 class Arm:
     """One scheduling configuration; `gateway_args` None sends straight to the engine."""

@@ -3,9 +3,12 @@
 `AutoPredictor` is a predictor made of candidates. A request waits for the chosen
 candidate's prediction only. The others predict it in the background, to be measured:
 the cheap ones every request (their own batchers decline background work beyond their
-bound), the costly ones (those that query the engine: the self-prediction) a `sample`
-fraction and at most `max_shadows` at once, so that measuring never queues up engine
-work under load (a request beyond it is not measured by them).
+bound), the costly ones (those that query the engine: the self-prediction) only on a
+request that nothing waits for (`LengthRequest.background`: the gateway found a free seat),
+a `sample` fraction of those and at most `max_shadows` at once: measuring spends engine
+time only when the engine has room (in a burst of 60, sampling 10% of the requests that
+waited added 14-26% to the engine's prompt tokens: docs/results/bench/HISTORY.md). A
+request that waits is not measured by them.
 Each completed request feeds every candidate that predicted it and its `QualityWindow`,
 once the last of its shadows has ended (a request often completes before a background
 prediction of it, which then learns from it in the learning worker).
@@ -140,7 +143,7 @@ class AutoPredictor(Predictor):
         self._remember(request.request_id, measured)
         background = replace(request, background=True)  # shares what was read of the request
         for c in self.candidates.values():
-            if c is not chosen and (not c.predictor.costly or c.shadows < self.max_shadows and self._rng.random() < self.sample):
+            if c is not chosen and (not c.predictor.costly or self._engine_has_room(request, c)):
                 c.shadows += 1
                 measured.running += 1
                 task = asyncio.create_task(self._shadow(c, background, measured))
@@ -151,6 +154,11 @@ class AutoPredictor(Predictor):
         chosen.predicted += 1
         prediction = measured.predictions[chosen.predictor.name] = await chosen.predictor.predict(request)
         return prediction
+
+    def _engine_has_room(self, request: LengthRequest, c: _Candidate) -> bool:
+        """Whether a costly candidate measures this request: nothing waits for it, fewer than
+        `max_shadows` of the candidate's run, and it falls in the sample."""
+        return request.background and c.shadows < self.max_shadows and self._rng.random() < self.sample
 
     async def _shadow(self, c: _Candidate, request: LengthRequest, measured: _Measured) -> None:
         """A candidate's prediction, measured only; the last shadow of a request that has completed
