@@ -208,8 +208,10 @@ async def _decision(policy: str, predicted: float, generated: int, settings: str
                     reference_s: float = 1000.0) -> bool:
     preemptor, scheduler, backend = _preemptor(policy, settings)
     preemptor.resume_cost_s = resume_cost_s
-    if hasattr(preemptor.policy, "fcfs"):
-        preemptor.policy.fcfs.reference = reference_s  # the FCFS-equivalent waits of this workload so far
+    if hasattr(preemptor.policy, "fcfs"):  # a measured engine: 1 s of work per second
+        fcfs = preemptor.policy.fcfs
+        fcfs.joined(1.0), fcfs.joined(1.0), fcfs.left(1.0, 0.0), fcfs.left(1.0, 1.0)
+        fcfs.reference = reference_s  # the FCFS-equivalent waits of this workload so far
     await scheduler.admit(Job("long", arrival=0.0), backend)  # takes the seat
     f = _running(preemptor, backend, predicted, generated)
     f.job.deadline = deadline
@@ -228,8 +230,8 @@ async def test_an_overdue_request_is_never_preempted() -> None:
 
 
 async def test_an_overdue_waiting_request_preempts_no_one() -> None:
-    # No wait measured yet: its deadline is its arrival, so it is overdue at once and goes next by
-    # admission order; preempting for it would gain nothing over that order.
+    # No wait ahead of it and none in this workload so far: its deadline is its arrival, so it is
+    # overdue at once and goes next by admission order; preempting for it would gain nothing.
     assert not await _decision("sst+deadline", predicted=400, generated=20, reference_s=0.0)
 
 

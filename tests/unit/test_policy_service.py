@@ -51,8 +51,9 @@ def test_specs_build_the_service_time_policies() -> None:
 
 
 def _busy_queue(k: float = 1.0) -> tuple[WaitingQueue, Deadline]:
-    """A queue whose FCFS-equivalent wait is known: 1 s of work admitted per second."""
-    policy = make_policy(f"sst:prefill_s_per_token=0,decode_s_per_token=0.001+deadline:k={k}")
+    """A queue whose FCFS-equivalent wait is known: 1 s of work admitted per second; with
+    `memory=1` each deadline is k × the job's own FCFS wait (the warm-up's waits are not remembered)."""
+    policy = make_policy(f"sst:prefill_s_per_token=0,decode_s_per_token=0.001+deadline:k={k},memory=1")
     assert isinstance(policy, Deadline)
     q = WaitingQueue(policy)
     for i in range(4):  # jobs of 1 s each, admitted one per second while others wait
@@ -89,9 +90,28 @@ def test_the_queue_rekeys_a_job_at_its_deadline() -> None:
     assert q.peek(due).id == "long"
 
 
+def test_a_fresh_queues_first_burst_is_ordered_and_gets_its_deadlines_once_the_rate_is_known() -> None:
+    policy = make_policy("sst:prefill_s_per_token=0,decode_s_per_token=0.001+deadline:k=1")
+    assert isinstance(policy, Deadline)
+    q = WaitingQueue(policy)
+    sizes = [4000, 1000, 1000, 10, 10, 10]  # seconds of work: 4, 1, 1, 0.01 ...
+    jobs = [Job(f"j{i}", 0.0, predicted_tokens=n) for i, n in enumerate(sizes)]
+    for job in jobs:
+        q.add(job, now=0.0)
+    # No rate yet: a deadline of "now" would make every job overdue and the burst FCFS.
+    assert all(policy.deadline(j) is None and not policy.overdue(j, 0.0) for j in jobs)
+    assert [q.pop(0.0).id, q.pop(0.01).id] == ["j3", "j4"]  # shortest first
+    # The engine took 0.01 s of work in 0.01 s: rate 1. Each remaining job's deadline is now its
+    # FCFS-equivalent wait (the work that arrived before it) × k.
+    assert policy.fcfs.rate == pytest.approx(1.0)
+    assert [policy.deadline(j) for j in jobs if j.id in q] == pytest.approx([0.0, 4.0, 5.0, 6.02])
+    assert q.pop(0.02).id == "j0"  # overdue since its deadline (0): ahead of the short j5
+    assert [q.pop(6.0).id for _ in range(3)] == ["j1", "j2", "j5"]  # overdue j1, j2 by deadline, then j5
+
+
 def test_the_fcfs_wait_is_the_work_ahead_over_the_admission_rate() -> None:
     fcfs = FcfsWait(memory=10**9)
-    assert fcfs.joined(2.0) == 0.0  # nothing measured yet
+    assert fcfs.joined(2.0) is None  # nothing measured yet: unknown, not zero
     for _ in range(3):
         fcfs.joined(2.0)
     fcfs.left(2.0, admitted_at=0.0)

@@ -37,6 +37,12 @@ class Policy(ABC):
         """The next instant after `now` at which a waiting `job`'s key changes; None if never."""
         return None
 
+    def rescheduled(self) -> list[Job]:
+        """Waiting jobs whose `rekey_at` the policy changed since the last call, other than when
+        they were keyed (a deadline fixed once the engine's rate is known): WaitingQueue keys
+        them again. Most policies: none."""
+        return []
+
     def enqueued(self, job: Job, now: float) -> None:
         """`job` joined a WaitingQueue (before it is keyed there). Most policies ignore it."""
 
@@ -64,6 +70,9 @@ class Wrapper(Policy):
         self.base = base
         self.name = f"{base.name}+{suffix}"
         self.service = base.service
+
+    def rescheduled(self) -> list[Job]:
+        return self.base.rescheduled()
 
     def enqueued(self, job: Job, now: float) -> None:
         self.base.enqueued(job, now)

@@ -48,13 +48,24 @@ class FcfsWait:
         """Predicted work admitted per second while the queue was not empty; None before it is measured."""
         return self._work / self._gap if self._gap > 0 else None
 
-    def joined(self, work: float) -> float:
-        """A job of `work` arrives: its FCFS-equivalent wait folded into `reference`, which is returned."""
+    def joined(self, work: float) -> float | None:
+        """A job of `work` arrives: its FCFS-equivalent wait folded into `reference`, which is
+        returned; None while the rate is unknown (then `later` gives it, from the work ahead)."""
         rate = self.rate
-        wait = self.queued / rate if rate else 0.0
-        self.reference = max(wait, self.reference * self.decay)
+        self.reference *= self.decay
+        wait = None if rate is None else self.queued / rate
         self.queued += work
         self.waiting += 1
+        return None if wait is None else self.fold(wait)
+
+    def later(self, ahead: float) -> float | None:
+        """The FCFS-equivalent wait of a job that arrived with `ahead` work queued before the rate
+        was known, folded into `reference`; None while it is still unknown."""
+        rate = self.rate
+        return None if rate is None else self.fold(ahead / rate)
+
+    def fold(self, wait: float) -> float:
+        self.reference = max(wait, self.reference)
         return self.reference
 
     def left(self, work: float, admitted_at: float | None) -> None:
@@ -76,7 +87,10 @@ class Deadline(Wrapper):
     """`base`'s order, but a job waiting past arrival + k × the FCFS-equivalent wait goes first.
 
     When a job joins the queue its deadline is fixed: arrival + k · `FcfsWait.reference`
-    (never below k × its own FCFS-equivalent wait). Until then it ranks by `base`; once
+    (never below k × its own FCFS-equivalent wait). A job that joins before the engine's
+    rate is measured (a fresh gateway's first burst) gets it as soon as the rate is: from
+    the work queued ahead of it then (with a deadline of its arrival instead, a first burst
+    would all be overdue at once and served in arrival order). Until then it ranks by `base`; once
     overdue it goes ahead of every job that is not, overdue jobs by earliest deadline
     (EDF), so under overload the bound degrades in deadline order rather than starving
     anyone. The key changes once, at the deadline: WaitingQueue re-keys it then
@@ -93,22 +107,47 @@ class Deadline(Wrapper):
         self.fcfs = FcfsWait(memory)
         self.time_invariant = False
         self.piecewise_constant = base.time_invariant
-        self._due: dict[str, tuple[float, float]] = {}  # job id → (deadline, work)
+        self._due: dict[str, tuple[float | None, float]] = {}  # job id → (deadline or None: not yet known, work)
+        #: Jobs that joined before the rate was measured: job id → (job, work queued ahead of it).
+        self._unknown: dict[str, tuple[Job, float]] = {}
+        self._rescheduled: list[Job] = []
 
     def enqueued(self, job: Job, now: float) -> None:
         work = self.service.of(job)
-        due = job.arrival + self.k * self.fcfs.joined(work)
-        if job.deadline is not None:  # queued again after a preemption: its first promise stands
-            due = min(due, job.deadline)
-        job.deadline = due
-        self._due[job.id] = (due, work)
+        ahead = self.fcfs.queued
+        wait = self.fcfs.joined(work)
+        if wait is None and job.deadline is None:
+            self._unknown[job.id] = (job, ahead)
+            self._due[job.id] = (None, work)
+        else:
+            due = job.arrival + self.k * wait if wait is not None else job.deadline
+            if job.deadline is not None:  # queued again after a preemption: its first promise stands
+                due = min(due, job.deadline)
+            job.deadline = due
+            self._due[job.id] = (due, work)
         super().enqueued(job, now)
 
     def dequeued(self, job: Job, now: float | None) -> None:
         entry = self._due.pop(job.id, None)
+        self._unknown.pop(job.id, None)
         if entry is not None:
             self.fcfs.left(entry[1], now)
+        if self._unknown and self.fcfs.rate is not None:
+            self._fix_late_deadlines()
         super().dequeued(job, now)
+
+    def _fix_late_deadlines(self) -> None:
+        for job, ahead in self._unknown.values():
+            wait = self.fcfs.later(ahead)
+            assert wait is not None
+            job.deadline = job.arrival + self.k * wait
+            self._due[job.id] = (job.deadline, self._due[job.id][1])
+            self._rescheduled.append(job)
+        self._unknown.clear()
+
+    def rescheduled(self) -> list[Job]:
+        jobs, self._rescheduled = self._rescheduled, []
+        return jobs + self.base.rescheduled()
 
     def deadline(self, job: Job) -> float | None:
         entry = self._due.get(job.id)

@@ -89,6 +89,10 @@ class WaitingQueue:
 
     def _settle(self, now: float) -> None:
         """Re-key jobs whose key changed by `now`, then drop dead entries off the top."""
+        if self.policy.piecewise_constant:
+            for job in self.policy.rescheduled():
+                if job.id in self._live:
+                    self._push(job, now)  # its older entries are dead now
         while self._rekeys and self._rekeys[0][0] <= now:
             _, seq, job = heapq.heappop(self._rekeys)
             if self._entry.get(job.id) == seq:
