@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from lengthwise.bench.compare import (
     DEFAULT_GATEWAY_ARGS,
@@ -47,19 +47,25 @@ def test_six_rounds_of_three_arms_balance_positions_and_neighbours() -> None:
     assert set(follows.values()) == {2} and len(follows) == 6  # each arm follows each other twice
 
 
-def test_compare_runs_every_arm_per_scenario_and_writes_the_reports(tmp_path: Path) -> None:
+def compare_on_the_stub(tmp_path: Path, n: int, args: list[str]) -> Result:
+    """`bench compare` of `n` made-up prompts against the stub engine (8-token answers), into tmp_path/out."""
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"question {i} " * (i + 1)}) + "\n" for i in range(6)))
+    prompts.write_text("".join(json.dumps({"prompt": f"question {i} " * (i + 1)}) + "\n" for i in range(n)))
     port = free_port()
     stub = [sys.executable, "-m", "lengthwise.testing.stub_backend", "--port", str(port), "--token-interval-ms", "2"]
-    out = tmp_path / "out"
     with running_server(stub, f"http://127.0.0.1:{port}", tmp_path / "stub.log", start_timeout_s=60) as url:
-        result = CliRunner().invoke(
+        return CliRunner().invoke(
             app,
-            ["bench", "compare", "--url", url, "--workload", str(prompts), "--n", "6", "--max-tokens", "8",
-             "--rounds", "2", "--load", "0.8", "--predictor", "constant:tokens=5", "--out", str(out),
-             "--arrivals", "burst", "--arrivals", "poisson", "--budget-minutes", "10"],
+            ["bench", "compare", "--url", url, "--workload", str(prompts), "--n", str(n), "--max-tokens", "8",
+             "--out", str(tmp_path / "out"), *args],
         )  # fmt: skip
+
+
+def test_compare_runs_every_arm_per_scenario_and_writes_the_reports(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = compare_on_the_stub(tmp_path, 6, [
+        "--rounds", "2", "--load", "0.8", "--predictor", "constant:tokens=5",
+        "--arrivals", "burst", "--arrivals", "poisson", "--budget-minutes", "10"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "budget: " in result.output and "6 prompts" in result.output  # the stub is fast: every prompt fits
     poisson = out / "poisson-load0.8"
@@ -131,19 +137,11 @@ def test_compare_refuses_bad_arms_before_starting_anything(args: list[str], mess
 
 
 def test_arms_with_their_own_gateway_arguments_save_the_gateway_counters(tmp_path: Path) -> None:
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"question {i} " * (i + 1)}) + "\n" for i in range(4)))
-    port = free_port()
-    stub = [sys.executable, "-m", "lengthwise.testing.stub_backend", "--port", str(port), "--token-interval-ms", "2"]
     out = tmp_path / "out"
-    with running_server(stub, f"http://127.0.0.1:{port}", tmp_path / "stub.log", start_timeout_s=60) as url:
-        result = CliRunner().invoke(
-            app,
-            ["bench", "compare", "--url", url, "--workload", str(prompts), "--n", "4", "--max-tokens", "8",
-             "--arrivals", "burst", "--no-oracle", "--out", str(out),
-             "--arm", "prio=--engine vllm --mode priority --predictor constant:tokens=5",
-             "--arm", "queue=--engine vllm --mode queue --max-inflight 2 --predictor constant:tokens=5"],
-        )  # fmt: skip
+    result = compare_on_the_stub(tmp_path, 4, [
+        "--arrivals", "burst", "--no-oracle",
+        "--arm", "prio=--engine vllm --mode priority --predictor constant:tokens=5",
+        "--arm", "queue=--engine vllm --mode queue --max-inflight 2 --predictor constant:tokens=5"])  # fmt: skip
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "burst" / "comparison.json").read_text())
     assert meta["run_order"] == ["round1-fcfs", "round1-prio", "round1-queue"]
