@@ -7,9 +7,18 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from typer.testing import CliRunner
+import pytest
+from typer.testing import CliRunner, Result
 
-from lengthwise.bench.compare import DEFAULT_GATEWAY_ARGS, Arm, default_gateway_args, interleaved, standard_arms
+from lengthwise.bench.compare import (
+    DEFAULT_GATEWAY_ARGS,
+    Arm,
+    custom_arms,
+    default_gateway_args,
+    interleaved,
+    parse_arm,
+    standard_arms,
+)
 from lengthwise.bench.runfile import load_run
 from lengthwise.bench.services import free_port, running_server
 from lengthwise.cli import app
@@ -38,19 +47,25 @@ def test_six_rounds_of_three_arms_balance_positions_and_neighbours() -> None:
     assert set(follows.values()) == {2} and len(follows) == 6  # each arm follows each other twice
 
 
-def test_compare_runs_every_arm_per_scenario_and_writes_the_reports(tmp_path: Path) -> None:
+def compare_on_the_stub(tmp_path: Path, n: int, args: list[str]) -> Result:
+    """`bench compare` of `n` made-up prompts against the stub engine (8-token answers), into tmp_path/out."""
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"question {i} " * (i + 1)}) + "\n" for i in range(6)))
+    prompts.write_text("".join(json.dumps({"prompt": f"question {i} " * (i + 1)}) + "\n" for i in range(n)))
     port = free_port()
     stub = [sys.executable, "-m", "lengthwise.testing.stub_backend", "--port", str(port), "--token-interval-ms", "2"]
-    out = tmp_path / "out"
     with running_server(stub, f"http://127.0.0.1:{port}", tmp_path / "stub.log", start_timeout_s=60) as url:
-        result = CliRunner().invoke(
+        return CliRunner().invoke(
             app,
-            ["bench", "compare", "--url", url, "--workload", str(prompts), "--n", "6", "--max-tokens", "8",
-             "--rounds", "2", "--load", "0.8", "--predictor", "constant:tokens=5", "--out", str(out),
-             "--arrivals", "burst", "--arrivals", "poisson", "--budget-minutes", "10"],
+            ["bench", "compare", "--url", url, "--workload", str(prompts), "--n", str(n), "--max-tokens", "8",
+             "--out", str(tmp_path / "out"), *args],
         )  # fmt: skip
+
+
+def test_compare_runs_every_arm_per_scenario_and_writes_the_reports(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = compare_on_the_stub(tmp_path, 6, [
+        "--rounds", "2", "--load", "0.8", "--predictor", "constant:tokens=5",
+        "--arrivals", "burst", "--arrivals", "poisson", "--budget-minutes", "10"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "budget: " in result.output and "6 prompts" in result.output  # the stub is fast: every prompt fits
     poisson = out / "poisson-load0.8"
@@ -80,3 +95,60 @@ def test_compare_runs_every_arm_per_scenario_and_writes_the_reports(tmp_path: Pa
 def test_report_rebuilds_every_scenario_under_a_folder(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bench", "report", str(tmp_path)])
     assert result.exit_code == 1 and "no comparison.json" in result.output
+
+
+def test_arm_specs_become_gateway_arms_between_fcfs_and_oracle() -> None:
+    arms = custom_arms(["sjf=--mode queue --policy sjf", "srpt=--mode queue --preempt 'margin=2,max=1'"])
+    assert [a.name for a in arms] == ["fcfs", "sjf", "srpt", "oracle"]
+    assert arms[1].gateway_args == ("--mode", "queue", "--policy", "sjf")
+    assert arms[2].gateway_args == ("--mode", "queue", "--preempt", "margin=2,max=1")  # split as a shell would
+    assert parse_arm(" a.b+c = --x").name == "a.b+c"
+
+
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        (["sjf --mode queue"], "give NAME=GATEWAY ARGS"),
+        (["=--mode queue"], "a name of letters"),
+        (["a/b=--mode queue"], "a name of letters"),
+        (["fcfs=--mode queue"], "fcfs and oracle are the comparison's own arms"),
+        (["oracle=--mode queue"], "fcfs and oracle are the comparison's own arms"),
+        (["sjf=  "], "no gateway arguments"),
+        (["sjf=--preempt 'margin=2"], "No closing quotation"),
+        (["sjf=--mode queue", "sjf=--mode both"], "sjf given more than once"),
+    ],
+)
+def test_bad_arm_specs_are_clear_errors(specs: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        custom_arms(specs)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--arm", "sjf=--mode queue", "--predictor", "self"], "use it without --predictor"),
+        (["--arm", "fcfs=--mode queue"], "fcfs and oracle"),
+    ],
+)
+def test_compare_refuses_bad_arms_before_starting_anything(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["bench", "compare", "--url", "http://127.0.0.1:9", *args])
+    unboxed = " ".join(result.output.replace("│", " ").split())  # rich wraps the error in a box
+    assert result.exit_code == 2 and message in unboxed
+
+
+def test_arms_with_their_own_gateway_arguments_save_the_gateway_counters(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = compare_on_the_stub(tmp_path, 4, [
+        "--arrivals", "burst", "--no-oracle",
+        "--arm", "prio=--engine vllm --mode priority --predictor constant:tokens=5",
+        "--arm", "queue=--engine vllm --mode queue --max-inflight 2 --predictor constant:tokens=5"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "burst" / "comparison.json").read_text())
+    assert meta["run_order"] == ["round1-fcfs", "round1-prio", "round1-queue"]
+    assert meta["arms"]["queue"].endswith("--mode queue --max-inflight 2 --predictor constant:tokens=5")
+    queue = load_run(out / "burst" / "runs" / "round1-queue.json")
+    assert queue.config["gateway_metrics"]["lengthwise_preemptions_total"] == 0  # no --preempt
+    assert "gateway_metrics" not in load_run(out / "burst" / "runs" / "round1-fcfs.json").config
+    report = (out / "burst" / "report.md").read_text()
+    assert "## Relative to prio, the first gateway arm" in report and "| queue | " in report
+    assert "## Preemption and resumes (each gateway run)" in report and "| 1 | queue | 0 | 0 | 0 | 0 |" in report

@@ -110,3 +110,37 @@ def test_no_share_of_a_gain_the_oracle_did_not_make_and_no_tau_for_equal_predict
     assert "guided / fcfs mean E2E" in summary["headline"]
     assert "guided: share of the oracle's gain" not in summary["headline"]
     assert "guided: no ranking (every prediction the same: arrival order)" in text
+
+
+def test_gateway_arms_are_compared_with_the_first_and_their_resumes_reported(tmp_path: Path) -> None:
+    """Two gateway arms (the second preempting): ratios to the first, and each run's preemptions and prefill."""
+    runs = []
+    for r in (1, 2):
+        for arm, name in (("fcfs", "fcfs"), ("guided", "sjf"), ("oracle", "srpt")):
+            run = synthetic_run(arm, r)
+            extra = 700.0 * r if name == "srpt" else 0.0  # srpt's continuations: 700 uncached tokens a round
+            run.config.update(arm=name, engine_metrics={"vllm:prompt_tokens_total": 9000.0 + extra,
+                                                        "vllm:prompt_tokens_cached_total": 1000.0})  # fmt: skip
+            if name != "fcfs":
+                run.config["gateway_args"] = ["--mode", "queue"]
+                run.config["gateway_metrics"] = {
+                    "lengthwise_preemptions_total": 3.0 * r if name == "srpt" else 0.0,
+                    "lengthwise_resume_prompt_tokens_total": 2000.0 * r if name == "srpt" else 0.0,
+                    "lengthwise_resume_cached_tokens_total": 1300.0 * r if name == "srpt" else 0.0,
+                }
+            runs.append(run)
+    text = write_report(tmp_path, runs, {"max_tokens": 128}).read_text()
+    assert "## Relative to sjf, the first gateway arm" in text
+    assert re.search(r"\| srpt \| 0\.\d\d× \[0\.\d\d, 0\.\d\d\] \|", text)  # srpt is oracle-fast, sjf guided-slow
+    assert "| 2 | srpt | 6 | 4,000 | 2,600 | 1,400 | 0.65 | 9,400 | +1,400 |" in text
+    assert "| 1 | sjf | 0 | 0 | 0 | 0 |  | 8,000 | +0 |" in text
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["ratios_to_first_gateway_arm"]["baseline"] == "sjf"
+    assert summary["resumes"][-1] == {"round": 2, "arm": "srpt", "preemptions": 6, "resume_prompt_tokens": 4000,
+                                      "resume_cached_tokens": 2600, "extra_prefill_tokens": 1400,
+                                      "engine_prefilled_tokens": 9400.0}  # fmt: skip
+
+
+def test_a_report_without_gateway_counters_has_no_resume_section(results: Path) -> None:
+    text = write_report(results, *load_results(results)).read_text()
+    assert "Preemption and resumes" not in text and "the first gateway arm" not in text

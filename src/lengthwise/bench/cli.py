@@ -144,6 +144,7 @@ def print_comparison(out_dir: Path, goodput: list[str] | None) -> Path:
     """Rebuild the report of one scenario folder, print its tables and per-round ratios; return report.md."""
     from lengthwise.bench import report as rp
     from lengthwise.bench.ratios import METRICS
+    from lengthwise.bench.resumes import resume_header, resume_rows
 
     runs, meta = rp.load_results(out_dir)
     report = rp.write_report(out_dir, runs, meta, goodput)
@@ -151,6 +152,13 @@ def print_comparison(out_dir: Path, goodput: list[str] | None) -> Path:
     ratios = rp.arm_ratios(items)
     scenario = f"{meta['scenario']}: " if meta.get("scenario") else ""
     console.print(_table(f"{scenario}arm / FCFS, paired by prompt: estimate [95% CI]", ["arm", *METRICS], rp.ratio_rows(ratios)))
+    first_gateway, versus = rp.gateway_ratios(items)
+    if first_gateway is not None:
+        console.print(_table(f"{scenario}arm / {first_gateway}, paired by prompt: estimate [95% CI]", ["arm", *METRICS],
+                             rp.ratio_rows(versus)))  # fmt: skip
+    resumes = resume_rows([(i.round, i.arm, i.run) for i in items], rp.BASELINE)
+    if resumes:
+        console.print(_table(f"{scenario}preemption and resumes", resume_header(rp.BASELINE), resumes))
     console.print(_table(f"{scenario}mean over rounds [min–max]", ["arm", *(t for _, t, _ in rp.COLUMNS)], rp.arm_table_rows(items)))
     fairness = rp.arm_table_rows(items, rp.FAIRNESS)
     console.print(_table(f"{scenario}fairness, mean over rounds", ["arm", *(t for _, t, _ in rp.FAIRNESS)], fairness))
@@ -238,6 +246,13 @@ def compare(
         list[str] | None,
         typer.Option(help="Gateway arguments for the guided arms, replacing '--engine vllm --mode priority' (the gateway's default policy; plus '--backend-seats N' with the embedded engine's --max-num-seqs N) (repeatable)."),
     ] = None,
+    arm: Annotated[
+        list[str] | None,
+        typer.Option(help="A gateway arm of its own, NAME=GATEWAY ARGS (split as a shell would), e.g. "
+                     "'srpt=--engine vllm --mode queue --max-inflight 4 --policy srpt --preempt margin=2'; "
+                     "repeatable, replacing the arms of --predictor and --gateway-arg; the first is the one "
+                     "the report compares the others with."),
+    ] = None,
     no_oracle: Annotated[bool, typer.Option("--no-oracle", help="Leave the oracle arm out.")] = False,
     goodput: Goodput = None,
     seed: Seed = 0,
@@ -247,7 +262,7 @@ def compare(
     out: Annotated[Path, typer.Option(help="Folder for the calibration and a folder per scenario (runs, report, plots).")] = Path("runs/compare"),
 ) -> None:
     """The same prompts and arrival times through FCFS, LLM-guided and oracle scheduling, in rounds."""
-    from lengthwise.bench.compare import Settings, default_gateway_args, run_compare, standard_arms
+    from lengthwise.bench.compare import Settings, custom_arms, default_gateway_args, run_compare, standard_arms
     from lengthwise.bench.prompts import load_prompts
     from lengthwise.core.openai_server import served_model
     from lengthwise.bench.cpus import LAYOUTS, cores_for, pinned, usable
@@ -264,7 +279,15 @@ def compare(
         raise typer.BadParameter("a positive number of minutes", param_hint="--budget-minutes")
     slos = _goodput(goodput)
     scenarios = tuple(Scenario(kind, load, rate, burstiness) for kind in kinds)  # type: ignore[arg-type]
-    arms = standard_arms(predictor or [DEFAULT_PREDICTOR], tuple(gateway_arg) if gateway_arg else default_gateway_args(max_num_seqs if url is None else None))
+    if arm and (predictor or gateway_arg):
+        raise typer.BadParameter("--arm gives each gateway arm its arguments: use it without --predictor and --gateway-arg")
+    try:
+        arms = custom_arms(arm) if arm else standard_arms(
+            predictor or [DEFAULT_PREDICTOR],
+            tuple(gateway_arg) if gateway_arg else default_gateway_args(max_num_seqs if url is None else None),
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--arm") from None
     if no_oracle:
         arms = [a for a in arms if not a.oracle]
     if usable(cpu_layout) != cpu_layout:  # type: ignore[arg-type]

@@ -14,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
+import shlex
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,7 @@ from lengthwise.bench.services import (
     engine_counters,
     free_port,
     gateway_command,
+    gateway_counters,
     running_server,
     wait_idle,
 )
@@ -64,14 +68,48 @@ class Arm:
     oracle: bool = False
 
 
+def _with_baselines(gateway_arms: Sequence[Arm]) -> list[Arm]:
+    return [Arm("fcfs"), *gateway_arms, Arm("oracle", oracle=True)]
+
+
 def standard_arms(predictors: Sequence[str] = (DEFAULT_PREDICTOR,), gateway_args: Sequence[str] = DEFAULT_GATEWAY_ARGS) -> list[Arm]:
     """FCFS (the engine alone), one gateway arm per predictor (the first is `guided`), oracle."""
-    guided = [
+    return _with_baselines([
         Arm("guided" if i == 0 else f"guided:{spec}", (*gateway_args, "--predictor", spec))
         for i, spec in enumerate(predictors)
-    ]
-    return [Arm("fcfs"), *guided, Arm("oracle", oracle=True)]
+    ])  # fmt: skip
 
+
+#: An arm's name names its run files: letters, digits, `_ . + -`.
+_ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def parse_arm(spec: str) -> Arm:
+    """`NAME=GATEWAY ARGS` (the arguments split as a shell would) as a gateway arm."""
+    name, sep, args = spec.partition("=")
+    name = name.strip()
+    if not sep:
+        raise ValueError(f"--arm {spec!r}: give NAME=GATEWAY ARGS, e.g. 'sjf=--mode queue --policy sjf'")
+    if not _ARM_NAME.fullmatch(name):
+        raise ValueError(f"--arm {spec!r}: a name of letters, digits and _ . + - (it names the run files)")
+    if name in ("fcfs", "oracle"):
+        raise ValueError(f"--arm {name}: fcfs and oracle are the comparison's own arms; choose another name")
+    try:
+        argv = tuple(shlex.split(args))
+    except ValueError as exc:
+        raise ValueError(f"--arm {name}: {exc}") from None
+    if not argv:
+        raise ValueError(f"--arm {name}: no gateway arguments after '='")
+    return Arm(name, argv)
+
+
+def custom_arms(specs: Sequence[str]) -> list[Arm]:
+    """FCFS, a gateway arm per `NAME=GATEWAY ARGS` spec (`parse_arm`), oracle."""
+    arms = [parse_arm(spec) for spec in specs]
+    twice = sorted(name for name, k in Counter(a.name for a in arms).items() if k > 1)
+    if twice:
+        raise ValueError(f"--arm: each name once ({', '.join(twice)} given more than once)")
+    return _with_baselines(arms)
 
 
 def interleaved(arms: Sequence[Arm], rounds: int) -> list[list[Arm]]:
@@ -228,7 +266,10 @@ def run_arm(
     port = free_port()
     cmd = gateway_command(settings.engine_url, port, arm.gateway_args)
     with running_server(cmd, f"http://127.0.0.1:{port}", folder / "logs" / f"gateway-{label}.log") as url:
-        return _run(plan, Target(url, settings.model), label, extra)
+        run = _run(plan, Target(url, settings.model), label, extra)
+        # The gateway was started for this run: its counters (preemptions, resumes) are the run's.
+        run.config["gateway_metrics"] = gateway_counters(url)
+        return run
 
 
 def _measured_run(

@@ -21,6 +21,7 @@ import numpy as np
 
 from lengthwise.bench import plots
 from lengthwise.bench.ratios import METRICS, PairedRounds, Ratio, ratios
+from lengthwise.bench.resumes import resume_header, resume_rows, resume_summary
 from lengthwise.core.stats import kendall_tau
 from lengthwise.bench.runfile import BenchRun, load_run
 from lengthwise.bench.speed import engine_speed, is_outlier, relative_to_round
@@ -77,20 +78,29 @@ def aggregate(items: Sequence[ArmRun], key: str) -> dict[str, tuple[float, float
     return out
 
 
-def arm_ratios(items: Sequence[ArmRun]) -> dict[str, dict[str, Ratio]]:
-    """Per arm but FCFS: each metric of `ratios.METRICS` relative to FCFS over the rounds both ran."""
+def arm_ratios(items: Sequence[ArmRun], baseline: str = BASELINE) -> dict[str, dict[str, Ratio]]:
+    """Per arm but the baseline: each metric of `ratios.METRICS` relative to the baseline over the rounds both ran."""
     by = {(i.round, i.arm): i for i in items}
     out = {}
     for arm in arms_in_order(items):
-        rounds = sorted(r for r, a in by if a == arm and (r, BASELINE) in by)
-        if arm == BASELINE or not rounds:
+        rounds = sorted(r for r, a in by if a == arm and (r, baseline) in by)
+        if arm == baseline or not rounds:
             continue
-        pairs = [(by[r, arm], by[r, BASELINE]) for r in rounds]
+        pairs = [(by[r, arm], by[r, baseline]) for r in rounds]
         out[arm] = ratios(PairedRounds(
             [a.run.records for a, _ in pairs], [b.run.records for _, b in pairs],
             [a.summary["output_throughput"] for a, _ in pairs], [b.summary["output_throughput"] for _, b in pairs],
         ))  # fmt: skip
     return out
+
+
+def gateway_ratios(items: Sequence[ArmRun]) -> tuple[str | None, dict[str, dict[str, Ratio]]]:
+    """The first gateway arm (round 1 runs the arms in the order given), and every later gateway arm's
+    ratios to it (`arm_ratios`); None and none with fewer than two gateway arms."""
+    gateways = [arm for arm in arms_in_order(items) if any(i.run.config.get("gateway_args") for i in items if i.arm == arm)]
+    if len(gateways) < 2:
+        return None, {}
+    return gateways[0], arm_ratios([i for i in items if i.arm in gateways], baseline=gateways[0])
 
 
 def ratio_rows(table: Mapping[str, Mapping[str, Ratio]]) -> list[list[str]]:
@@ -274,10 +284,32 @@ FAIRNESS_NOTE = (
     "Wait is the time to first token (queueing plus prefill, as the client sees it); slowdown is E2E ÷ the "
     "request's own service time (the run's shortest TTFT as its prefill, plus its own decode time)."
 )
+RESUMES_NOTE = (
+    "From the gateway's counters at the end of its run: requests preempted, and the prompt tokens of their "
+    "continuations (the original prompt plus the answer so far), of them served from the engine's prefix cache; "
+    "extra prefill = the rest, computed again because a run was cut. From the engine's counters around the run: "
+    "prompt tokens minus those its prefix cache served, and the difference to FCFS in the same round (which also holds a "
+    "gateway's prediction queries to the engine, if it sends any)."
+)
 SPEED_NOTE = (
     "Engine tok/s: output tokens the engine generated (vLLM's counter, prediction queries included) per "
     "second in which a request of the run was in flight; ⚠: more than 15% from the median of its round."
 )
+
+
+def _versus_lines(first: str | None, versus: Mapping[str, Mapping[str, Ratio]]) -> list[str]:
+    if first is None:
+        return []
+    return [f"## Relative to {first}, the first gateway arm (estimate [95% bootstrap CI])", "",
+            RATIOS_NOTE.replace("FCFS", first), "", *_md_table(["arm", *METRICS], ratio_rows(versus)), ""]  # fmt: skip
+
+
+def _resume_lines(runs: list[tuple[int, str, BenchRun]]) -> list[str]:
+    rows = resume_rows(runs, BASELINE)
+    if not rows:
+        return []
+    return ["## Preemption and resumes (each gateway run)", "", RESUMES_NOTE, "",
+            *_md_table(resume_header(BASELINE), rows), ""]  # fmt: skip
 
 
 def write_report(
@@ -295,6 +327,8 @@ def write_report(
     table = arm_ratios(items)
     heads = headline(items, table)
     quality = prediction_quality(items)
+    first_gateway, versus = gateway_ratios(items)
+    per_run = [(i.round, i.arm, i.run) for i in items]
     lines = [
         "# lengthwise: FCFS vs LLM-guided vs oracle" + (f" — {meta['scenario']}" if meta.get("scenario") else ""),
         "",
@@ -306,6 +340,8 @@ def write_report(
         "",
         *_md_table(["arm", *METRICS], ratio_rows(table)),
         "",
+        *_versus_lines(first_gateway, versus),
+        *_resume_lines(per_run),
         "## Per arm (mean over rounds, [min–max] across rounds)",
         "",
         *_md_table(["arm", *(title for _, title, _ in COLUMNS)], arm_table_rows(items)),
@@ -343,6 +379,9 @@ def write_report(
         "runs": [{"arm": i.arm, "round": i.round, "summary": i.summary, "engine_speed": asdict(engine_speed(i.run))}
                  for i in items],
         "ratios": {arm: {m: asdict(r) for m, r in by_metric.items()} for arm, by_metric in table.items()},
+        "ratios_to_first_gateway_arm": {"baseline": first_gateway, **{
+            arm: {m: asdict(r) for m, r in by_metric.items()} for arm, by_metric in versus.items()}},
+        "resumes": resume_summary(per_run),
         "headline": heads,
         "prediction_quality": quality,
     }

@@ -114,19 +114,37 @@ def engine_busy(url: str) -> float | None:
     return sum(values) if values else None
 
 
-#: vLLM's counters that measure the engine's own speed over a run (summed over labels).
+#: vLLM's counters that measure the engine's own speed and prefill work over a run (summed over labels):
+#: `prompt_tokens_cached` is the part of `prompt_tokens` its prefix cache served.
 ENGINE_COUNTERS = (
     "vllm:generation_tokens_total",
     "vllm:prompt_tokens_total",
+    "vllm:prompt_tokens_cached_total",
     "vllm:inter_token_latency_seconds_sum",
     "vllm:inter_token_latency_seconds_count",
 )
+#: The gateway's counters of preemption and of the continuations' prompts (docs/GATEWAY.md, Preemption).
+GATEWAY_COUNTERS = (
+    "lengthwise_preemptions_total",
+    "lengthwise_resume_prompt_tokens_total",
+    "lengthwise_resume_cached_tokens_total",
+)
+
+
+def read_counters(url: str, names: Sequence[str]) -> dict[str, float]:
+    """Those of `names` a server's /metrics exports now (none for a server without /metrics)."""
+    samples = _metric_samples(url) or {}
+    return {name: samples[name] for name in names if name in samples}
 
 
 def engine_counters(url: str) -> dict[str, float]:
-    """The engine's speed counters now (those it exports; none for a server without /metrics)."""
-    samples = _metric_samples(url) or {}
-    return {name: samples[name] for name in ENGINE_COUNTERS if name in samples}
+    """The engine's `ENGINE_COUNTERS` now."""
+    return read_counters(url, ENGINE_COUNTERS)
+
+
+def gateway_counters(url: str) -> dict[str, float]:
+    """A lengthwise gateway's `GATEWAY_COUNTERS` now."""
+    return read_counters(url, GATEWAY_COUNTERS)
 
 
 def wait_idle(url: str, timeout_s: float = 300.0) -> bool:
