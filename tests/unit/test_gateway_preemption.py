@@ -207,7 +207,7 @@ async def _decision(policy: str, predicted: float, generated: int, settings: str
                     deadline: float | None = None, resume_cost_s: float | None = None,
                     reference_s: float = 1000.0) -> bool:
     preemptor, scheduler, backend = _preemptor(policy, settings)
-    preemptor.resume_cost_s = resume_cost_s
+    preemptor.resume_cost.measured_s = resume_cost_s
     if hasattr(preemptor.policy, "fcfs"):
         preemptor.policy.fcfs.reference = reference_s  # the FCFS-equivalent waits of this workload so far
     await scheduler.admit(Job("long", arrival=0.0), backend)  # takes the seat
