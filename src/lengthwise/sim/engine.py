@@ -278,8 +278,9 @@ class EngineRun:
         if arrival < math.inf and (seats_free or (config.preemptive and config.preempt_threshold < math.inf)
                                    or config.preempt is not None):
             steps = min(steps, _steps_to_reach(first_step_s, growth_s, arrival - self.now))
-        if config.preempt is not None and self.scheduler.has_waiting():  # the gateway checks every check_every tokens
-            steps = min(steps, config.preempt.check_every)
+        gateway = self.scheduler.gateway
+        if gateway is not None and self.scheduler.has_waiting():  # the gateway checks every check_every tokens
+            steps = min(steps, max(gateway.steps_to_check(batch), 1))
         steps = batch.steps_that_fit(steps, config.num_blocks)
         self._pending = (None, steps, first_step_s, growth_s)
         return self.now + steps * first_step_s + growth_s * steps * (steps - 1) / 2

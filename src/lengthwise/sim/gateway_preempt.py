@@ -48,7 +48,11 @@ class GatewayPreemption:
 
     def due(self, batch: DecodeBatch) -> bool:
         """`check_every` decode steps have passed since the last check."""
-        return batch.steps - self.checked_at >= self.settings.check_every
+        return self.steps_to_check(batch) <= 0
+
+    def steps_to_check(self, batch: DecodeBatch) -> int:
+        """Decode steps until the next periodic check (a decode stretch ends there while requests wait)."""
+        return self.checked_at + self.settings.check_every - batch.steps
 
     def victim(self, batch: DecodeBatch, head: SimRequest, now: float) -> SimRequest | None:
         """The decoding request that yields its seat to `head`, if one should."""
