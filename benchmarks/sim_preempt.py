@@ -126,7 +126,7 @@ def main() -> None:
     ap.add_argument("--burst-max-tokens", type=int, default=128)
     ap.add_argument("--draws", type=int, default=20, help="burst: draws of prompts and prediction noise")
     ap.add_argument("--skip-load", action="store_true", help="only the burst table")
-    ap.add_argument("--out", type=Path, default=None, help="write the rows to OUT/sim_preempt.json")
+    ap.add_argument("--out", type=Path, default=None, help="write the rows to OUT/sim_preempt-POLICY.json")
     args = ap.parse_args()
     settings = PreemptSettings.parse(args.preempt)
     print(f"gateway preemption {settings}; predictions {PREDICTIONS}; policy {args.policy}")
@@ -145,7 +145,7 @@ def main() -> None:
                                   args.burst_max_tokens)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "sim_preempt.json").write_text(json.dumps(out, indent=1))
+        (args.out / f"sim_preempt-{args.policy}.json").write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
