@@ -69,7 +69,8 @@ LOAD_HEADER = ("| workload | seats | load | FCFS mean E2E | non-preemptive mean 
 def _load_line(r: dict[str, object]) -> str:
     return (f"| {r['workload']} ({r['requests']:,}) | {r['seats']} | {r['load']:.1f} | {r['fcfs_mean_s']:.2f} s "
             f"| {r['plain_mean']:.3f} | {r['pre_mean']:.3f} | **{r['gain']:.3f}** | {r['plain_p99']:.3f} "
-            f"| {r['pre_p99']:.3f} | {r['preemptions']:,.0f} | {r['wasted']:.2%} | {r['cached']:.1%} |")
+            f"| {r['pre_p99']:.3f} | {r['preemptions']:,.0f} | {r['wasted']:.2%} "
+            f"| {format(r['cached'], '.1%') if r['preemptions'] else '–'} |")
 
 
 #: Burst arms: (label, policy, gateway preemption).

@@ -62,12 +62,11 @@ class GatewayPreemption:
             return None
         for request in decoding:
             self.length(request).reprice(request.job, batch.generated_tokens(request))
-        victim = max(decoding, key=lambda r: self.policy.key(r.job, now))
-        generated = victim.job.generated_tokens
-        if generated < 1 or not self.settings.should_yield(
+        victim = max(decoding, key=lambda r: self.policy.key(r.job, now))  # a decoder has produced a token
+        if not self.settings.should_yield(
             self.policy, victim.job, head.job, now, preemptions=victim.preemptions,
             expected_length=self.length(victim).expected_total(0),
-            resume_cost_s=self.resume_cost.expected(generated, self.service),
+            resume_cost_s=self.resume_cost.expected(victim.job.generated_tokens, self.service),
         ):  # fmt: skip
             return None
         victim.preemptions += 1
