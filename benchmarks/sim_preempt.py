@@ -10,10 +10,11 @@ Two tables:
    tokens the prefix cache still held.
 2. Burst (`--burst N`): N ShareGPT dev prompts at t=0, max_tokens 128, on the embedded
    engine's cost model (vLLM CPU, `docs/results/sim_validation/cpu-profile.json`, its
-   128-token blocks, 682 blocks, 2,048-token budget) at 4 and 8 seats: preemptive SRPT,
-   SJF, the default policy with and without preemption, each over FCFS, averaged over
-   `--draws` draws of the prompts (and of the prediction noise), for comparison with the
-   real engine's measured ratio.
+   128-token blocks, 682 blocks, 2,048-token budget) at 4 and 8 seats, all queued at once
+   or the first `seats` of them sent at once (`BURST_ENTRIES`): preemptive SRPT, SJF, the
+   default policy with and without preemption, each over FCFS, averaged over `--draws`
+   draws of the prompts (and of the prediction noise), for comparison with the real
+   engine's measured ratio.
 
 Run: `nice -n 19 taskset -c 0 .venv/bin/python benchmarks/sim_preempt.py [--out DIR]`.
 """
@@ -21,10 +22,13 @@ Run: `nice -n 19 taskset -c 0 .venv/bin/python benchmarks/sim_preempt.py [--out 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 from dataclasses import asdict, replace
 from pathlib import Path
+
+import numpy as np
 
 from lengthwise.core.policy import DEFAULT_POLICY
 from lengthwise.core.preempt import PreemptSettings
@@ -76,26 +80,35 @@ def _load_line(r: dict[str, object]) -> str:
 #: Burst arms: (label, policy, gateway preemption).
 BURST_ARMS = (("preemptive SRPT", "srpt", True), ("SJF", "sjf", False),
               (f"{DEFAULT_POLICY} + preempt", DEFAULT_POLICY, True), (DEFAULT_POLICY, DEFAULT_POLICY, False))
+#: How the burst reaches the engine: all queued at once (admitted in policy order), or the first `seats`
+#: sent at once, in arrival order, as the gateway forwards a request while its backend has a free seat
+#: (predicted in the background, `lazy_prediction`), the rest queued a moment later.
+BURST_ENTRIES = ("all queued", "first seats at once")
 
 
 def burst_rows(n: int, seats: list[int], draws: int, settings: PreemptSettings, max_tokens: int) -> list[dict[str, object]]:
     cost, rows = build_cost(CPU_PROFILE), []
-    for n_seats in seats:
+    plain_specs = ["fcfs", *dict.fromkeys(policy for _, policy, preempt in BURST_ARMS if not preempt)]
+    preempt_specs = list(dict.fromkeys(policy for _, policy, preempt in BURST_ARMS if preempt))
+    for n_seats, entry in itertools.product(seats, BURST_ENTRIES):
         config = EngineConfig(max_num_seqs=n_seats, max_tokens=max_tokens, **CPU_ENGINE)
         ratios: dict[str, list[float]] = {label: [] for label, _, _ in BURST_ARMS}
         preemptions: list[float] = []
         wasted: list[float] = []
         for draw in range(draws):
             w = build_workload("sharegpt", n, arrivals="burst", seed=draw, max_output=max_tokens)
-            (fcfs,) = run_arms(w, [Arm("fcfs")], config, cost, PREDICTIONS, seed=draw)
+            if entry != BURST_ENTRIES[0]:
+                w = w.with_arrivals(np.where(np.arange(n) < n_seats, 0.0, 1e-6))
+            plain = {r.arm.spec: r.metrics for r in run_arms(w, [Arm(s) for s in plain_specs], config, cost,
+                                                               PREDICTIONS, seed=draw)}
+            pre = {r.arm.spec: r.metrics for r in run_arms(w, [Arm(s) for s in preempt_specs],
+                                                           replace(config, preempt=settings), cost, PREDICTIONS,
+                                                           seed=draw)}  # fmt: skip
             for label, policy, preempt in BURST_ARMS:
-                arm_config = replace(config, preempt=settings) if preempt else config
-                (r,) = run_arms(w, [Arm(policy)], arm_config, cost, PREDICTIONS, seed=draw)
-                ratios[label].append(r.metrics["mean_e2el_ms"] / fcfs.metrics["mean_e2el_ms"])
-                if label == BURST_ARMS[0][0]:
-                    preemptions.append(r.metrics["preemptions"])
-                    wasted.append(r.metrics["resume_prefill_share"])
-        row: dict[str, object] = {"seats": n_seats, "prompts": n, "draws": draws,
+                ratios[label].append((pre if preempt else plain)[policy]["mean_e2el_ms"] / plain["fcfs"]["mean_e2el_ms"])
+            preemptions.append(pre[BURST_ARMS[0][1]]["preemptions"])
+            wasted.append(pre[BURST_ARMS[0][1]]["resume_prefill_share"])
+        row: dict[str, object] = {"seats": n_seats, "entry": entry, "prompts": n, "draws": draws,
                                   "preemptions": statistics.mean(preemptions), "wasted": statistics.mean(wasted)}
         for label, values in ratios.items():
             row[label] = (statistics.mean(values), min(values), max(values))
@@ -104,13 +117,13 @@ def burst_rows(n: int, seats: list[int], draws: int, settings: PreemptSettings, 
     return rows
 
 
-BURST_HEADER = ("| seats | " + " | ".join(f"{label} / FCFS" for label, _, _ in BURST_ARMS)
-                + " | SRPT preemptions | SRPT resume prefill share |\n|---" + "|---" * (len(BURST_ARMS) + 2) + "|")
+BURST_HEADER = ("| seats | burst | " + " | ".join(f"{label} / FCFS" for label, _, _ in BURST_ARMS)
+                + " | SRPT preemptions | SRPT resume prefill share |\n|---|---" + "|---" * (len(BURST_ARMS) + 2) + "|")
 
 
 def _burst_line(r: dict[str, object]) -> str:
     cells = [f"{m:.3f} ({lo:.2f}–{hi:.2f})" for m, lo, hi in (r[label] for label, _, _ in BURST_ARMS)]  # type: ignore[misc]
-    return f"| {r['seats']} | " + " | ".join(cells) + f" | {r['preemptions']:.1f} | {r['wasted']:.2%} |"
+    return f"| {r['seats']} | {r['entry']} | " + " | ".join(cells) + f" | {r['preemptions']:.1f} | {r['wasted']:.2%} |"
 
 
 def main() -> None:
@@ -125,7 +138,7 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=40, help="burst size (0: no burst table)")
     ap.add_argument("--burst-seats", default="4,8")
     ap.add_argument("--burst-max-tokens", type=int, default=128)
-    ap.add_argument("--draws", type=int, default=20, help="burst: draws of prompts and prediction noise")
+    ap.add_argument("--draws", type=int, default=10, help="burst: draws of prompts and prediction noise")
     ap.add_argument("--skip-load", action="store_true", help="only the burst table")
     ap.add_argument("--out", type=Path, default=None, help="write the rows to OUT/sim_preempt-POLICY.json")
     args = ap.parse_args()
