@@ -207,7 +207,7 @@ async def _decision(policy: str, predicted: float, generated: int, settings: str
                     deadline: float | None = None, resume_cost_s: float | None = None,
                     reference_s: float = 1000.0) -> bool:
     preemptor, scheduler, backend = _preemptor(policy, settings)
-    preemptor.resume_cost_s = resume_cost_s
+    preemptor.resume_cost.measured_s = resume_cost_s
     if hasattr(preemptor.policy, "fcfs"):  # a measured engine: 1 s of work per second
         fcfs = preemptor.policy.fcfs
         fcfs.joined(1.0), fcfs.joined(1.0), fcfs.left(1.0, 0.0), fcfs.left(1.0, 1.0)

@@ -77,6 +77,31 @@ def test_sim_run_caps_outputs_at_the_replay_records_longest(measured: tuple[Path
     assert max(outputs) == 50 and len(outputs) == 40
 
 
+def test_sim_run_models_the_gateways_preemption_on_a_burst(measured: tuple[Path, Path], tmp_path: Path) -> None:
+    run, profile = measured
+    save = tmp_path / "out.json"
+    args = ["sim", "run", "--workload", f"records:{run}", "--profile", str(profile), "--arrivals", "burst",
+            "--max-tokens", "100", "--max-num-seqs", "2", "--policy", "srpt", "--predictions", "oracle",
+            "--preempt", "margin=1,early=1", "--save", str(save)]  # fmt: skip
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "resume share of all prefill" in result.output and "outputs capped at 100 tokens (max_tokens)" in result.output
+    saved = json.loads(save.read_text())
+    assert saved["config"]["preempt"]["margin"] == 1 and saved["config"]["max_tokens"] == 100
+    records = [json.loads(line) for line in (tmp_path / "out-srpt.jsonl").read_text().splitlines()]
+    assert {r["arrival"] for r in records} == {0.0} and max(r["output_tokens"] for r in records) == 100
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--preempt", "marge=2"], "unknown field"),
+    (["--preempt", "", "--preemptive"], "choose one preemption"),
+])  # fmt: skip
+def test_sim_run_rejects_a_bad_preempt_spec_with_one_line(extra: list[str], message: str) -> None:
+    result = runner.invoke(app, ["sim", "run", "--rate", "1", *extra])
+    assert result.exit_code == 1
+    assert message in result.output
+
+
 def test_sim_run_rejects_a_bad_policy_with_one_line() -> None:
     result = runner.invoke(app, ["sim", "run", "--policy", "lifo", "--rate", "1"])
     assert result.exit_code == 1

@@ -16,7 +16,7 @@ from lengthwise.sim.engine import EngineConfig, Simulator
 from lengthwise.sim.routing import LeastRequests, LeastWork, PrefixAffinity, ReplicaLoad, RoundRobin, make_router
 from lengthwise.sim.workload import Workload, resample
 from lengthwise.testing.sim import small_workload
-from sim_strategies import configs, requests
+from sim_strategies import configs, gateway_configs, requests
 
 COST = LinearCost(c0=0.01, c_token=1e-4, c_seq=1e-4, c_ctx=1e-6, c_pair=1e-8)
 #: One seat per engine, one time unit per step: who waits behind whom is plain to see.
@@ -103,7 +103,7 @@ def test_arms_name_the_bad_queue_mode() -> None:
 # ---- one engine: the cluster's timeline is the single-engine simulator's ------------------------
 
 @settings(max_examples=40, deadline=None)
-@given(configs, requests, st.sampled_from(["fcfs", "sjf", "rr:quantum=3", "sst+deadline"]))
+@given(st.one_of(configs, gateway_configs), requests, st.sampled_from(["fcfs", "sjf", "rr:quantum=3", "sst+deadline"]))
 def test_a_one_replica_cluster_is_the_single_engine(cfg: EngineConfig, reqs, spec: str) -> None:
     if max(p + max(o, 8) for _, p, o, _ in reqs) > cfg.num_blocks * cfg.block_size:
         return

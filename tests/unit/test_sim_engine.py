@@ -8,7 +8,7 @@ from lengthwise.sim.cost import ConstantCost, LinearCost
 from lengthwise.sim import engine
 from lengthwise.sim.engine import EngineConfig, QueryConfig, Simulator
 from lengthwise.testing.sim import small_workload
-from sim_strategies import configs, requests
+from sim_strategies import configs, gateway_configs, requests
 
 COST = LinearCost(c0=0.01, c_token=1e-4, c_seq=1e-4, c_ctx=1e-6, c_pair=1e-8)
 
@@ -31,7 +31,7 @@ def test_single_slot_engine_serves_fcfs_in_arrival_order() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(configs, requests, st.sampled_from(["fcfs", "sjf", "srpt", "rr:quantum=4", "mlfq:base_quantum=2", "sjf+aging:rate=50,max_wait=0.5", "hrrn", "sst+deadline:k=1"]))
+@given(st.one_of(configs, gateway_configs), requests, st.sampled_from(["fcfs", "sjf", "srpt", "rr:quantum=4", "mlfq:base_quantum=2", "sjf+aging:rate=50,max_wait=0.5", "hrrn", "sst+deadline:k=1"]))
 def test_every_request_finishes_exactly_once_with_its_tokens(cfg: EngineConfig, reqs, spec: str) -> None:
     if max(p + max(o, 8) for _, p, o, _ in reqs) > cfg.num_blocks * cfg.block_size:
         return  # the engine rejects requests larger than its KV cache (tested below)
@@ -113,7 +113,7 @@ def _one_decode_step(run) -> float:  # noqa: ANN001 - the engine's run state
 
 
 @settings(max_examples=40, deadline=None)
-@given(configs, requests, st.sampled_from(["fcfs", "sjf", "rr:quantum=3"]))
+@given(st.one_of(configs, gateway_configs), requests, st.sampled_from(["fcfs", "sjf", "rr:quantum=3", "sst"]))
 def test_fast_forward_matches_stepping_one_decode_at_a_time(cfg: EngineConfig, reqs, spec: str) -> None:
     if max(p + max(o, 8) for _, p, o, _ in reqs) > cfg.num_blocks * cfg.block_size:
         return

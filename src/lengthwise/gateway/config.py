@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
 from lengthwise.core.policy import DEFAULT_POLICY
-from lengthwise.core.spec import parse_params
+from lengthwise.core.preempt import PreemptSettings
 from lengthwise.core.tokens import FALLBACK_TOKENS
 from lengthwise.gateway.credentials import redacted, split_credentials
 
@@ -19,45 +18,6 @@ MODES: tuple[Mode, ...] = ("priority", "queue", "both")
 #: The learned prompt model (no engine time), the engine's own self-prediction (costly:
 #: sampled on a tenth of requests until it ranks best) and prompt length.
 DEFAULT_PREDICTOR = "auto:candidates=learned:wrap=none|self|prompt-length"
-
-
-@dataclass(frozen=True)
-class PreemptSettings:
-    """`--preempt margin=2,max=1,early=0.25`: when the gateway ends a running request's upstream run
-    to admit a waiting one, and resumes it later (docs/GATEWAY.md, "Preemption")."""
-
-    #: A running request is preempted only if its key (remaining service) exceeds margin × the
-    #: waiting request's key.
-    margin: float = 2.0
-    #: Preemptions per request at most: a bound on wasted work and on how often one request yields.
-    max: int = 1
-    #: ... and only while it has generated less than this share of its predicted length, or when
-    #: the expected gain exceeds the measured cost of resuming it.
-    early: float = 0.25
-    #: Output tokens between the checks a running request makes against the queue's head (besides
-    #: the check each time a request starts waiting).
-    check_every: int = 16
-
-    def __post_init__(self) -> None:
-        if not self.margin >= 1:
-            raise ValueError(f"preempt: margin must be >= 1, got {self.margin}")
-        if self.max < 0 or self.check_every < 1:
-            raise ValueError(f"preempt: need max >= 0 and check_every >= 1, got {self.max}, {self.check_every}")
-        if not 0 <= self.early <= 1:
-            raise ValueError(f"preempt: early must be within [0, 1], got {self.early}")
-
-    @classmethod
-    def parse(cls, text: str) -> PreemptSettings:
-        """From `K=V,...` (empty: the defaults); ValueError names an unknown or bad field."""
-        params = parse_params(text, "--preempt")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"preempt: unknown field(s) {unknown}; known: {', '.join(sorted(known))}")
-        try:
-            return cls(**params)
-        except TypeError as e:
-            raise ValueError(f"preempt: bad value in {text!r}: {e}") from None
 
 
 @dataclass(frozen=True)

@@ -32,23 +32,19 @@ import functools
 import logging
 from dataclasses import dataclass, field
 
-from lengthwise.core.policy import Policy, ServiceTime
+from lengthwise.core.policy import Job, Policy, ServiceTime
+from lengthwise.core.preempt import PreemptSettings, ResumeCost
 from lengthwise.gateway.backends import Backend
-from lengthwise.gateway.config import PreemptSettings
 from lengthwise.gateway.flight import Flight
 from lengthwise.gateway.metrics import GatewayMetrics
 from lengthwise.gateway.resumable import not_resumable, remaining_cap
 from lengthwise.gateway.scheduler import Scheduler
 from lengthwise.gateway.stitch import Stitcher
 from lengthwise.predict.base import Prediction
-from lengthwise.predict.remaining import LengthDistribution
+from lengthwise.predict.remaining import UNCAPPED_TOKENS, LengthDistribution
 
 log = logging.getLogger("lengthwise.gateway")
 
-#: The cap a length distribution assumes for a request that gives none (the engine's context bounds it).
-UNCAPPED_TOKENS = 32768
-#: Weight of the newest resume in the measured resume cost (an exponentially weighted mean).
-_COST_SMOOTHING = 0.2
 
 
 @dataclass(eq=False)
@@ -61,8 +57,8 @@ class Preemptor:
     _running: dict[int, dict[str, Flight]] = field(default_factory=dict, init=False)
     #: The request being preempted on each backend (until its run has ended).
     _pending: dict[int, str] = field(default_factory=dict, init=False)
-    #: Mean seconds from sending a continuation to its first token; None before any.
-    resume_cost_s: float | None = field(default=None, init=False)
+    #: Seconds from sending a continuation to its first token.
+    resume_cost: ResumeCost = field(default_factory=ResumeCost, init=False)
     _service: ServiceTime = field(init=False)
 
     def __post_init__(self) -> None:
@@ -107,12 +103,10 @@ class Preemptor:
         if head is None or not running:
             return
         now = self.scheduler.clock()
-        if self.policy.overdue(head, now):
-            return
         for f in running.values():
             self.reprice(f)
         victim = max(running.values(), key=lambda f: self.policy.key(f.job, now))
-        if self._should_yield(victim, self.policy.key(head, now), self._service.of(head), now):
+        if self._should_yield(victim, head, now):
             victim.yield_requested = True
             self._pending[backend.index] = victim.id
             log.debug("request %s: asked to yield to %s", victim.id, head.id)
@@ -121,31 +115,21 @@ class Preemptor:
         """Re-predict a running request from the tokens it has produced: its expected total length
         given that it has not ended, so that its key is its remaining service (SRPT)."""
         assert f.stitcher is not None and f.length is not None
-        generated = f.stitcher.transcript.generated
-        f.job.generated_tokens = generated
-        f.job.predicted_tokens = f.length.expected_total(generated)
-        f.job.cached_tokens = f.job.prompt_tokens  # its prompt is in the engine's prefix cache
+        f.length.reprice(f.job, f.stitcher.transcript.generated)
 
-    def _should_yield(self, f: Flight, head_key: float, head_service_s: float, now: float) -> bool:
+    def _should_yield(self, f: Flight, head: Job, now: float) -> bool:
+        """The gateway's own conditions (a stream it can resume exactly, a token produced and one left),
+        then the shared rule (`PreemptSettings.should_yield`)."""
         assert f.stitcher is not None and f.length is not None
         transcript = f.stitcher.transcript
         left = remaining_cap(f.endpoint, f.body, transcript.generated)
         if (f.yield_requested or f.stitcher.done or not transcript.resumable(f.endpoint) or transcript.generated < 1
-                or (left is not None and left < 1) or f.preemptions >= self.settings.max
-                or self.policy.overdue(f.job, now)):
+                or (left is not None and left < 1)):
             return False
-        if not self.policy.key(f.job, now) > self.settings.margin * head_key:
-            return False
-        if transcript.generated < self.settings.early * f.length.expected_total(0):
-            return True
-        gain_s = self._service.of(f.job) - head_service_s
-        return gain_s > self.resume_cost(transcript.generated)
-
-    def resume_cost(self, generated: int) -> float:
-        """Seconds a resume is expected to cost: measured, or the prefill of the generated tokens."""
-        if self.resume_cost_s is not None:
-            return self.resume_cost_s
-        return self._service.seconds(generated, 0)
+        return self.settings.should_yield(
+            self.policy, f.job, head, now, preemptions=f.preemptions, expected_length=f.length.expected_total(0),
+            resume_cost_s=self.resume_cost.expected(transcript.generated, self._service),
+        )
 
     def preempted(self, f: Flight) -> None:
         """`f` is yielding its seat now."""
@@ -156,8 +140,7 @@ class Preemptor:
     def resumed(self, seconds: float) -> None:
         """A continuation's first token came `seconds` after it was sent."""
         self.metrics.resume_seconds.observe(seconds)
-        cost = self.resume_cost_s
-        self.resume_cost_s = seconds if cost is None else cost + _COST_SMOOTHING * (seconds - cost)
+        self.resume_cost.observe(seconds)
 
 
 def _length_from(f: Flight, cap: float, background: asyncio.Task[Prediction | None]) -> None:

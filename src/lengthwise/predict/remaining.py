@@ -17,10 +17,13 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
+from lengthwise.core.policy.job import Job
 from lengthwise.predict.base import Prediction
 from lengthwise.predict.learned.distribution import ASSUMED_SIGMA, expected_capped, expected_capped_beyond
 
 _Z = NormalDist().inv_cdf
+#: The cap a length distribution assumes for a request that gives none (the engine's context bounds it).
+UNCAPPED_TOKENS = 32768
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,14 @@ class LengthDistribution:
 
     def expected_remaining(self, generated: int) -> float:
         return self.expected_total(generated) - generated
+
+    def reprice(self, job: Job, generated: int) -> None:
+        """Re-predict a running `job` that has produced `generated` tokens: its expected total length
+        given that it has not ended, so that a policy's key for it is its remaining service (SRPT);
+        its prompt counts as cached (it is in the engine's prefix cache while it runs)."""
+        job.generated_tokens = generated
+        job.predicted_tokens = self.expected_total(generated)
+        job.cached_tokens = job.prompt_tokens
 
 
 def _mu_for_mean(mean: float, sigma: float, cap: float) -> float:

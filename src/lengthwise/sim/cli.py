@@ -54,6 +54,9 @@ ROWS: tuple[tuple[str, str, float], ...] = (
     ("prefix cache hit rate", "engine_prefix_cache_hit_rate", 1.0),
     ("query prefix reuse", "query_prefix_reuse", 1.0),
     ("preemptions", "preemptions", 1.0),
+    ("resume prefill tokens (recomputed)", "resume_prefill_tokens", 1.0),
+    ("resume share of all prefill", "resume_prefill_share", 1.0),
+    ("resumed tokens found cached", "resume_cached_share", 1.0),
     ("decode-pool busy (colocated: all engines)", "decode_busy", 1.0),
     ("decode-pool seat share", "decode_seat_share", 1.0),
     ("prefill-pool busy", "prefill_busy", 1.0),
@@ -114,6 +117,13 @@ def run(
     preempt_threshold: Annotated[
         float, typer.Option(help="Preemptive engine: an arrival preempts when its key + this <= the worst running key.")
     ] = math.inf,
+    preempt: Annotated[
+        str | None,
+        typer.Option(help="The gateway's preemption, as `lengthwise serve --preempt SPEC` (margin=2,max=1,early=0.25,"
+                         "check_every=16; '' for those defaults): a running request whose re-predicted remaining "
+                         "service exceeds margin x the waiting head's is aborted and resumed later as a continuation "
+                         "(a prefill of prompt + generated tokens, hitting the prefix cache). Not with --preemptive."),
+    ] = None,
     query: Annotated[bool, typer.Option(help="Simulate the self-prediction query before each request.")] = False,
     postfix_tokens: Annotated[int, typer.Option(help="Prediction query: postfix length (tokens).")] = 60,
     query_tokens: Annotated[int, typer.Option(help="Prediction query: tokens it generates.")] = 4,
@@ -139,6 +149,7 @@ def run(
     ] = None,
 ) -> None:
     """Simulate one workload at one load under each policy arm (same arrivals) and print a table."""
+    from lengthwise.core.preempt import PreemptSettings
     from lengthwise.core.records import parse_goodput, save_records
     from lengthwise.sim.disaggregated import Disaggregation
     from lengthwise.sim.engine import QueryConfig
@@ -154,6 +165,7 @@ def run(
             parse_goodput(slos)
         config = scenario.engine(
             prefix_caching=prefix_caching, preemptive=preemptive, preempt_threshold=preempt_threshold,
+            preempt=None if preempt is None else PreemptSettings.parse(preempt),
             query=QueryConfig(postfix_tokens, query_tokens, query_delay, query_window) if query else None,
         )  # fmt: skip
         cost = scenario.cost()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from lengthwise.core.preempt import PreemptSettings
+
 
 @dataclass(frozen=True)
 class QueryConfig:
@@ -39,6 +41,12 @@ class EngineConfig:
     preemptive: bool = False
     preempt_threshold: float = math.inf
     query: QueryConfig | None = None
+    #: The gateway's preemption in front of the engine (`lengthwise serve --preempt`: abort and
+    #: resume as a continuation, `lengthwise.sim.gateway_preempt`); None: the gateway never preempts.
+    preempt: PreemptSettings | None = None
+    #: The max_tokens clients sent: the cap of the length distributions the gateway's preemption
+    #: re-predicts with (None: uncapped, as the gateway assumes for a request that gives none).
+    max_tokens: int | None = None
     #: A decode instance of a prefill/decode deployment: a prompt's KV arrives from a
     #: prefill instance, so at its first admission all but the last prompt token are
     #: computed (the decode instance computes that one to emit the first token, as
@@ -55,5 +63,7 @@ class EngineConfig:
             )
         if self.preempt_threshold < 0:
             raise ValueError("preempt_threshold must be >= 0")
-        if self.preemptive and self.query is not None and self.query.window:
+        if (self.preemptive or self.preempt is not None) and self.query is not None and self.query.window:
             raise ValueError("the query window rule is modelled for non-preemptive engines only")
+        if self.preemptive and self.preempt is not None:
+            raise ValueError("choose one preemption: the engine's own (preemptive) or the gateway's (preempt)")

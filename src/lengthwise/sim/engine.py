@@ -33,7 +33,29 @@ from lengthwise.sim.request import SimRequest
 from lengthwise.sim.scheduler import Plan, Scheduler
 from lengthwise.sim.workload import Workload
 
-__all__ = ["EngineConfig", "EngineRun", "QueryConfig", "RequestMaker", "SimResult", "Simulator"]
+__all__ = ["EngineConfig", "EngineRun", "QueryConfig", "RequestMaker", "ResumeStats", "SimResult", "Simulator"]
+
+
+@dataclass(frozen=True)
+class ResumeStats:
+    """Prefill after preemptions: the work a preemption wastes (nothing generated is thrown away)."""
+
+    #: Prefill tokens computed in the whole run (every admission's uncached tokens).
+    prefill_tokens: int
+    #: Tokens resumes re-sent (prompt + generated), those the prefix cache had, those computed again.
+    tokens: int
+    cached_tokens: int
+    computed_tokens: int
+
+    @property
+    def prefill_share(self) -> float:
+        """The share of all prefill spent recomputing resumes: the wasted work."""
+        return self.computed_tokens / self.prefill_tokens if self.prefill_tokens else 0.0
+
+    @property
+    def cached_share(self) -> float:
+        """The share of resumed tokens the prefix cache still held."""
+        return self.cached_tokens / self.tokens if self.tokens else 0.0
 
 
 @dataclass
@@ -45,6 +67,7 @@ class SimResult:
     #: Of the prompt tokens a prediction query could leave cached (its prompt's full
     #: blocks), the share the real request found: the seed's prefix-reuse constraint.
     query_prefix_reuse: float | None
+    resumes: ResumeStats
     wall_s: float
     #: (request id, start, end) of every stretch a request ran, with `record_segments`.
     segments: list[tuple[str, float, float]] = field(default_factory=list)
@@ -53,6 +76,9 @@ class SimResult:
         out = {
             "sim_steps": self.steps,
             "preemptions": self.preemptions,
+            "resume_prefill_tokens": self.resumes.computed_tokens,
+            "resume_prefill_share": self.resumes.prefill_share,
+            "resume_cached_share": self.resumes.cached_share,
             "engine_prefix_cache_hit_rate": self.cache.hit_rate,
             "sim_wall_s": self.wall_s,
             "sim_requests_per_s": len(self.records) / self.wall_s if self.wall_s > 0 else 0.0,
@@ -249,8 +275,12 @@ class EngineRun:
         first_step_s, growth_s = base + slope * batch.context_tokens(), slope * decoders
         arrival = self.next_arrival_time()
         seats_free = self.scheduler.running_count() < config.max_num_seqs
-        if arrival < math.inf and (seats_free or (config.preemptive and config.preempt_threshold < math.inf)):
+        if arrival < math.inf and (seats_free or (config.preemptive and config.preempt_threshold < math.inf)
+                                   or config.preempt is not None):
             steps = min(steps, _steps_to_reach(first_step_s, growth_s, arrival - self.now))
+        gateway = self.scheduler.gateway
+        if gateway is not None and self.scheduler.has_waiting():  # the gateway checks every check_every tokens
+            steps = min(steps, max(gateway.steps_to_check(batch), 1))
         steps = batch.steps_that_fit(steps, config.num_blocks)
         self._pending = (None, steps, first_step_s, growth_s)
         return self.now + steps * first_step_s + growth_s * steps * (steps - 1) / 2
@@ -280,7 +310,10 @@ class EngineRun:
         for request, chunk in plan:
             request.computed_tokens += chunk
         self.scheduler.trim_cache()
+        gateway = self.scheduler.gateway
         for request in self.scheduler.take_prefilled():
+            if gateway is not None and request.generated_tokens:  # a resume: from its admission to its next token
+                gateway.resume_cost.observe(self.now - request.run_start_time)
             request.generated_tokens += 1
             if request.first_token_time is None:
                 request.first_token_time = self.now
@@ -342,9 +375,11 @@ class EngineRun:
         for i, request in enumerate(self.finished):
             assert request is not None, f"request {i} never finished"
             records.append(request_record(request, float(workload.predicted[i]), float(ideal[i])))
+        resumes = ResumeStats(scheduler.prefill_tokens, scheduler.resume_tokens, scheduler.resume_cached_tokens,
+                              scheduler.resume_computed_tokens)
         return SimResult(
             records, self.batch.steps, scheduler.preemptions, scheduler.prefix_cache.stats,
-            scheduler.query_prefix_reuse(), wall_s, scheduler.segments,
+            scheduler.query_prefix_reuse(), resumes, wall_s, scheduler.segments,
         )
 
 

@@ -45,7 +45,8 @@ def build_workload(
 
     `n` tiles a trace in time (copies back to back) or cuts it; ShareGPT draws `n` prompts.
     `arrivals`: ``trace`` keeps the source's own timing (Poisson for ShareGPT),
-    ``gamma`` replaces it with gamma arrivals of the given burstiness (1 = Poisson).
+    ``gamma`` replaces it with gamma arrivals of the given burstiness (1 = Poisson),
+    ``burst`` sends every request at t=0.
     The rate is set later, from the target load. `max_output` caps output lengths,
     as an engine's max_tokens would (see `predictions.output_cap`).
     """
@@ -66,8 +67,10 @@ def build_workload(
         w = replace(w, output_tokens=np.minimum(w.output_tokens, max_output))
     if arrivals == "gamma":
         return w.with_arrivals(gamma_arrivals(len(w), 1.0, burstiness, seed))
+    if arrivals == "burst":
+        return w.with_arrivals(np.zeros(len(w)))
     if arrivals != "trace":
-        raise ValueError(f"unknown arrivals {arrivals!r}: use trace or gamma")
+        raise ValueError(f"unknown arrivals {arrivals!r}: use trace, gamma or burst")
     return w
 
 

@@ -37,7 +37,8 @@ N = Annotated[
     typer.Option("--n", help="Requests: a trace repeats back to back in time beyond its length (cut below it); "
                              "sharegpt draws N."),
 ]
-Arrivals = Annotated[str, typer.Option(help="trace (the workload's own timing) or gamma.")]
+Arrivals = Annotated[str, typer.Option(help="trace (the workload's own timing), gamma, or burst (all at t=0; "
+                                             "--load and --rate then change nothing).")]
 Burstiness = Annotated[float, typer.Option(help="Gamma shape of inter-arrival gaps: 1 Poisson, <1 burstier.")]
 Predictions = Annotated[
     str,
@@ -51,6 +52,11 @@ Budget = Annotated[int, typer.Option(help="vLLM --max-num-batched-tokens (token 
 BlockSize = Annotated[int, typer.Option(help="KV block size (tokens).")]
 Blocks = Annotated[int, typer.Option(help="KV cache capacity in blocks.")]
 Seed = Annotated[int, typer.Option(help="Seed of predictions and sampled arrivals.")]
+MaxTokens = Annotated[
+    int | None,
+    typer.Option(help="The max_tokens every request is sent with: outputs are capped at it, and the gateway's "
+                      "preemption (--preempt) re-predicts lengths under it. Default: none."),
+]
 
 
 @dataclass(frozen=True)
@@ -69,13 +75,14 @@ class Scenario:
     block_size: BlockSize = 16
     num_blocks: Blocks = 50_000
     seed: Seed = 0
+    max_tokens: MaxTokens = None
 
     def engine(self, **options: Any) -> EngineConfig:
         from lengthwise.sim.engine import EngineConfig
 
         return EngineConfig(
             max_num_seqs=self.max_num_seqs, max_num_batched_tokens=self.max_batched_tokens,
-            block_size=self.block_size, num_blocks=self.num_blocks, **options,
+            block_size=self.block_size, num_blocks=self.num_blocks, max_tokens=self.max_tokens, **options,
         )  # fmt: skip
 
     def cost(self) -> CostModel:
@@ -88,11 +95,13 @@ class Scenario:
         from lengthwise.sim.experiment import build_workload
         from lengthwise.sim.predictions import output_cap
 
-        cap = output_cap(self.predictions)
+        replay_cap = output_cap(self.predictions)
+        cap = min((c for c in (replay_cap, self.max_tokens) if c is not None), default=None)
         w = build_workload(
             self.workload, self.n, arrivals=self.arrivals, burstiness=self.burstiness, seed=self.seed, max_output=cap
         )
-        capped = "" if cap is None else f", outputs capped at {cap} tokens for the replay"
+        capped = "" if cap is None else f", outputs capped at {cap} tokens" + (
+            " for the replay" if cap == replay_cap else " (max_tokens)")
         return w, f"{self.workload}, {len(w)} requests{capped}"
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from lengthwise.core.policy.base import Job
+
+if TYPE_CHECKING:
+    from lengthwise.predict.remaining import LengthDistribution
 
 
 class SimRequest:
@@ -12,8 +16,8 @@ class SimRequest:
 
     __slots__ = (
         "block_base", "block_phase", "cache_key", "cached_tokens", "computed_tokens", "context_offset",
-        "decode_epoch", "finish_time", "first_token_time", "generated_tokens", "index", "job",
-        "never_admitted", "output_tokens", "prefill_target", "priority", "prompt_tokens",
+        "decode_epoch", "finish_time", "first_token_time", "generated_tokens", "index", "job", "length",
+        "never_admitted", "output_tokens", "prefill_target", "preemptions", "priority", "prompt_tokens",
         "quantum_end_tokens", "query_for", "run_start_time", "scheduled_time", "self_predicted",
     )  # fmt: skip
 
@@ -47,6 +51,10 @@ class SimRequest:
         self.context_offset = self.block_base = self.block_phase = 0
         self.decode_epoch = 0
         self.never_admitted = True
+        #: Times the gateway's preemption made it yield, and the length distribution it re-predicts
+        #: it with (`lengthwise.sim.gateway_preempt`; None until first needed).
+        self.preemptions = 0
+        self.length: LengthDistribution | None = None
         #: First admission: when, and how many prompt tokens the prefix cache had.
         self.scheduled_time: float | None = None
         self.cached_tokens: int | None = None

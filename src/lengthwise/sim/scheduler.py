@@ -20,6 +20,11 @@ policy quantum (RR, MLFQ) runs out yields to the best waiting request if that
 one's key is no worse than its own; and a new arrival whose key plus
 `preempt_threshold` is no worse than the worst running key takes its place.
 Preempted requests are recomputed (their prefix mostly comes back from the cache).
+
+The gateway's preemption (`preempt` set, `lengthwise.sim.gateway_preempt`): while every
+seat is taken, the decoding request with the largest re-predicted key yields to the queue's
+head when the gateway's rule says so; it is resumed (recomputed) in the same way. Every
+admission after a preemption is a resume: its prefill tokens and their cached share are counted.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from lengthwise.core.policy.base import Job, Policy
 from lengthwise.core.policy.queue import WaitingQueue
 from lengthwise.sim.batch import DecodeBatch
 from lengthwise.sim.config import EngineConfig
+from lengthwise.sim.gateway_preempt import GatewayPreemption
 from lengthwise.sim.kv import PrefixCache, blocks_for
 from lengthwise.sim.request import SimRequest
 
@@ -63,6 +69,10 @@ class Scheduler:
         #: The last step preempted for KV space, so it admitted nothing (vLLM's rule).
         self.admission_blocked = False
         self.preemptions = 0
+        self.gateway = None if config.preempt is None else GatewayPreemption(config.preempt, policy, config.max_tokens)
+        #: Prefill tokens computed (every admission), and of resumes after a preemption: tokens
+        #: re-sent (prompt + generated), those the prefix cache had and those computed again.
+        self.prefill_tokens = self.resume_tokens = self.resume_cached_tokens = self.resume_computed_tokens = 0
         self.record_segments = record_segments
         #: (request id, start, end) of every stretch a request ran, with `record_segments`.
         self.segments: list[tuple[str, float, float]] = []
@@ -135,6 +145,8 @@ class Scheduler:
                 self._yield_expired_quanta(now)
             if self.new_arrivals and self.config.preempt_threshold < math.inf:
                 self._preempt_for_arrivals(now)
+        elif self.gateway is not None and (self.new_arrivals or self.gateway.due(self.batch)):
+            self._preempt_for_gateway(now)
         if self.window:
             self._query_the_window(now)
         preemptions_before = self.preemptions
@@ -196,6 +208,11 @@ class Scheduler:
 
     def _admit(self, request: SimRequest, hit_tokens: int, now: float) -> None:
         request.computed_tokens = hit_tokens
+        self.prefill_tokens += request.prefill_target - hit_tokens
+        if not request.never_admitted:
+            self.resume_tokens += request.prefill_target
+            self.resume_cached_tokens += hit_tokens
+            self.resume_computed_tokens += request.prefill_target - hit_tokens
         if request.never_admitted:
             request.never_admitted = False
             request.scheduled_time, request.cached_tokens = now, hit_tokens
@@ -268,6 +285,20 @@ class Scheduler:
             if self.current_key(head, now) + threshold > self.current_key(worst, now):
                 return
             self.preempt(worst, now)
+            self._force(head)
+
+    def _preempt_for_gateway(self, now: float) -> None:
+        """While every seat is taken, the gateway's choice among the decoders yields to the queue's head."""
+        self.new_arrivals = False
+        assert self.gateway is not None
+        while self.running_count() + len(self.forced_admissions) >= self.config.max_num_seqs:
+            head = self.head(now)
+            if head is None or head.query_for is not None:
+                return
+            victim = self.gateway.victim(self.batch, head, now)
+            if victim is None:
+                return
+            self.preempt(victim, now)
             self._force(head)
 
     def _force(self, request: SimRequest) -> None:
