@@ -168,12 +168,18 @@ def rank_command(
                                                     "stage on the test split (to ship it: "
                                                     "src/lengthwise/predict/learned/pretrained.npz).")] = None,
     max_length: MaxLength = 128,
+    proxy_path: Annotated[Path | None, typer.Option("--proxy", help="The proxy model to stack the ranker on "
+                                                    "(`predict learned train --first/--stop` outside the labels' "
+                                                    "record range); default: the shipped stage's, pretrained again "
+                                                    "without the labelled prompts where its range holds some.")] = None,
 ) -> None:
     """Train the censored pairwise ranker on the train split; grade it and the baselines on the test split."""
     import hashlib
 
+    import numpy as np
+
     from lengthwise.core.io import atomic_write_json, atomic_write_text
-    from lengthwise.predict.learned.pretrained import SHIPPED
+    from lengthwise.predict.learned.pretrained import SHIPPED, Pretrained
     from lengthwise.predict.learned.rank_stage import RankStage, load_stage
     from lengthwise.predict.offline.learned_data import embed_all, embedding_cache, load_labelled
     from lengthwise.predict.offline.rank_eval import (
@@ -185,14 +191,22 @@ def rank_command(
     shipped = load_stage(SHIPPED)
     proxy = shipped.proxy if isinstance(shipped, RankStage) else shipped
     first, stop = proxy.meta.get("dev_indices") or (0, 1 << 30)
-    overlap = sum(first <= item.index < stop for item in items)
-    if overlap:  # the proxy saw those prompts' recorded answers: refit it without them
+    if proxy_path is not None:
+        proxy = Pretrained.load(proxy_path)
+        own_first, own_stop = proxy.meta.get("dev_indices") or (0, 1 << 30)
+        if overlap := sum(own_first <= item.index < own_stop for item in items):
+            raise typer.BadParameter(f"{overlap} labelled prompts lie in {proxy_path}'s dev range "
+                                     f"[{own_first}, {own_stop}): its proxy labels would leak into the test split")
+    elif overlap := sum(first <= item.index < stop for item in items):
+        # the proxy saw those prompts' recorded answers: refit it without them
         console.print(f"{overlap} labelled prompts lie in the proxy's dev range: pretraining it again without them")
         proxy, *_ = _pretrain([EVAL_JSONL, ACTUALS_JSONL, *labels], embedder, range(first, stop))
     embeddings = embed_all(embedder, [item.text for item in items], embedding_cache(embedder))
     data = build_data(items, embeddings, proxy)
     console.print(f"{len(items)} labelled prompts: " + ", ".join(f"{p} {len(data.where(p))}" for p in ("train", "val", "test")))
-    result, stage = evaluate(data, embedder, proxy, shipped)
+    test = data.where("test")
+    unseen = np.array([not first <= data.items[i].index < stop for i in test])
+    result, stage = evaluate(data, embedder, proxy, shipped, unseen if 0 < unseen.sum() < len(test) else None)
     if len(data.where("train", "val")) >= 400:
         console.print("online stage over each pretrained stage, on train+val only")
         result["online_curve"] = online_curve(data, embedder, proxy, stage.meta["l2"])

@@ -209,8 +209,14 @@ def rank_stage(trained: Trained, proxy: Pretrained, data: Data) -> RankStage:
     return RankStage(proxy, LinearScorer(model.mean, model.scale, model.weights), trained.calibration, meta)
 
 
-def evaluate(data: Data, embedder: Any, proxy: Pretrained, shipped: Stage) -> tuple[dict[str, Any], RankStage]:
-    """Every predictor's grades on the test part, and the pairwise ranker as a stage to ship."""
+def evaluate(data: Data, embedder: Any, proxy: Pretrained, shipped: Stage,
+             unseen_by_shipped: np.ndarray | None = None) -> tuple[dict[str, Any], RankStage]:
+    """Every predictor's grades on the test part, and the pairwise ranker as a stage to ship.
+
+    `unseen_by_shipped` (a mask over the test part) marks the test prompts whose recorded
+    answers the shipped stage's proxy was not pretrained on: the paired differences are
+    repeated on them, where neither stage has seen anything of the prompt.
+    """
     test, seen = data.where("test"), data.where("train", "val")
     actual, caps = data.lengths[test], np.array([data.items[i].max_tokens for i in test], dtype=np.float64)
     predicted: dict[str, Predicted] = {}
@@ -238,14 +244,19 @@ def evaluate(data: Data, embedder: Any, proxy: Pretrained, shipped: Stage) -> tu
     tie_break = np.random.default_rng(0).random(len(test)) * data.capped[test]
     predicted["(ceiling: the true order, capped answers tied at random)"] = (actual + tie_break, None)
     assert stage is not None
+    pairs = ((RANK_STAGE, SHIPPED_COLD), (RANK_STAGE, SHIPPED_ONLINE), (RANK_ONLINE, SHIPPED_ONLINE_VAL))
+    subsets = {"": np.ones(len(test), dtype=bool)}
+    if unseen_by_shipped is not None:
+        subsets[f", on the {int(unseen_by_shipped.sum())} test prompts outside the shipped proxy's range"] = unseen_by_shipped
     result = {
         "n": {part: int(len(data.where(part))) for part in PARTS},
         "capped_share": {part: float(data.capped[data.where(part)].mean()) for part in PARTS if len(data.where(part))},
         "trained": trained_info,
         "rows": {name: grade(values, actual, caps) for name, values in predicted.items()},
         "paired": {
-            f"{new} − {old}": kendall_tau_difference_ci(predicted[new][0], predicted[old][0], actual).to_dict()
-            for new, old in ((RANK_STAGE, SHIPPED_COLD), (RANK_STAGE, SHIPPED_ONLINE), (RANK_ONLINE, SHIPPED_ONLINE_VAL))
+            f"{new} − {old}{label}": kendall_tau_difference_ci(predicted[new][0][mask], predicted[old][0][mask],
+                                                               actual[mask]).to_dict()
+            for label, mask in subsets.items() for new, old in pairs
         },
     }
     return result, stage
