@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ OUT = Path(__file__).resolve().parents[1] / "docs/results/labels/dist_sim.json"
 
 def keys(mu: np.ndarray, sigma: float, caps: np.ndarray, inflate: float) -> dict[str, np.ndarray]:
     """Each scheduling key per record, in tokens."""
-    def per(f) -> np.ndarray:  # noqa: ANN001
+    def per(f: Callable[[float, float], float]) -> np.ndarray:
         return np.array([f(m, c) for m, c in zip(mu, caps, strict=True)])
 
     return {
