@@ -156,6 +156,7 @@ def test_the_protocol_grades_every_predictor_on_the_test_split_only(tmp_path) ->
     stage.save(tmp_path / "stage.npz")
     loaded = load_stage(tmp_path / "stage.npz")
     assert isinstance(loaded, RankStage) and loaded.meta == stage.meta and loaded.calibration == stage.calibration
+    assert stage.label is not None and loaded.label is not None  # the label ridge travels in the same file
     texts = [item.text for item in items[:5]]
     dense = dense_rows(texts, np.stack([embedder.embed(t) for t in texts]))
     assert np.allclose(loaded.score(texts, dense), stage.score(texts, dense))

@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 
 from lengthwise.core.stats import kendall_tau
-from lengthwise.sim.cost import LinearCost, ProfiledCost, load_cost_model
+from lengthwise.sim.cost import ConstantCost, LinearCost, ProfiledCost, load_cost_model
+from lengthwise.sim.engine import EngineConfig
+from lengthwise.sim.experiment import Arm, run_arms
 from lengthwise.sim.predictions import make_predictions, output_cap, read_eval_pairs, replayed, sampled_kendall_tau
 from lengthwise.workload.arrivals import gamma_arrivals, mean_rate, rescale_to_rate, tile_arrivals
+from lengthwise.testing.sim import small_workload
 from lengthwise.workload.azure import load_azure
 
 PROFILE = {
@@ -154,3 +157,12 @@ def test_profiled_cost_is_affine_in_decode_context_and_loads_from_json(tmp_path:
     path.write_text(json.dumps({"kind": "linear", "coef": {"c0": 1}}))
     with pytest.raises(ValueError, match="lacks"):
         load_cost_model(path)
+
+
+def test_run_arms_takes_each_request_s_own_prediction() -> None:
+    """A replay that already holds each request's prediction (`benchmarks/learned_dist_sim.py`) is scheduled by it."""
+    w = small_workload([0, 0.001, 0.002, 0.003], [10] * 4, [50, 5, 20, 1])
+    cfg = EngineConfig(max_num_seqs=1, max_num_batched_tokens=64, block_size=4, num_blocks=1000)
+    told = np.array([1.0, 3.0, 2.0, 4.0])  # the reverse of the true order after the first
+    (sjf,) = run_arms(w, [Arm("sjf")], cfg, ConstantCost(1.0), told)
+    assert [r.id for r in sorted(sjf.result.records, key=lambda r: r.finish_time)] == ["r0", "r2", "r1", "r3"]

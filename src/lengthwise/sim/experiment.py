@@ -104,7 +104,7 @@ def run_arms(
     arms: Sequence[Arm],
     config: EngineConfig,
     cost: CostModel,
-    predictions: str = "oracle",
+    predictions: str | np.ndarray = "oracle",
     *,
     seed: int = 0,
     goodput: Sequence[str] | None = None,
@@ -114,12 +114,16 @@ def run_arms(
 ) -> list[ArmResult]:
     """Run each arm on the same workload; predicted arms share one draw of predictions.
 
+    `predictions`: a spec (`predictions.make_predictions`), or one predicted length per
+    request as given (a replay that already holds each request's own prediction).
+
     `fallback`: the cheap predictions a query window orders waiting requests by
     (`QueryConfig.window`), drawn independently of the predictions.
     """
     for arm in arms:
         arm.validate()
-    predicted = make_predictions(predictions, workload.output_tokens, seed)
+    predicted = (np.asarray(predictions, dtype=float) if isinstance(predictions, np.ndarray)
+                 else make_predictions(predictions, workload.output_tokens, seed))
     if fallback is not None:
         workload = replace(workload, fallback=make_predictions(fallback, workload.output_tokens, seed + 1))
     out = []

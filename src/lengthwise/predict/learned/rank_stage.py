@@ -3,11 +3,15 @@
 `Pretrained` learns which prompts ask for long answers from another model's answers
 (ShareGPT's recorded ones); its score is on that model's scale. `RankStage` stacks a
 ranker trained on the embedded model's labelled lengths (`lengthwise predict learned
-rank`) on top: a linear scorer over [proxy score, log prompt tokens, MiniLM
-embedding] fit with a censored pairwise loss, then a censored log-normal calibration
-(`distribution.Calibration`), so its `score` is this model's expected log length and
-`sigma` its spread. Both stages answer `score(texts, dense)` alike, so the predictor
-takes either. Saved as one .npz holding the proxy model too: no pickle.
+rank`) on top: a linear scorer over [proxy score, label-ridge score, log prompt tokens,
+MiniLM embedding] fit with a censored pairwise loss, then a censored log-normal
+calibration (`distribution.Calibration`), so its `score` is this model's expected log
+length and `sigma` its spread. The label-ridge score is a second `Pretrained` (TF-IDF +
+dense) fit on the serving model's own labelled lengths rather than ChatGPT's: its
+TF-IDF weights say which words ask this model for long answers, which the proxy's fixed
+weights cannot (stacking it lifted the ranker's validation tau; docs/LEARNED.md). Both
+stages answer `score(texts, dense)` alike, so the predictor takes either. Saved as one
+.npz holding the proxy model and the label ridge too: no pickle.
 """
 
 from __future__ import annotations
@@ -38,19 +42,26 @@ class LinearScorer:
         return ((np.asarray(X, dtype=np.float64) - self.mean) / self.scale) @ self.weights
 
 
-def rank_rows(proxy_scores: np.ndarray, dense: np.ndarray) -> np.ndarray:
-    """The ranker's input rows: [proxy score, dense row (log prompt tokens, embedding)]."""
-    return np.hstack([np.asarray(proxy_scores, dtype=np.float64)[:, None], np.atleast_2d(dense)])
+#: Key prefix of the label ridge's arrays in a saved stage (the proxy's have none).
+LABEL_PREFIX = "label_"
+
+
+def rank_rows(proxy_scores: np.ndarray, dense: np.ndarray, label_scores: np.ndarray | None = None) -> np.ndarray:
+    """The ranker's input rows: [proxy score, label-ridge score if any, dense row (log prompt tokens, embedding)]."""
+    scores = [proxy_scores] if label_scores is None else [proxy_scores, label_scores]
+    return np.hstack([np.asarray(s, dtype=np.float64)[:, None] for s in scores] + [np.atleast_2d(dense)])
 
 
 @dataclass(frozen=True)
 class RankStage:
-    """score(texts, dense) = calibration.mu(scorer([proxy.score(texts, dense), dense])), in log1p tokens."""
+    """score(texts, dense) = calibration.mu(scorer([proxy.score, label.score, dense])), in log1p tokens."""
 
     proxy: Pretrained
     scorer: LinearScorer
     calibration: Calibration
     meta: dict[str, Any]
+    #: The ridge on the serving model's labels whose score is the scorer's second column (None: no such column).
+    label: Pretrained | None = None
 
     @property
     def dense_width(self) -> int:
@@ -62,13 +73,14 @@ class RankStage:
         return self.calibration.sigma
 
     def score(self, texts: Sequence[str], dense: np.ndarray) -> np.ndarray:
-        rows = rank_rows(self.proxy.score(texts, dense), dense)
-        return self.calibration.mu(self.scorer.score(rows))
+        label = None if self.label is None else self.label.score(texts, dense)
+        return self.calibration.mu(self.scorer.score(rank_rows(self.proxy.score(texts, dense), dense, label)))
 
     def save(self, path: Path) -> None:
         buffer = io.BytesIO()
+        label = {} if self.label is None else {LABEL_PREFIX + k: v for k, v in self.label.arrays().items()}
         np.savez_compressed(
-            buffer, **self.proxy.arrays(), rank_mean=self.scorer.mean, rank_scale=self.scorer.scale,
+            buffer, **self.proxy.arrays(), **label, rank_mean=self.scorer.mean, rank_scale=self.scorer.scale,
             rank_weights=self.scorer.weights, rank_meta=np.array(json.dumps(
                 {**self.meta, "calibration": self.calibration.to_json()}
             )),
@@ -88,4 +100,6 @@ def load_stage(path: Path) -> Stage:
             return proxy
         meta = json.loads(str(data["rank_meta"]))
         scorer = LinearScorer(data["rank_mean"], data["rank_scale"], data["rank_weights"])
-    return RankStage(proxy, scorer, Calibration(**meta.pop("calibration")), meta)
+        labelled = {k.removeprefix(LABEL_PREFIX): data[k] for k in data.files if k.startswith(LABEL_PREFIX)}
+        label = Pretrained.from_arrays(labelled) if labelled else None
+    return RankStage(proxy, scorer, Calibration(**meta.pop("calibration")), meta, label)

@@ -38,8 +38,12 @@ from lengthwise.predict.offline.ranker import ListMLERanker, PairwiseRanker
 
 #: Quantile levels every graded distribution reports: the central 50% and 90% intervals and the median.
 LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
-#: Columns a label-trained ranker trusts more (smaller L2): the proxy score and log prompt tokens.
+#: Columns a label-trained ranker trusts more (smaller L2): the proxy (and label-ridge) score and log prompt tokens.
 TRUSTED_PENALTY = 1e-2
+#: The label ridge's L2 (fixed before the test split was graded: picked by cross-validation on train+val).
+LABEL_RIDGE_ALPHA = 30.0
+#: Folds of the cross-fitting that gives each train prompt a label-ridge score from a ridge that did not see it.
+LABEL_RIDGE_FOLDS = 5
 PAIRWISE = "ranker: pairwise, censored, on the labels"
 RANK_STAGE = "rank stage (the pairwise ranker as the learned predictor's pretrained stage), cold"
 SHIPPED_COLD = "shipped learned, cold (pretrained stage)"
@@ -56,10 +60,12 @@ class Data:
     items: list[Labelled]
     texts: list[str]
     dense: np.ndarray  # [log prompt tokens, embedding]
-    rows: np.ndarray  # the ranker's input: [proxy score, dense]
+    rows: np.ndarray  # the ranker's input without the label ridge: [proxy score, dense]
     lengths: np.ndarray
     capped: np.ndarray
     part: np.ndarray
+    label: Pretrained  # the label ridge, fit on the train part
+    stacked: np.ndarray  # the rank stage's input: [proxy score, label-ridge score (cross-fit on train), dense]
 
     def where(self, *parts: str) -> np.ndarray:
         return np.flatnonzero(np.isin(self.part, parts))
@@ -68,12 +74,36 @@ class Data:
 def build_data(items: Sequence[Labelled], embeddings: np.ndarray, proxy: Pretrained) -> Data:
     texts = [item.text for item in items]
     dense = dense_rows(texts, embeddings)
+    lengths = np.array([item.actual for item in items], dtype=np.float64)
+    part = np.array([split_of(item.id) for item in items])
+    proxy_scores = proxy.score(texts, dense)
+    label, label_scores = _label_ridge(texts, dense, lengths, np.flatnonzero(part == "train"))
     return Data(
-        list(items), texts, dense, rank_rows(proxy.score(texts, dense), dense),
-        np.array([item.actual for item in items], dtype=np.float64),
-        np.array([item.capped for item in items], dtype=bool),
-        np.array([split_of(item.id) for item in items]),
+        list(items), texts, dense, rank_rows(proxy_scores, dense), lengths,
+        np.array([item.capped for item in items], dtype=bool), part, label,
+        rank_rows(proxy_scores, dense, label_scores),
     )
+
+
+def _label_ridge(texts: list[str], dense: np.ndarray, lengths: np.ndarray,
+                 train: np.ndarray) -> tuple[Pretrained, np.ndarray]:
+    """The ridge on the train part's lengths, and its score for every prompt: for a train prompt, from
+    the ridge fit on the other train folds (stacking on in-sample scores would overrate the column)."""
+    def fit(idx: np.ndarray) -> Pretrained:
+        return Pretrained.fit([texts[i] for i in idx], dense[idx], lengths[idx], clip=int(lengths.max()),
+                              alpha=LABEL_RIDGE_ALPHA, meta={"label": "the serving model's labelled lengths"})
+
+    def score(model: Pretrained, idx: np.ndarray) -> np.ndarray:
+        return model.score([texts[i] for i in idx], dense[idx])
+
+    model, scores = fit(train), np.zeros(len(texts))
+    rest = np.setdiff1d(np.arange(len(texts)), train)
+    scores[rest] = score(model, rest)
+    shuffled = np.random.default_rng(0).permutation(train)
+    for k in range(LABEL_RIDGE_FOLDS):
+        held = shuffled[k::LABEL_RIDGE_FOLDS]
+        scores[held] = score(fit(np.setdiff1d(train, held)), held)
+    return model, scores
 
 
 Scorer = Callable[[np.ndarray], np.ndarray]  # indices into Data → scores (higher: longer)
@@ -81,13 +111,13 @@ Scorer = Callable[[np.ndarray], np.ndarray]  # indices into Data → scores (hig
 
 @dataclass(frozen=True)
 class RowScorer:
-    """A linear model over the ranker rows, called with indices into Data."""
+    """A linear model over ranker rows (`Data.rows` or `Data.stacked`), called with indices into them."""
 
     model: LinearScorer
-    data: Data
+    rows: np.ndarray
 
     def __call__(self, idx: np.ndarray) -> np.ndarray:
-        return self.model.score(self.data.rows[idx])
+        return self.model.score(self.rows[idx])
 
 
 @dataclass(frozen=True)
@@ -99,20 +129,21 @@ class Candidate:
     grid: tuple[float, ...] = (0.0,)
 
 
-def _penalty(width: int) -> np.ndarray:
-    penalty = np.ones(width)
-    penalty[:2] = TRUSTED_PENALTY
-    return penalty
+def _fit_pairwise(rows: np.ndarray, data: Data, train: np.ndarray, l2: float) -> RowScorer:
+    """The censored pairwise ranker on `rows`, whose columns before the dense block (the
+    scores, then log prompt tokens) are trusted."""
+    penalty = np.ones(rows.shape[1])
+    penalty[:rows.shape[1] - data.dense.shape[1] + 1] = TRUSTED_PENALTY
+    return RowScorer(PairwiseRanker.fit(rows[train], data.lengths[train], data.capped[train], l2=l2, penalty=penalty),
+                     rows)
 
 
 def _pairwise(data: Data, train: np.ndarray, l2: float) -> RowScorer:
-    model = PairwiseRanker.fit(data.rows[train], data.lengths[train], data.capped[train], l2=l2,
-                               penalty=_penalty(data.rows.shape[1]))
-    return RowScorer(model, data)
+    return _fit_pairwise(data.stacked, data, train, l2)
 
 
 def _listmle(data: Data, train: np.ndarray, l2: float) -> RowScorer:
-    return RowScorer(ListMLERanker.fit(data.rows[train], data.lengths[train], lists=1000, l2=l2), data)
+    return RowScorer(ListMLERanker.fit(data.rows[train], data.lengths[train], lists=1000, l2=l2), data.rows)
 
 
 def _ridge(data: Data, train: np.ndarray, alpha: float) -> Scorer:
@@ -203,14 +234,21 @@ def rank_stage(trained: Trained, proxy: Pretrained, data: Data) -> RankStage:
     """The trained pairwise candidate as the learned predictor's pretrained stage."""
     assert isinstance(trained.scorer, RowScorer)
     model = trained.scorer.model
-    meta = {"kind": "pairwise ranker on the serving model's labels", "l2": trained.hyper,
+    meta = {"kind": "pairwise ranker on the serving model's labels, stacked on a ridge on them", "l2": trained.hyper,
+            "label_ridge_alpha": LABEL_RIDGE_ALPHA,
             "n_train": len(data.where("train")), "n_val": len(data.where("val")), "proxy": proxy.meta.get("fingerprint"),
             "fingerprint": hashlib.blake2b(model.weights.tobytes(), digest_size=8).hexdigest()}
-    return RankStage(proxy, LinearScorer(model.mean, model.scale, model.weights), trained.calibration, meta)
+    return RankStage(proxy, LinearScorer(model.mean, model.scale, model.weights), trained.calibration, meta, data.label)
 
 
-def evaluate(data: Data, embedder: Any, proxy: Pretrained, shipped: Stage) -> tuple[dict[str, Any], RankStage]:
-    """Every predictor's grades on the test part, and the pairwise ranker as a stage to ship."""
+def evaluate(data: Data, embedder: Any, proxy: Pretrained, shipped: Stage,
+             unseen_by_shipped: np.ndarray | None = None) -> tuple[dict[str, Any], RankStage]:
+    """Every predictor's grades on the test part, and the pairwise ranker as a stage to ship.
+
+    `unseen_by_shipped` (a mask over the test part) marks the test prompts whose recorded
+    answers the shipped stage's proxy was not pretrained on: the paired differences are
+    repeated on them, where neither stage has seen anything of the prompt.
+    """
     test, seen = data.where("test"), data.where("train", "val")
     actual, caps = data.lengths[test], np.array([data.items[i].max_tokens for i in test], dtype=np.float64)
     predicted: dict[str, Predicted] = {}
@@ -238,14 +276,19 @@ def evaluate(data: Data, embedder: Any, proxy: Pretrained, shipped: Stage) -> tu
     tie_break = np.random.default_rng(0).random(len(test)) * data.capped[test]
     predicted["(ceiling: the true order, capped answers tied at random)"] = (actual + tie_break, None)
     assert stage is not None
+    pairs = ((RANK_STAGE, SHIPPED_COLD), (RANK_STAGE, SHIPPED_ONLINE), (RANK_ONLINE, SHIPPED_ONLINE_VAL))
+    subsets = {"": np.ones(len(test), dtype=bool)}
+    if unseen_by_shipped is not None:
+        subsets[f", on the {int(unseen_by_shipped.sum())} test prompts outside the shipped proxy's range"] = unseen_by_shipped
     result = {
         "n": {part: int(len(data.where(part))) for part in PARTS},
         "capped_share": {part: float(data.capped[data.where(part)].mean()) for part in PARTS if len(data.where(part))},
         "trained": trained_info,
         "rows": {name: grade(values, actual, caps) for name, values in predicted.items()},
         "paired": {
-            f"{new} − {old}": kendall_tau_difference_ci(predicted[new][0], predicted[old][0], actual).to_dict()
-            for new, old in ((RANK_STAGE, SHIPPED_COLD), (RANK_STAGE, SHIPPED_ONLINE), (RANK_ONLINE, SHIPPED_ONLINE_VAL))
+            f"{new} − {old}{label}": kendall_tau_difference_ci(predicted[new][0][mask], predicted[old][0][mask],
+                                                               actual[mask]).to_dict()
+            for label, mask in subsets.items() for new, old in pairs
         },
     }
     return result, stage
@@ -261,15 +304,16 @@ def online_curve(data: Data, embedder: Any, proxy: Pretrained, l2: float, repeat
 
     Each repeat splits the train and validation prompts at random: `held_out` to grade,
     `ranker_prompts` to fit a pairwise ranker (the rank stage), the rest streamed as
-    completions. Never touches the test part, so it can guide the online stage's design.
+    completions. Never touches the test part, so it can guide the online stage's design. The
+    ranker here has no label-ridge column (`Data.rows`): that column is cross-fit on the whole
+    train part, so it would carry labels beyond the repeat's own.
     """
     rng = np.random.default_rng(seed)
     taus: dict[str, dict[int, list[float]]] = {}
     for _ in range(repeats):
         order = rng.permutation(data.where("train", "val"))
         held, fit_on, stream = order[:held_out], order[held_out:held_out + ranker_prompts], order[held_out + ranker_prompts:]
-        model = PairwiseRanker.fit(data.rows[fit_on], data.lengths[fit_on], data.capped[fit_on], l2=l2,
-                                   penalty=_penalty(data.rows.shape[1]))
+        model = _fit_pairwise(data.rows, data, fit_on, l2).model
         calibration = Calibration.fit(model.score(data.rows[fit_on]), data.lengths[fit_on], data.capped[fit_on])
         stage = RankStage(proxy, model, calibration, {})
         variants = {"proxy stage (pretrained.npz)": (proxy, 100), "rank stage": (stage, 100),
@@ -289,7 +333,8 @@ LABEL_POINTS = (50, 100, 200, 400)
 
 
 def label_curve(data: Data, l2: float, repeats: int = 8, held_out: int = 100, seed: int = 0) -> dict[str, float]:
-    """Held-out tau of the pairwise ranker fit on m labelled prompts, on train+val only: do more labels help?"""
+    """Held-out tau of the pairwise ranker fit on m labelled prompts, on train+val only: do more labels help?
+    (Without the label-ridge column, as in `online_curve`.)"""
     rng = np.random.default_rng(seed)
     taus: dict[str, list[float]] = {}
     for _ in range(repeats):
@@ -297,7 +342,7 @@ def label_curve(data: Data, l2: float, repeats: int = 8, held_out: int = 100, se
         held, pool = order[:held_out], order[held_out:]
         taus.setdefault("0 (proxy score)", []).append(kendall_tau(data.rows[held, 0], data.lengths[held]))
         for m in [m for m in LABEL_POINTS if m < len(pool)] + [len(pool)]:
-            scorer = _pairwise(data, pool[:m], l2)
+            scorer = _fit_pairwise(data.rows, data, pool[:m], l2)
             taus.setdefault(str(m), []).append(kendall_tau(scorer(held), data.lengths[held]))
     return {m: float(np.mean(v)) for m, v in taus.items()}
 
