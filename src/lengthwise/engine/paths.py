@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lengthwise.core.cache import cache_root
+from lengthwise.engine.catalog import DEFAULT_MODEL, ModelSpec
 
-MODEL_NAME = "qwen2.5-coder-0.5b-instruct"
-GGUF_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+#: The default model's served name (what requests to the embedded engine send as `model` by default).
+MODEL_NAME = DEFAULT_MODEL.served_name
 
 
 @dataclass(frozen=True)
 class CacheLayout:
-    """The cache's layout; every path the engine manager touches comes from here."""
+    """The cache's layout; every path the engine manager touches comes from here.
+
+    The venv, the state files and the logs are shared; the downloads and the weights are `model`'s.
+    """
 
     root: Path
+    model: ModelSpec = DEFAULT_MODEL
 
     @classmethod
-    def default(cls) -> CacheLayout:
-        return cls(cache_root())
+    def default(cls, model: ModelSpec = DEFAULT_MODEL) -> CacheLayout:
+        return cls(cache_root(), model)
+
+    def for_model(self, model: ModelSpec) -> CacheLayout:
+        return replace(self, model=model)
 
     @property
     def venv(self) -> Path:
@@ -39,15 +47,15 @@ class CacheLayout:
 
     @property
     def chunks(self) -> Path:
-        return self.downloads / "chunks"
+        return self.downloads / f"{self.model.served_name}-chunks"
 
     @property
     def gguf(self) -> Path:
-        return self.downloads / GGUF_NAME
+        return self.downloads / self.model.gguf_name
 
     @property
     def model_dir(self) -> Path:
-        return self.root / "models" / MODEL_NAME
+        return self.root / "models" / self.model.served_name
 
     @property
     def model_marker(self) -> Path:

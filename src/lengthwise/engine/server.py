@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Literal
 
 import psutil
 
+from lengthwise.engine.catalog import DEFAULT_MODEL, model_spec
 from lengthwise.engine.errors import EngineError
 from lengthwise.engine.model import ensure_model
 from lengthwise.engine.paths import MODEL_NAME, CacheLayout
 from lengthwise.engine.progress import QUIET, Progress
-from lengthwise.engine.resources import GB, port_in_use, require_memory
+from lengthwise.engine.resources import port_in_use, require_memory
 from lengthwise.engine.shell import format_tail
 from lengthwise.engine.venv import ensure_venv
 
@@ -28,7 +29,6 @@ if TYPE_CHECKING:  # httpx loads with the first health check, not with the comma
 
 Policy = Literal["priority", "fcfs"]
 DEFAULT_PORT = 8000
-START_MEMORY_BYTES = 7 * GB  # measured RSS: ~6.6 GB with the 1 GB KV cache
 START_TIMEOUT_S = 600.0  # a quiet machine needs ~50 s; a busy 2-core one several times that
 STOP_TIMEOUT_S = 30.0
 
@@ -41,6 +41,8 @@ class EngineConfig:
     """The settings of one server; `extra_args` go to vLLM's command line unchanged."""
 
     port: int = DEFAULT_PORT
+    #: A key of `catalog.MODELS` (or a served name).
+    model: str = DEFAULT_MODEL.key
     policy: Policy = "priority"
     max_num_seqs: int = 4
     # Bounds one prefill on a CPU; the 1 GB KV cache (~87k tokens) holds 16 sequences of this length.
@@ -98,7 +100,7 @@ def build_command(python: Path, model_dir: Path, config: EngineConfig) -> list[s
     return [
         str(python), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir),
-        "--served-model-name", MODEL_NAME,
+        "--served-model-name", model_spec(config.model).served_name,
         "--host", config.host,
         "--port", str(config.port),
         "--scheduling-policy", config.policy,
@@ -166,7 +168,7 @@ def find_all(layout: CacheLayout | None = None) -> list[EngineHandle]:
 
 
 def setup(layout: CacheLayout | None = None, progress: Progress = QUIET) -> Path:
-    """Install vLLM and prepare the model (each only once); return the model directory."""
+    """Install vLLM and prepare `layout.model` (each only once); return the model directory."""
     layout = layout or CacheLayout.default()
     layout.state.mkdir(parents=True, exist_ok=True)
     ensure_venv(layout, progress)
@@ -183,7 +185,8 @@ def start(
 
     An engine already running on the port with the same settings is returned as it is.
     """
-    layout = layout or CacheLayout.default()
+    spec = model_spec(config.model)
+    layout = (layout or CacheLayout.default()).for_model(spec)
     existing = find(config.port, layout)
     if existing is not None:
         if existing.config != config:
@@ -199,7 +202,7 @@ def start(
             "Choose another with --port (lengthwise's own engines: `lengthwise engine status`)."
         )
     model_dir = setup(layout, progress)
-    require_memory(START_MEMORY_BYTES, "start the engine")
+    require_memory(spec.start_memory_bytes, f"start the engine with {spec.served_name}")
     handle = _spawn(layout, model_dir, config)
     try:
         _wait_healthy(handle, timeout, progress)
@@ -265,7 +268,13 @@ def _spawn(layout: CacheLayout, model_dir: Path, config: EngineConfig) -> Engine
             start_new_session=True,  # its own process group: `stop` ends the server and its engine core together
         )
     _children[proc.pid] = proc
-    handle = EngineHandle(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time(), config=config, log=log)
+    handle = EngineHandle(
+        pid=proc.pid,
+        create_time=psutil.Process(proc.pid).create_time(),
+        config=config,
+        log=log,
+        model=model_spec(config.model).served_name,
+    )
     layout.state_file(config.port).write_text(handle.to_json())
     return handle
 
