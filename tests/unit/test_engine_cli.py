@@ -36,6 +36,11 @@ def test_up_on_a_busy_port_says_so_without_a_traceback() -> None:
     assert "Traceback" not in result.output
 
 
+def test_a_bad_core_list_is_refused_before_anything_starts() -> None:
+    result = runner.invoke(app, ["engine", "up", "--omp-threads-bind", "one"])
+    assert result.exit_code == 2 and "not a cpu list" in result.output
+
+
 def test_down_and_status_with_nothing_running() -> None:
     port = free_port()
     down = runner.invoke(app, ["engine", "down", "--port", str(port)])

@@ -13,13 +13,15 @@ import typer
 from rich.console import Console
 
 from lengthwise.engine import server
+from lengthwise.engine.catalog import DEFAULT_MODEL, MODELS, model_spec
 from lengthwise.engine.errors import EngineError
 from lengthwise.engine.paths import MODEL_NAME, CacheLayout
 from lengthwise.engine.progress import Progress
 from lengthwise.engine.shell import tail_lines
 
 engine_app = typer.Typer(
-    help="The embedded default engine: a real vLLM on this machine's CPU serving Qwen2.5-Coder-0.5B-Instruct.",
+    help="The embedded default engine: a real vLLM on this machine's CPU serving Qwen2.5-Coder-0.5B-Instruct "
+    "(or another model of its catalog: --model).",
     no_args_is_help=True,
 )
 console = Console(highlight=False, soft_wrap=True)
@@ -35,6 +37,9 @@ class PolicyChoice(str, Enum):
 
 
 PortOption = Annotated[int, typer.Option("--port", "-p", help="The engine's port on 127.0.0.1.")]
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help=f"The model to serve: {', '.join(MODELS)} (a served name works too).")
+]
 
 
 def clear_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -56,10 +61,10 @@ def clear_errors(command: Callable[P, R]) -> Callable[P, R]:
 
 @engine_app.command()
 @clear_errors
-def setup() -> None:
+def setup(model: ModelOption = DEFAULT_MODEL.key) -> None:
     """Install vLLM and prepare the model, without starting a server (each step runs only once)."""
     started = time.monotonic()
-    model_dir = server.setup(progress=Progress(console))
+    model_dir = server.setup(CacheLayout.default(model_spec(model)), progress=Progress(console))
     console.print(f"Engine set up in {time.monotonic() - started:.0f} s: model in {model_dir}")
 
 
@@ -67,10 +72,16 @@ def setup() -> None:
 @clear_errors
 def up(
     port: PortOption = server.DEFAULT_PORT,
+    model: ModelOption = DEFAULT_MODEL.key,
     policy: Annotated[PolicyChoice, typer.Option(help="vLLM's scheduling policy.")] = PolicyChoice.priority,
     max_num_seqs: Annotated[int, typer.Option(help="Requests run at once; the rest wait in vLLM's queue.")] = 4,
     max_model_len: Annotated[int, typer.Option(help="Longest prompt plus answer, in tokens.")] = 4096,
     kv_cache: Annotated[str, typer.Option(help="KV cache size, as vLLM's --kv-cache-memory-bytes.")] = "1G",
+    omp_threads_bind: Annotated[
+        str | None,
+        typer.Option(help="The cores of the model's threads (e.g. 1); its API server is then pinned to the other "
+                     "cores, where the clients should run too. Default: every core."),
+    ] = None,
     vllm_arg: Annotated[
         list[str] | None, typer.Option(help="An extra argument for vLLM, e.g. --vllm-arg=--seed=1 (repeatable).")
     ] = None,
@@ -81,12 +92,19 @@ def up(
     """Start the engine (installing vLLM and the model the first time) and print its base URL."""
     config = server.EngineConfig(
         port=port,
+        model=model_spec(model).key,
         policy=policy.value,
         max_num_seqs=max_num_seqs,
         max_model_len=max_model_len,
         kv_cache_bytes=kv_cache,
         extra_args=tuple(vllm_arg or ()),
+        omp_threads_bind=omp_threads_bind,
     )
+    if omp_threads_bind is not None:
+        try:
+            server.parse_cpu_list(omp_threads_bind)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--omp-threads-bind") from None
     started = time.monotonic()
     handle = server.start(config, progress=Progress(console), timeout=timeout)
     console.print(
@@ -167,8 +185,9 @@ def chat(
     """Send one chat request to the engine and print the answer and its token counts."""
     import httpx
 
+    handle = server.find(port)
     body: dict[str, object] = {
-        "model": MODEL_NAME,
+        "model": handle.model if handle else MODEL_NAME,
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": max_tokens,
         "temperature": 0,
