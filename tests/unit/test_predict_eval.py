@@ -48,6 +48,17 @@ async def test_records_hold_every_variant_then_the_real_answer(tmp_path, fake_en
     assert paths.count((True, "w1_0 w")) == 1
 
 
+async def test_the_postfix_can_state_another_cap_than_the_real_answers(tmp_path, fake_engine) -> None:
+    out = tmp_path / "eval.jsonl"
+    config = EvalConfig("http://engine", "m", ("seed",), max_tokens=64, concurrency=1, stated_max_tokens=512)
+    await run_eval(prompts(1), out, config)
+    [record] = read_jsonl(out)
+    assert record["max_tokens"] == 64 and record["stated_max_tokens"] == 512
+    query, real = fake_engine.requests
+    assert "maximum response length is 512 tokens" in query["body"]["messages"][0]["content"]
+    assert real["body"]["max_tokens"] == 64 and real["body"]["stream"]
+
+
 async def test_resume_skips_done_prompts_and_torn_lines(tmp_path, fake_engine) -> None:
     out = tmp_path / "eval.jsonl"
     config = EvalConfig("http://engine", "m", ("seed",), concurrency=1)

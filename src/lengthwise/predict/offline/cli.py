@@ -27,6 +27,11 @@ def eval_command(
     variants: Annotated[str, typer.Option(help="Postfix variants, comma-separated.")] = "seed,scale,fewshot",
     split: Annotated[str, typer.Option(help="ShareGPT split: dev (tuning) or test (held out).")] = "dev",
     max_tokens: Annotated[int, typer.Option(help="max_tokens of the real answers.")] = 512,
+    stated_max_tokens: Annotated[
+        int | None,
+        typer.Option(help="The cap the postfix states, when it should differ from --max-tokens (to repeat another "
+                     "run's queries word for word with cheaper answers)."),
+    ] = None,
     max_prompt_tokens: Annotated[int, typer.Option(help="Skip longer prompts (cl100k estimate).")] = 2500,
     concurrency: Annotated[int, typer.Option(help="Prompts in flight (match the engine's max-num-seqs).")] = 4,
     report: Annotated[bool, typer.Option(help="Write the report when done.")] = True,
@@ -42,7 +47,7 @@ def eval_command(
     names = tuple(v.strip() for v in variants.split(",") if v.strip())
     if not names or set(names) - set(POSTFIXES):
         raise typer.BadParameter(f"variants must be among {', '.join(POSTFIXES)}", param_hint="--variants")
-    config = EvalConfig(url, model, names, max_tokens, concurrency)
+    config = EvalConfig(url, model, names, max_tokens, concurrency, stated_max_tokens=stated_max_tokens)
     done = done_ids(out)
     prompts = load_sharegpt(split, limit=n, max_prompt_tokens=max_prompt_tokens)  # type: ignore[arg-type]
     todo = [p for p in prompts if p.id not in done]

@@ -40,6 +40,13 @@ class EvalConfig:
     top_logprobs: int = 20
     #: Priority of every request; the eval shares the engine, so it stays neutral.
     priority: int | None = None
+    #: The cap the postfix states (`{MAX_TOKENS}`) when it differs from the real answers' `max_tokens`:
+    #: another run's queries repeated word for word, with cheaper real answers.
+    stated_max_tokens: int | None = None
+
+    @property
+    def query_max_tokens_limit(self) -> int:
+        return self.stated_max_tokens or self.max_tokens
 
 
 def done_ids(path: Path) -> set[str]:
@@ -100,7 +107,8 @@ async def eval_prompt(
 ) -> dict[str, Any]:
     """One prompt: every variant's prediction query, then the real request right after."""
     body = {"model": config.model, "messages": prompt.messages, "max_tokens": config.max_tokens}
-    request = LengthRequest("chat", body, request_id=prompt.id)
+    stated = config.query_max_tokens_limit
+    request = LengthRequest("chat", {**body, "max_tokens": stated}, request_id=prompt.id)
     names = list(config.variants)
     order = names[slot % len(names):] + names[: slot % len(names)]
     variants: dict[str, Any] = {}
@@ -119,6 +127,7 @@ async def eval_prompt(
         "prompt_hash": prompt_hash(request),
         "prompt_tokens_est": prompt.prompt_tokens,
         "max_tokens": config.max_tokens,
+        "stated_max_tokens": stated,
         "model": config.model,
         "variants": variants,
         **real,
@@ -144,7 +153,7 @@ async def run_eval(
                 config.model,
                 name,
                 timeout_s=config.timeout_s,
-                max_tokens_limit=config.max_tokens,
+                max_tokens_limit=config.query_max_tokens_limit,
                 query_max_tokens=config.query_max_tokens,
                 top_logprobs=config.top_logprobs,
                 priority=config.priority,
