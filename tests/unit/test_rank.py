@@ -112,6 +112,16 @@ def test_tau_difference_is_paired() -> None:
     assert same.tau == 0 and same.low == same.high == 0
 
 
+def test_tau_difference_against_two_truths() -> None:
+    """Two models' self-predictions, each against its own lengths, on the same prompts."""
+    rng = np.random.default_rng(5)
+    actual_a, actual_b = rng.normal(size=80), rng.normal(size=80)
+    pred_a, pred_b = actual_a + 0.5 * rng.normal(size=80), actual_b + 2.0 * rng.normal(size=80)
+    diff = kendall_tau_difference_ci(pred_a, pred_b, actual_a, second_actual=actual_b)
+    assert diff.tau == pytest.approx(kendall_tau(pred_a, actual_a) - kendall_tau(pred_b, actual_b))
+    assert diff.low < diff.tau < diff.high
+
+
 def topic_prompts(n: int, seed: int, prefix: str) -> list[Labelled]:
     rng = np.random.default_rng(seed)
     items = []

@@ -87,19 +87,26 @@ def kendall_tau_ci(predicted: np.ndarray, actual: np.ndarray, confidence: float 
 
 
 def kendall_tau_difference_ci(
-    first: np.ndarray, second: np.ndarray, actual: np.ndarray, confidence: float = 0.95
+    first: np.ndarray,
+    second: np.ndarray,
+    actual: np.ndarray,
+    confidence: float = 0.95,
+    second_actual: np.ndarray | None = None,
 ) -> RankQuality:
     """Tau-b of `first` minus tau-b of `second` on the same requests, with a paired jackknife interval.
 
     Paired: both predictors leave out the same request, so the interval is much
     narrower than the two separate intervals suggest when the predictors agree often.
+    `second_actual`: the truth of `second` when it has its own (two models' self-predictions,
+    each against its own answer lengths); default `actual`.
     """
     y = np.asarray(actual, dtype=float)
+    y_b = y if second_actual is None else np.asarray(second_actual, dtype=float)
     n = len(y)
     if n < 2:
         return RankQuality(n, None, None, None)
     tau_a, loo_a = _tau_and_leave_one_out(np.asarray(first, dtype=float), y)
-    tau_b, loo_b = _tau_and_leave_one_out(np.asarray(second, dtype=float), y)
+    tau_b, loo_b = _tau_and_leave_one_out(np.asarray(second, dtype=float), y_b)
     if tau_a is None or tau_b is None:
         return RankQuality(n, None, None, None)
     difference = tau_a - tau_b
