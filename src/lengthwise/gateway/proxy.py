@@ -137,7 +137,9 @@ class StreamTap(SseEvents):
 
     The stream's `usage` if the client asked for it; else output tokens are counted as
     the content-bearing chunks per choice (vLLM sends one per token; text the detokenizer
-    holds back, e.g. half a multi-byte character, makes the count a little low). Asking
+    holds back, e.g. half a multi-byte character, makes the count a little low). A chunk
+    with one choice and no usage, tool calls or reasoning is read from its bytes (a non-empty
+    `content` or `text` string), the others are parsed. Asking
     the engine for usage instead would change the client's bytes: vLLM then moves
     `system_fingerprint` from the last chunk to the usage chunk.
     """
