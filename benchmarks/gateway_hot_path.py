@@ -16,9 +16,12 @@ Each gateway's CPU seconds per request (from its /metrics) are printed for each 
 Targets (issue 14 item 3, issue 15 item 1): burst ≤ 1.2× direct; added p50 ≤ 2 ms,
 p99 ≤ 10 ms; the big prompt delays small requests by ≤ 100 ms; RSS back within 10%.
 Stub, gateways and load share whatever cores they are given: pin them to one core to
-keep an engine's cores free, and read the round-to-round spread.
+keep an engine's cores free, and read the round-to-round spread. `--gateway-cpus` gives
+the gateways cores of their own (the stub and the load generator keep the script's), so
+that the direct path and the gateway path run the same stub and load on the same core and
+differ only by the gateway:
 
-    nice -n 19 taskset -c 0 python benchmarks/gateway_hot_path.py [--clients 500] [--rounds 3]
+    nice -n 19 taskset -c 0 python benchmarks/gateway_hot_path.py [--clients 500] [--rounds 3] [--gateway-cpus 1]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -142,7 +146,8 @@ def _ms(values: list[float], q: float) -> float:
 
 
 def _gateway(stub_url: str, port: int, predictor: str | None, args: argparse.Namespace) -> list[str]:
-    cmd = [sys.executable, "-c", "from lengthwise.cli import app; app()", "serve", "--backend", stub_url,
+    pinned = ["taskset", "-c", args.gateway_cpus] if args.gateway_cpus else []
+    cmd = [*pinned, sys.executable, "-c", "from lengthwise.cli import app; app()", "serve", "--backend", stub_url,
            "--port", str(port), "--mode", args.mode, "--log-level", "warning", *args.gateway_flag]
     return cmd + (["--predictor", predictor] if predictor else [])
 
@@ -162,6 +167,9 @@ def main() -> None:
                              "default: default= and constant=constant:tokens=16")
     parser.add_argument("--mode", default="priority", choices=["priority", "queue", "both"])
     parser.add_argument("--gateway-flag", action="append", default=[], help="extra flag for `lengthwise serve`")
+    parser.add_argument("--gateway-cpus", default="",
+                        help="CPUs for the gateways (taskset list, e.g. 1); default: those this script runs on, "
+                             "which the stub and the load generator keep")
     args = parser.parse_args()
     arms = dict(arm.partition("=")[::2] for arm in args.arm or ["default=", "constant=constant:tokens=16"])
 
@@ -174,6 +182,8 @@ def main() -> None:
                                                       f"{urls[name]}/health"))
         gateways = {name: url for name, url in urls.items() if name != "direct"}
         print(f"mode {args.mode}; arms: " + ", ".join(f"{n} ({p or 'default predictor'})" for n, p in arms.items()))
+        print(f"stub and load on CPUs {sorted(os.sched_getaffinity(0))}, gateways on "
+              f"{args.gateway_cpus or 'the same'}; load average {_load()}")
         paths = list(urls)
         walls: dict[str, list[float]] = {path: [] for path in paths}
         lats: dict[str, list[list[float]]] = {path: [] for path in paths}
@@ -202,6 +212,11 @@ def main() -> None:
                 proc = psutil.Process(procs[path].pid) if path in procs else None
                 report = uvloop.run(big_prompt(urls[path], args.big_mb, args.rate, 6.0, args.tokens, proc))
                 print(f"big prompt ({args.big_mb:g} MB) {path:9} {json.dumps(report)}{_cpu_since(gateways.get(path), mark)}")
+        print(f"load average at the end {_load()}")
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -192,6 +193,24 @@ def test_tap_counts_per_choice_for_completions_and_nothing_without_content() -> 
     empty = StreamTap()
     empty.feed(b"data: not json\n\n" + _sse(ROLE))
     assert empty.result() is None
+
+
+@pytest.mark.parametrize("choice, tokens", [
+    ({"index": 0, "delta": {"content": '\\"'}}, 1),  # an escaped quote is content
+    ({"index": 0, "delta": {"content": None}}, 0),
+    ({"index": 0, "delta": {"content": "", "reasoning_content": "hmm"}}, 1),  # parsed: reasoning is set
+    ({"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}}, 1),
+    ({"index": 0, "delta": {"content": "", "tool_calls": None, "reasoning_content": None}}, 0),
+    ({"index": 3, "text": "a"}, 1),
+    ({"index": 0, "text": ""}, 0),
+])
+def test_tap_reads_a_chunk_from_its_bytes_as_parsing_would(choice: dict[str, Any], tokens: int) -> None:
+    """One choice and no usage: the tap reads the chunk's bytes without parsing them; chunks with
+    tool calls or reasoning are parsed, and spacing does not change what is read."""
+    for separators in ((",", ":"), (", ", " : ")):
+        tap = StreamTap()
+        tap.feed(f"data: {json.dumps({'id': 'c', 'choices': [choice]}, separators=separators)}\n\n".encode())
+        assert tap.result() == ({"completion_tokens": tokens} if tokens else None)
 
 
 def test_unbounded_stream_tail_is_capped_and_not_recopied() -> None:

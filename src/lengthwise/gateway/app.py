@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+from httpx_aiohttp import AiohttpTransport
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -76,10 +77,12 @@ class Gateway:
         self.metrics = GatewayMetrics(self.pool)
         self._backend_headers = {"authorization": f"Bearer {config.backend_api_key}"} \
             if config.backend_api_key else {}
-        #: The predictor's own client (httpx, as the predictors take it), with the backend key.
+        #: The predictor's own client (httpx, as the predictors take it), with the backend key. It sends
+        #: through aiohttp: httpx's own transport cost 1.2 ms of event-loop CPU per self-prediction
+        #: query, aiohttp under httpx 0.34 ms (the queries of 10% of requests, while `auto` measures).
         self._predict_client = None if predictor else httpx.AsyncClient(
             headers=self._backend_headers, timeout=config.prediction_timeout_s, auth=self.credentials.httpx_auth(),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+            transport=AiohttpTransport(client=_predict_session))
         urgent = self.engine_priority.urgent if self.engine_priority else None
         self.predictor: Predictor = predictor or build_predictor(config, self._predict_client, urgent)
         self.metrics.watch_predictor(self.predictor.status)
@@ -223,6 +226,12 @@ class Gateway:
         queue = self.scheduler.status() if isinstance(self.scheduler, SharedScheduler) else None
         return {"url": redacted(self.config.redis_url), "replica": self.replica, "queue": queue,
                 "learning": self.learning.status()}
+
+
+def _predict_session() -> aiohttp.ClientSession:
+    """The prediction queries' connections, opened on the first query (in the running loop): no bound
+    but the predictors' own, idle ones closed before a backend's 5 s keep-alive would close them."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0))
 
 
 async def _stopped(task: asyncio.Task[None]) -> None:

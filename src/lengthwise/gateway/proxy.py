@@ -77,6 +77,13 @@ async def open_upstream(
 
 
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+#: A stream chunk's fields read without parsing it. Inside a JSON string a quote is escaped,
+#: so `"key":` in the bytes is a key. A chunk whose usage, tool calls or reasoning is set
+#: (not null) is parsed whole.
+_NEEDS_PARSE = re.compile(rb'"(?:usage|tool_calls|reasoning_content)"\s*:\s*[^\sn]')
+_INDEX = re.compile(rb'"index"\s*:\s*(\d+)')
+#: A non-empty string as the chat delta's `content` or the completion's `text`.
+_TOKEN = re.compile(rb'"(?:content|text)"\s*:\s*"[^"]')
 
 
 class SseEvents:
@@ -94,6 +101,11 @@ class SseEvents:
         self._skipping = False
 
     def feed(self, chunk: bytes) -> None:
+        if not self._tail and not self._skipping and chunk.endswith(b"\n\n") and not chunk.endswith(b"\n\n\n") \
+                and b"\r" not in chunk:  # whole events, as engines send them: no buffering, no regex
+            for event in chunk[:-2].split(b"\n\n"):
+                self._event(event)
+            return
         searched_to = max(0, len(self._tail) - 3)  # an event end may straddle two chunks
         self._tail += chunk
         start = 0
@@ -125,7 +137,9 @@ class StreamTap(SseEvents):
 
     The stream's `usage` if the client asked for it; else output tokens are counted as
     the content-bearing chunks per choice (vLLM sends one per token; text the detokenizer
-    holds back, e.g. half a multi-byte character, makes the count a little low). Asking
+    holds back, e.g. half a multi-byte character, makes the count a little low). A chunk
+    with one choice and no usage, tool calls or reasoning is read from its bytes (a non-empty
+    `content` or `text` string), the others are parsed. Asking
     the engine for usage instead would change the client's bytes: vLLM then moves
     `system_fingerprint` from the last chunk to the usage chunk.
     """
@@ -150,8 +164,16 @@ class StreamTap(SseEvents):
         for line in event.splitlines():
             if not line.startswith(b"data:"):
                 continue
-            if line[5:].strip() == b"[DONE]":
+            data = line[5:]
+            if data.strip() == b"[DONE]":
                 self.done = True
+                continue
+            if not _NEEDS_PARSE.search(data) and len(index := _INDEX.findall(data)) == 1:
+                # One choice, no usage: whether it carries a token shows in its bytes, without
+                # building the chunk's objects (most of the relay's CPU per token otherwise).
+                if _TOKEN.search(data):
+                    choice = int(index[0])
+                    self._chunks[choice] = self._chunks.get(choice, 0) + 1
                 continue
             try:
                 obj = json.loads(line[5:])
