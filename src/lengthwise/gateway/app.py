@@ -54,11 +54,11 @@ REDIS_TIMEOUT_S = 2.0
 class Gateway:
     """The gateway's parts and endpoints; `.app` is the ASGI app to serve.
 
-    `predictor` and `policy` override the ones `config` names (tests, embedding).
+    `predictor`, `cheap_predictor` and `policy` override the ones `config` names (tests, embedding).
     """
 
     def __init__(self, config: GatewayConfig, *, predictor: Predictor | None = None,
-                 policy: Policy | None = None) -> None:
+                 policy: Policy | None = None, cheap_predictor: Predictor | None = None) -> None:
         self.config = config
         self.policy = policy or make_policy(config.policy)
         #: Redis shared with the other replicas, if any: their clocks then all count from SHARED_EPOCH.
@@ -85,6 +85,12 @@ class Gateway:
             transport=AiohttpTransport(client=_predict_session))
         urgent = self.engine_priority.urgent if self.engine_priority else None
         self.predictor: Predictor = predictor or build_predictor(config, self._predict_client, urgent)
+        #: The query-window rule's cheap predictor (`--query-window`); None: the rule is off.
+        self.cheap_predictor = None if not config.query_window else \
+            cheap_predictor or build_predictor(config, self._predict_client, urgent, config.cheap_predictor)
+        if self.cheap_predictor is not None and self.cheap_predictor.costly:
+            raise ValueError(f"--cheap-predictor {self.cheap_predictor.name} spends engine time: the query window "
+                             "needs one that does not (e.g. learned:wrap=none, prompt-length)")
         self.metrics.watch_predictor(self.predictor.status)
         self.learning = SharedLearning(self.redis, self.replica, self.predictor) if self.redis else None
         if self.redis is not None:
@@ -97,7 +103,8 @@ class Gateway:
         self.completions = Completions(config=config, policy=self.policy, pool=self.pool, scheduler=self.scheduler,
                                        metrics=self.metrics, predictor=self.predictor,
                                        engine_priority=self.engine_priority, api_keys=self._api_keys,
-                                       clock=self.clock, preemptor=self.preemptor)
+                                       clock=self.clock, preemptor=self.preemptor,
+                                       cheap_predictor=self.cheap_predictor)
         starlette = Starlette(
             routes=[
                 Route("/v1/models", self._models, methods=["GET"]),
@@ -119,7 +126,7 @@ class Gateway:
     def _make_scheduler(self) -> Scheduler:
         config = self.config
         if self.redis is None:
-            return Scheduler(self.policy, config.max_inflight, config.max_queue, self.clock)
+            return Scheduler(self.policy, config.max_inflight, config.max_queue, self.clock, config.query_window)
         assert config.redis_url is not None
         queue = SharedQueue(self.redis, self.replica, config.max_inflight, config.redis_lease_s)
         return SharedScheduler(self.policy, config.max_inflight, config.max_queue, self.clock, queue, self.pool,
@@ -148,6 +155,8 @@ class Gateway:
             if self._predict_client is not None:
                 stack.push_async_callback(self._predict_client.aclose)
             stack.push_async_callback(self.predictor.aclose)
+            if self.cheap_predictor is not None:
+                stack.push_async_callback(self.cheap_predictor.aclose)
             stack.push_async_callback(self.completions.predicting.aclose)
             await asyncio.to_thread(count_tokens, "load the tokenizer")  # not on the first request's loop turn
             await self._probe_all()
@@ -215,8 +224,10 @@ class Gateway:
         if denied := self._denied(request):
             return denied
         status = self.predictor.status()
+        window = None if self.cheap_predictor is None else \
+            {"size": self.config.query_window, "cheap_predictor": self.cheap_predictor.name}
         return JSONResponse({"mode": self.config.mode, "policy": self.policy.name, "predictor": self.predictor.name,
-                             "status": status, "redis": self._shared_status()})
+                             "status": status, "query_window": window, "redis": self._shared_status()})
 
     def _shared_status(self) -> dict[str, Any] | None:
         """What this replica shares through Redis, and whether it can now; None without Redis."""

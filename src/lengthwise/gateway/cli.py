@@ -86,6 +86,15 @@ def serve(
     preempt: Annotated[str | None, typer.Option(
         help="Queue modes, vLLM: preempt running requests for much shorter waiting ones and resume them as "
              "continuations, e.g. 'margin=2,max=1,early=0.25' ('' for the defaults); unset: never.")] = None,
+    query_window: Annotated[int, typer.Option(
+        help="Queue modes: the query-window rule. W >= 1: waiting requests are ordered by --cheap-predictor; only "
+             "the best W waiting for a backend are predicted by --predictor (the self-query, which caches the "
+             "prompt on the engine), and only those are admitted, so each is admitted before the engine evicts "
+             "its prompt. 0: off, every waiting request is predicted by --predictor on arrival.")] =
+        _D["query_window"],
+    cheap_predictor: Annotated[str, typer.Option(
+        help="With --query-window: the predictor (no engine time) that orders requests outside the window, "
+             "e.g. learned:wrap=none, prompt-length.")] = _D["cheap_predictor"],
     log_level: Annotated[str, typer.Option(help="debug | info | warning.")] = "info",
     access_log: Annotated[bool, typer.Option(help="uvicorn's access log (costs throughput).")] = False,
 ) -> None:
@@ -112,14 +121,17 @@ def serve(
             header_timeout_s=header_timeout, body_timeout_s=body_timeout, max_connections=max_connections,
             graceful_shutdown_s=graceful_shutdown_timeout, redis_url=redis, redis_lease_s=redis_lease,
             preempt=None if preempt is None else PreemptSettings.parse(preempt),
+            query_window=query_window, cheap_predictor=cheap_predictor,
         )
         gateway = Gateway(config)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     if host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
         logging.getLogger("lengthwise.gateway").warning("listening on %s without --api-key", host)
+    window = f", query window {query_window} ordered by {gateway.cheap_predictor.name}" \
+        if gateway.cheap_predictor is not None else ""
     typer.echo(f"lengthwise gateway on http://{host}:{port}/v1 → {', '.join(map(redacted, config.backends))} "
-               f"(mode {mode}, policy {policy}, predictor {gateway.predictor.name})", err=True)
+               f"(mode {mode}, policy {policy}, predictor {gateway.predictor.name}{window})", err=True)
     app, limits = guard(gateway.app, config)
     # What start-up built (modules, models, the predictor's vocabulary) lives as long as the process:
     # out of the collector's sight, a full collection no longer stalls requests (0.15 s here).

@@ -67,6 +67,8 @@ class Completions:
     clock: Callable[[], float]
     #: Preempts long running requests for short waiting ones (queue modes with --preempt); None: never.
     preemptor: Preemptor | None = None
+    #: The query-window rule's cheap predictor (`--query-window`); None: the rule is off.
+    cheap_predictor: Predictor | None = None
     #: The pooled connections to the backends; the gateway's lifespan sets it.
     session: aiohttp.ClientSession | None = None
     _ids: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
@@ -79,7 +81,7 @@ class Completions:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout_s,
                                               sock_read=self.config.read_timeout_s)
         self.predicting = Predicting(config=self.config, predictor=self.predictor, metrics=self.metrics,
-                                     scheduler=self.scheduler)
+                                     scheduler=self.scheduler, cheap=self.cheap_predictor)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = "chat" if scope["path"].endswith("/chat/completions") else "completion"
@@ -194,8 +196,9 @@ class Completions:
     async def _admit(self, f: Flight, attempt: contextlib.ExitStack, requeued: bool = False) -> None:
         assert self.scheduler is not None and f.backend is not None
         started = time.monotonic()
+        query = functools.partial(self.predicting.self_predict, f) if self.cheap_predictor is not None else None
         try:
-            release = await self.scheduler.admit(f.job, f.backend, requeued=requeued)
+            release = await self.scheduler.admit(f.job, f.backend, requeued=requeued, query=query)
         except QueueFull:
             raise GatewayError(429, "the gateway's queue is full; retry later", code="queue_full",
                                headers={"retry-after": str(self.config.retry_after_s)}) from None

@@ -18,6 +18,8 @@ MODES: tuple[Mode, ...] = ("priority", "queue", "both")
 #: The learned prompt model (no engine time), the engine's own self-prediction (costly:
 #: sampled on a tenth of requests until it ranks best) and prompt length.
 DEFAULT_PREDICTOR = "auto:candidates=learned:wrap=none|self|prompt-length"
+#: The query-window rule's default cheap predictor: the learned ranker alone (no engine time).
+DEFAULT_CHEAP_PREDICTOR = "learned:wrap=none"
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,13 @@ class GatewayConfig:
     redis_lease_s: float = 10.0
     #: Queue modes, vLLM: preempt long running requests for short waiting ones; None: never.
     preempt: PreemptSettings | None = None
+    #: Queue modes: the query-window rule (docs/GATEWAY.md, "The query window"). W >= 1: a waiting
+    #: request is ordered by `cheap_predictor`, and predicted by `predictor` (the self-query, which
+    #: warms the engine's prefix cache) only once it is among the best W waiting for its backend;
+    #: only queried requests are admitted. 0: off (every waiting request gets `predictor` on arrival).
+    query_window: int = 0
+    #: What orders the requests outside the query window: a predictor that spends no engine time.
+    cheap_predictor: str = DEFAULT_CHEAP_PREDICTOR
 
     def __post_init__(self) -> None:
         if not self.backends:
@@ -135,6 +144,11 @@ class GatewayConfig:
         if self.preempt is not None and (not self.queues or self.engine != "vllm" or self.redis_url is not None):
             raise ValueError("--preempt needs the gateway's own queue (--mode queue or both, without --redis) and "
                              "--engine vllm (it resumes with vLLM's continue_final_message and return_token_ids)")
+        if self.query_window < 0:
+            raise ValueError(f"query_window must be 0 (off) or more, got {self.query_window}")
+        if self.query_window and (not self.queues or self.redis_url is not None or self.preempt is not None):
+            raise ValueError("--query-window needs the gateway's own queue (--mode queue or both, without --redis) "
+                             "and no --preempt")
 
     @property
     def queues(self) -> bool:

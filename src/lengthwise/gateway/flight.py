@@ -13,7 +13,7 @@ from lengthwise.gateway.backends import Backend
 from lengthwise.core import headers
 from lengthwise.core.policy import Job
 from lengthwise.gateway.stitch import Stitcher
-from lengthwise.predict.base import Endpoint, LengthRequest, Prediction
+from lengthwise.predict.base import Endpoint, LengthRequest, Prediction, Predictor
 from lengthwise.predict.remaining import LengthDistribution
 
 
@@ -33,6 +33,9 @@ class Flight:
     backend: Backend | None = None
     length_request: LengthRequest | None = None
     prediction: Prediction | None = None
+    #: What made `prediction` (and learns from the answer): the cheap predictor or the query window's
+    #: `--predictor`; None: `--predictor`.
+    predicted_by: Predictor | None = None
     #: The prediction made in the background, only to learn from, when nothing waited.
     deferred: asyncio.Task[Prediction | None] | None = None
     prediction_s: float = 0.0

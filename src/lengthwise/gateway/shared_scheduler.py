@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 from lengthwise.core.policy import Job, Policy
 from lengthwise.gateway.backends import Backend, BackendPool
 from lengthwise.gateway.scheduler import BackendGone, QueueFull, Scheduler
+from lengthwise.gateway.query_window import Query
 from lengthwise.gateway.shared_queue import Seats, SharedQueue, backend_id, member, member_backend
 
 log = logging.getLogger("lengthwise.gateway")
@@ -74,8 +75,10 @@ class SharedScheduler(Scheduler):
         seen = self._seen.get(backend.index)
         return seen.running if self.connected and seen is not None else super().running(backend)
 
-    async def admit(self, job: Job, backend: Backend, *, requeued: bool = False) -> Callable[[], None]:
-        # `requeued` (a preemption's) never comes here: --preempt needs the gateway's own queue.
+    async def admit(self, job: Job, backend: Backend, *, requeued: bool = False,
+                    query: Query | None = None) -> Callable[[], None]:
+        # `requeued` (a preemption's) and `query` (the query window's) never come here: --preempt and
+        # --query-window need the gateway's own queue.
         while True:
             name = member(job.arrival, self.queue.replica, backend_id(backend.url), f"{job.id}#{next(self._tries)}")
             try:
