@@ -120,6 +120,33 @@ async def test_the_self_predictor_end_to_end_shares_the_prefix_cache(engine) -> 
         assert re.search(r'lengthwise:prompt_tokens_cached_total\{wait="<0.1s"\} [1-9]', metrics)
 
 
+async def test_a_request_admitted_under_the_query_window_finds_its_prompt_cached(engine) -> None:
+    """The query-window rule (one seat, W = 1): requests that wait are ordered by prompt length, queried
+    only at the head of the queue, and each finds the prompt its query left in the engine's prefix cache."""
+    config = GatewayConfig(backends=(engine.url,), mode="queue", policy="sjf", predictor="self", max_inflight=1,
+                           query_window=1, cheap_predictor="prompt-length")
+    prompts = [f"[{uuid.uuid4()}] " + "Explain, step by step, how a B-tree splits a full node. " * n
+               for n in (36, 30, 33)]
+    async with running_gateway(config) as (gateway, url), httpx.AsyncClient(timeout=600) as client:
+        assert gateway.scheduler is not None and gateway.cheap_predictor is not None
+        blocker = asyncio.create_task(client.post(url + "/v1/chat/completions",
+                                                  json=_body(engine, 48, "Count from one to fifty.")))
+        while not gateway.scheduler.running(gateway.pool.backends[0]):
+            await asyncio.sleep(0.01)
+        responses = await asyncio.gather(*(client.post(url + "/v1/chat/completions", json=_body(engine, 4, p))
+                                           for p in prompts))
+        assert (await blocker).status_code == 200
+        metrics = (await client.get(url + "/metrics")).text
+    for r in responses:
+        assert r.status_code == 200
+        assert r.headers["x-lengthwise-predictor"] == "self"  # queried in the window, and it answered
+        assert float(r.headers["x-lengthwise-queue-ms"]) > 0
+        usage = r.json()["usage"]
+        assert usage["prompt_tokens"] > 256
+        assert usage["prompt_tokens_details"]["cached_tokens"] >= usage["prompt_tokens"] // 128 * 128 - 128
+    assert re.search(r'lengthwise_predictions_total\{outcome="ok",predictor="prompt-length"\} 3.0', metrics)
+
+
 def _normalize(data: bytes) -> bytes:
     return re.sub(rb'"created":\d+', b'"created":0', re.sub(rb'"id":"[^"]*"', b'"id":""', data))
 

@@ -51,5 +51,5 @@ async def test_status_of_a_predictor_that_does_not_choose() -> None:
                 status = (await client.get(url + "/lengthwise/status")).json()
                 metrics = (await client.get(url + "/metrics")).text
             assert status == {"mode": "priority", "policy": "sst+deadline", "predictor": predictor.name, "status": expected,
-                              "redis": None}
+                              "query_window": None, "redis": None}
             assert "lengthwise_predictor_chosen" not in metrics
