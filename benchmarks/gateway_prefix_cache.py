@@ -9,7 +9,7 @@ answer's queue wait, cached prompt tokens and end-to-end time.
 
 Each `--windows` value is an arm: 0 queries every request on arrival (the gateway without
 the rule), W >= 1 runs the query-window rule (`--query-window W`, `--cheap-predictor`).
-Arms run in turn, `--rounds` times (interleaved), on a fresh gateway each; per arm it
+Arms run in turn, `--rounds` times (interleaved, within `--budget` seconds), on a fresh gateway each; per arm it
 prints the cached share (cached tokens over the prompt's cacheable whole blocks) as mean
 and distribution, and mean E2E. With `--out`, every request and the table are written there
 (requests.jsonl, appended after each run, and table.md).
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import random
 import statistics
 import time
@@ -117,23 +118,40 @@ def print_run(rows: list[dict[str, Any]]) -> None:
         print(f"  {bucket:>7}: {statistics.fmean(shares):.2f} (n={len(shares)})")
 
 
-async def main(args: argparse.Namespace) -> None:
-    windows = [int(x) for x in args.windows.split(",")]
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+async def measure(args: argparse.Namespace, windows: list[int], out: Path | None) -> list[dict[str, Any]]:
+    """The rounds, arms interleaved; a round starts only if one as long as the last fits in `--budget`."""
     rows: list[dict[str, Any]] = []
+    started, last = time.monotonic(), 0.0
     for round_ in range(args.rounds):
+        if round_ and time.monotonic() - started + last > args.budget:
+            print(f"stopping after {round_} round(s): another would pass --budget {args.budget:g} s")
+            break
+        round_started = time.monotonic()
         for window in windows if round_ % 2 == 0 else windows[::-1]:
-            started = time.monotonic()
+            arm_started = time.monotonic()
             run = await run_arm(args, window, round_)
-            print(f"round {round_ + 1}, {arm_name(window)}: {time.monotonic() - started:.0f} s "
+            print(f"round {round_ + 1}, {arm_name(window)}: {time.monotonic() - arm_started:.0f} s "
                   f"(queue mode, max-inflight {args.max_inflight}, predictor {args.predictor})", flush=True)
             print_run(run)
             rows += run
             if out is not None:
                 with (out / "requests.jsonl").open("a") as f:
                     f.writelines(json.dumps(r) + "\n" for r in run)
+        last = time.monotonic() - round_started
+    return rows
+
+
+async def main(args: argparse.Namespace) -> None:
+    windows = [int(x) for x in args.windows.split(",")]
+    out = Path(args.out) if args.out else None
+    if args.report:
+        assert out is not None, "--report reads --out/requests.jsonl"
+        rows = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+        windows = sorted({r["window"] for r in rows})
+    else:
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+        rows = await measure(args, windows, out)
     summaries = {arm_name(w): summary([r for r in rows if r["window"] == w], args.predictor) for w in windows}
     print(table(summaries))
     if out is not None:
@@ -157,5 +175,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--block-size", type=int, default=128, help="the engine's KV block, in tokens")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget", type=float, default=math.inf, help="seconds; no round starts that would pass it")
     parser.add_argument("--out", help="directory for requests.jsonl, summary.json and table.md")
+    parser.add_argument("--report", action="store_true", help="only summarize --out/requests.jsonl")
     asyncio.run(main(parser.parse_args()))

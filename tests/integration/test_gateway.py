@@ -139,7 +139,8 @@ async def test_a_request_admitted_under_the_query_window_finds_its_prompt_cached
         metrics = (await client.get(url + "/metrics")).text
     for r in responses:
         assert r.status_code == 200
-        assert r.headers["x-lengthwise-predictor"] == "self"  # queried in the window, and it answered
+        source = r.headers["x-lengthwise-predictor"]
+        assert source.startswith("self") and not source.endswith("fallback")  # queried in the window: it answered
         assert float(r.headers["x-lengthwise-queue-ms"]) > 0
         usage = r.json()["usage"]
         assert usage["prompt_tokens"] > 256
