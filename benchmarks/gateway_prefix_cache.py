@@ -89,8 +89,8 @@ def summary(rows: list[dict[str, Any]], predictor: str) -> dict[str, Any]:
         "e2e_mean_s": float(e2e.mean()), "e2e_p90_s": float(np.quantile(e2e, 0.9)),
         "e2e_mean_per_round_s": [statistics.fmean(v) for _, v in sorted(runs.items())],
         "queue_mean_s": statistics.fmean(r["queue_s"] for r in rows),
-        "self_predicted": float(np.mean([r["predictor"].startswith(predictor) and "fallback" not in r["predictor"]
-                                         for r in rows])),
+        "self_predicted": float(np.mean([r["predictor"].split(":")[0] == predictor.split(":")[0]
+                                         and "fallback" not in r["predictor"] for r in rows])),
     }
 
 
