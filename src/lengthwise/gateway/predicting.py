@@ -12,8 +12,8 @@ waits is ordered first by the cheap predictor (`--cheap-predictor`), and predict
 `--predictor` (`self_predict`) only once its backend's queue has it among its best W.
 
 An awaited prediction ends at `--prediction-timeout`: the request goes on with the
-fallback (with the window rule, a self-prediction: the cheap prediction) at once, and what the predictor was computing for it is dropped or finishes
-unobserved. Each completion is handed to the predictor's `observe` in the learning
+fallback (with the window rule, a self-prediction: the cheap prediction) at once, and
+what the predictor was computing for it is dropped or finishes unobserved. Each completion is handed to the predictor's `observe` in the learning
 worker (`predict.worker`), never on the event loop; a background prediction is observed
 once it has ended.
 """
@@ -81,19 +81,18 @@ class Predicting:
         except UnpredictableRequest:
             f.job.prompt_tokens = 0
         if self.nothing_waits(f.backend):
+            predictor = self.predictor
             f.prediction = Prediction(self.config.fallback_tokens, DEFERRED,
                                       fallback_reason="nothing waits: predicted only to learn")
             f.deferred = self._defer(replace(request, background=True))
             outcome = DEFERRED if f.deferred is not None else "skipped"
-            f.job.predicted_tokens = f.prediction.tokens
-            self.metrics.predictions.labels(self.predictor.name, outcome).inc()
-            return
-        f.predicted_by = predictor = self.cheap or self.predictor
-        started = time.monotonic()
-        f.prediction, outcome = await self._awaited(predictor, request)
-        f.prediction_s = time.monotonic() - started
-        self.metrics.prediction_seconds.observe(f.prediction_s)
-        self.metrics.predicted_tokens.observe(f.prediction.tokens)
+        else:
+            f.predicted_by = predictor = self.cheap or self.predictor
+            started = time.monotonic()
+            f.prediction, outcome = await self._awaited(predictor, request)
+            f.prediction_s = time.monotonic() - started
+            self.metrics.prediction_seconds.observe(f.prediction_s)
+            self.metrics.predicted_tokens.observe(f.prediction.tokens)
         f.job.predicted_tokens = f.prediction.tokens
         self.metrics.predictions.labels(predictor.name, outcome).inc()
 

@@ -176,7 +176,7 @@ class StreamTap(SseEvents):
                     self._chunks[choice] = self._chunks.get(choice, 0) + 1
                 continue
             try:
-                obj = json.loads(line[5:])
+                obj = json.loads(data)
             except ValueError:
                 continue
             if not isinstance(obj, dict):

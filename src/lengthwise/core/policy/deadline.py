@@ -65,6 +65,7 @@ class FcfsWait:
         return None if rate is None else self.fold(ahead / rate)
 
     def fold(self, wait: float) -> float:
+        """`wait` folded into `reference` (the largest recent wait), which is returned."""
         self.reference = max(wait, self.reference)
         return self.reference
 
@@ -137,6 +138,7 @@ class Deadline(Wrapper):
         super().dequeued(job, now)
 
     def _fix_late_deadlines(self) -> None:
+        """The rate is now measured: the jobs that joined before get their deadlines, and are re-keyed."""
         for job, ahead in self._unknown.values():
             wait = self.fcfs.later(ahead)
             assert wait is not None
